@@ -1,0 +1,1 @@
+"""Pipelines per modality over the specgen core; the `specgen` console command lives in modalities.cli."""

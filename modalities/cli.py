@@ -1,0 +1,111 @@
+"""The `specgen` console command: one subcommand per job (text now; more modalities, benchmarks and demos later)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def read_prompts(args) -> list[str]:
+    """Prompts from --prompt and --prompts-file (.jsonl: one {"prompt": ...} per line; else one per line)."""
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        try:
+            with open(args.prompts_file, encoding="utf-8") as f:
+                lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+        except OSError as e:
+            raise ValueError(f"cannot read --prompts-file {args.prompts_file!r}: {e.strerror}") from e
+        if args.prompts_file.endswith(".jsonl"):
+            for i, ln in enumerate(lines, 1):
+                try:
+                    prompts.append(json.loads(ln)["prompt"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{args.prompts_file} line {i}: expected a JSON object with a \"prompt\" "
+                                     f"field") from e
+        else:
+            prompts.extend(lines)
+    if not prompts:
+        raise ValueError("no prompt given: use --prompt TEXT or --prompts-file FILE")
+    return prompts
+
+
+def add_text(sub):
+    p = sub.add_parser("text", help="generate text with a speculative method")
+    p.add_argument("--model", required=True, help="target checkpoint folder")
+    p.add_argument("--draft", help="draft checkpoint folder (pard, draft_model)")
+    p.add_argument("--method", choices=["ar", "pard", "draft_model", "ngram"],
+                   help="decoding method (default: pard with a PARD draft, draft_model with another draft, else ar)")
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    p.add_argument("--prompts-file", help="a file of prompts: one per line, or .jsonl with a \"prompt\" field")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-draft-tokens", "-k", type=int, default=8)
+    p.add_argument("--stop", action="append", help="stop string (repeat for several)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts decoded together")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when present)")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--compare-ar", action="store_true", help="also run ar on the same prompts and print the speedup")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    p.set_defaults(run=run_text)
+
+
+def run_text(args):
+    from modalities.text import TextPipeline
+
+    prompts = read_prompts(args)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    pipe = TextPipeline.from_pretrained(args.model, draft=args.draft, method=args.method, device=args.device,
+                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, seed=args.seed, stop=args.stop)
+    for i in range(0, len(prompts), args.batch_size):
+        batch = prompts[i : i + args.batch_size]
+        outs = pipe.generate(batch, **settings)
+        base = pipe.generate(batch, method="ar", **settings) if args.compare_ar else [None] * len(outs)
+        for out, ar in zip(outs, base):
+            record = out.as_dict()
+            record.pop("finish_reason")
+            if ar is not None:
+                record["ar_stats"] = ar.stats.as_dict()
+                record["speedup_over_ar"] = speedup(out, ar)
+            if args.json:
+                print(json.dumps(record), flush=True)
+            else:
+                print(out.text)
+                s = out.stats
+                line = (f"[{pipe.method}] {s.new_tokens} tokens in {s.wall_s:.2f} s, {s.tokens_per_s:.1f} tok/s, "
+                        f"mean accepted {s.mean_accepted:.2f} per target forward")
+                if ar is not None:
+                    line += f"; ar {ar.stats.tokens_per_s:.1f} tok/s -> speedup {record['speedup_over_ar']:.2f}x"
+                print(line, file=sys.stderr, flush=True)
+
+
+def speedup(out, ar) -> float:
+    """Tokens/s ratio of a method over ar on the same prompt."""
+    return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specgen", description="speculative generation for text, speech, "
+                                     "image and rap models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_text(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as e:
+        print(f"specgen {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""TextPipeline: a target causal LM, an optional draft, and a tokenizer behind one generate/stream API."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from specgen import CachedLM, Sampling, Stats, make_drafter, stream
+from specgen.drafters import METHODS, pard_token_of
+from specgen.loading import load_causal_lm, load_tokenizer
+from specgen.loop import run_to_end
+
+
+@dataclass
+class TextOutput:
+    text: str
+    token_ids: list[int]
+    stats: Stats
+    finish_reason: str  # "eos", "length" or "stop"
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "token_ids": self.token_ids, "finish_reason": self.finish_reason,
+                "stats": self.stats.as_dict()}
+
+
+def default_method(draft_model) -> str:
+    """pard for a PARD draft, draft_model for another draft, ar without one."""
+    if draft_model is None:
+        return "ar"
+    return "pard" if getattr(draft_model.config, "pard_token", None) is not None else "draft_model"
+
+
+class TextPipeline:
+    """Speculative text generation: `generate` for results, `stream` for text as it is accepted."""
+
+    def __init__(self, model, tokenizer, draft_model=None, method: str | None = None, num_draft_tokens: int = 8,
+                 draft_tokenizer=None):
+        self.target = CachedLM(model)
+        self.tokenizer = tokenizer
+        self.draft_model = draft_model
+        if draft_model is not None:
+            check_same_vocabulary(tokenizer, draft_tokenizer, self.target.vocab, draft_model)
+        self.method = method or default_method(draft_model)
+        self.num_draft_tokens = num_draft_tokens
+        self._drafters = {}
+        self.drafter(self.method)  # refuse an impossible method now, not at the first prompt
+
+    @classmethod
+    def from_pretrained(cls, path: str, draft: str | None = None, method: str | None = None, device=None,
+                        dtype=None, num_draft_tokens: int = 8) -> "TextPipeline":
+        """Load a target (and a draft) from local checkpoint folders; device and dtype are automatic unless given."""
+        model = load_causal_lm(path, device, dtype, what="target")
+        draft_model = draft_tok = None
+        if draft is not None:
+            draft_model = load_causal_lm(draft, model.device, model.dtype, what="draft")
+            try:
+                draft_tok = load_tokenizer(draft, what="draft")
+            except ValueError:
+                draft_tok = None  # a draft may ship without a tokenizer; then only the vocabulary size is checked
+        return cls(model, load_tokenizer(path, what="target"), draft_model, method, num_draft_tokens, draft_tok)
+
+    def drafter(self, method: str):
+        if method not in self._drafters:
+            if method == "pard" and self.draft_model is not None:
+                pard_token_of(self.draft_model.config)
+            self._drafters[method] = make_drafter(method, self.draft_model)
+        return self._drafters[method]
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        for src in (self.tokenizer.eos_token_id, getattr(self.target.model.generation_config, "eos_token_id", None)):
+            if isinstance(src, int):
+                ids.add(src)
+            elif src is not None:
+                ids.update(src)
+        return ids
+
+    def encode(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("the prompt is empty: give some text to continue")
+        return self.tokenizer(prompt)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _run(self, prompts: list[str], max_new_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=None,
+             stop: list[str] | str | None = None, method: str | None = None, num_draft_tokens: int | None = None):
+        sampling = Sampling(temperature, top_k, top_p)
+        rows = [self.encode(p) for p in prompts]
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not s for s in stops):
+            raise ValueError("a stop string is empty: every stop string needs at least one character")
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(self.target.device).manual_seed(seed)
+        it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens,
+                    num_draft_tokens or self.num_draft_tokens, self.eos_token_ids,
+                    self._stop_fn(stops) if stops else None, generator)
+        return it, stops
+
+    def _stop_fn(self, stops: list[str]):
+        def stop_at(row: int, ids: list[int]) -> int | None:
+            if not any(s in self.decode(ids) for s in stops):
+                return None
+            # the fewest tokens whose text holds a stop string: those are kept, the text is cut before it
+            return next(n for n in range(1, len(ids) + 1) if any(s in self.decode(ids[:n]) for s in stops))
+
+        return stop_at
+
+    def _output(self, gen, stops: list[str]) -> TextOutput:
+        text = self.decode(gen.token_ids)
+        if gen.finish_reason == "stop":
+            text = text[: min(text.find(s) for s in stops if s in text)]
+        return TextOutput(text, gen.token_ids, gen.stats, gen.finish_reason)
+
+    def generate(self, prompt: str | list[str], **kwargs) -> TextOutput | list[TextOutput]:
+        """Generate for one prompt (-> TextOutput) or a batch (-> one TextOutput per prompt, decoded together).
+
+        kwargs: max_new_tokens, temperature (0 = greedy), top_k, top_p, seed, stop (strings), method,
+        num_draft_tokens.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("no prompts given: pass a string or a non-empty list of strings")
+        it, stops = self._run(prompts, **kwargs)
+        outs = [self._output(g, stops) for g in run_to_end(it)]
+        return outs[0] if isinstance(prompt, str) else outs
+
+    def stream(self, prompt: str, **kwargs) -> Iterator[str]:
+        """Yield text as it is accepted (same kwargs as generate); the full TextOutput is then in `self.last`."""
+        it, stops = self._run([prompt], **kwargs)
+        ids: list[int] = []
+        shown = 0
+        while True:
+            try:
+                _, new = next(it)
+            except StopIteration as done:
+                self.last = self._output(done.value[0], stops)
+                break
+            ids.extend(new)
+            text = self.decode(ids)
+            safe = len(text) - held_back(text, stops)
+            if safe > shown:
+                yield text[shown:safe]
+                shown = safe
+        if len(self.last.text) > shown:
+            yield self.last.text[shown:]
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters not to show yet: a partial UTF-8 character, or the start of a stop string."""
+    hold = 1 if text.endswith("\ufffd") else 0
+    for s in stops:
+        for n in range(min(len(s), len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+def check_same_vocabulary(tokenizer, draft_tokenizer, target_vocab: int, draft_model):
+    """A draft must share the target's tokenizer: the same token ids for the same pieces."""
+    from specgen.cached_lm import vocab_size
+
+    dv = vocab_size(draft_model)
+    if dv > target_vocab:
+        raise ValueError(f"the draft's vocabulary ({dv}) is larger than the target's ({target_vocab}): they do not "
+                         f"share a tokenizer; use a draft trained with the target's tokenizer")
+    if draft_tokenizer is not None and draft_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError("the draft's tokenizer differs from the target's (other token ids for the same pieces): "
+                         "use a draft trained with the target's tokenizer")
+
+
+__all__ = ["TextOutput", "TextPipeline", "METHODS"]

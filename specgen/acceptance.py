@@ -1,0 +1,94 @@
+"""Acceptance rules: how much of a verified draft tree survives against the target distribution.
+
+Each rule walks every row's tree from the root (index 0, the last emitted token) and returns the accepted path
+(node indices, root first) and the next token, drawn from the target at the path's end (a correction when a
+draft was rejected, a bonus when the path reached a leaf). Both rules here are lossless.
+"""
+from __future__ import annotations
+
+import torch
+
+from .sampling import Sampling
+
+
+def children_of(parents: list[int], valid: list[bool]) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in parents]
+    for i, (p, ok) in enumerate(zip(parents, valid)):
+        if ok and p >= 0:
+            kids[p].append(i)
+    return kids
+
+
+def accept_greedy(logits, tokens, parents, valid, q=None, sampling=None, generator=None):
+    """Exact-match acceptance: follow the child that equals the target's argmax (speculative == greedy AR)."""
+    best = logits.argmax(-1).tolist()  # [batch][nodes]
+    toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
+    paths, nxt = [], []
+    for b in range(len(best)):
+        kids = children_of(pars[b], vals[b])
+        node, path = 0, [0]
+        while True:
+            hit = [c for c in kids[node] if toks[b][c] == best[b][node]]
+            if not hit:
+                break
+            node = hit[0]
+            path.append(node)
+        paths.append(path)
+        nxt.append(best[b][node])
+    return paths, nxt
+
+
+def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generator=None):
+    """Lossless speculative sampling (Leviathan et al. 2023; Chen et al. 2023), with SpecInfer's recursive
+    rejection when a node has several drafted children (Miao et al. 2024).
+
+    p: target distribution at a node, q: the draft distribution a child was drawn from (one-hot when the drafter
+    is deterministic). Accept child x with min(1, p(x)/q(x)); on rejection p <- norm(max(p - q, 0)) and try the next
+    child; when none is left, draw the next token from p. Children of one node must be drawn independently.
+    """
+    p_all = sampling.probs(logits)  # [batch, nodes, vocab]
+    toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
+    paths, nxt = [], []
+    for b in range(p_all.shape[0]):
+        kids = children_of(pars[b], vals[b])
+        node, path = 0, [0]
+        p = p_all[b, 0]
+        while True:
+            moved = False
+            for c in kids[node]:
+                x = toks[b][c]
+                qc = q[b, c - 1] if q is not None else None
+                qx = qc[x] if qc is not None else 1.0
+                u = torch.rand((), generator=generator, device=p.device)
+                if u * qx < p[x]:  # u < p(x)/q(x), without dividing by a zero q(x)
+                    node, moved = c, True
+                    path.append(c)
+                    p = p_all[b, c]
+                    break
+                p = residual(p, qc, x)
+            if not moved:
+                break
+        paths.append(path)
+        nxt.append(int(torch.multinomial(p, 1, generator=generator)))
+    return paths, nxt
+
+
+def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:
+    """norm(max(p - q, 0)); q None stands for the one-hot distribution on x."""
+    if q is None:
+        r = p.clone()
+        r[x] = 0.0
+    else:
+        r = (p - q).clamp(min=0.0)
+    total = r.sum()
+    # a rejection leaves mass >= q(x) - p(x) > 0; only rounding can empty it, and then p itself is the answer
+    return r / total if total > 0 else p
+
+
+RULES = {"greedy": accept_greedy, "sample": accept_sample}
+
+
+def get_rule(name: str):
+    if name not in RULES:
+        raise ValueError(f"unknown acceptance rule {name!r}: choose one of {sorted(RULES)}")
+    return RULES[name]

@@ -1,0 +1,166 @@
+"""A causal LM with its KV cache, driven by explicit per-row positions and attention masks.
+
+This is the design's Target: prefill, verification of a draft chain or tree in one forward, and commit of exactly
+the accepted nodes. Draft models use the same wrapper. The cache stays rectangular across the batch: every slot
+has a per-row validity bit, so rows that accept different numbers of tokens leave masked holes rather than
+forcing a cut to the shortest acceptance. Positions are explicit per row, so holes change nothing a row computes.
+
+Slots appended by `step` are pending until `commit` keeps some of them (chains: a crop; anything else: a gather).
+Works with any `transformers` causal LM that accepts a 4-D float attention mask, position ids and a `DynamicCache`
+(checked on Llama, Qwen2, Mistral and GPT-2).
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from .tree import ancestry
+
+
+def context_length(config) -> int | None:
+    """The model's maximum number of positions, from whichever field its config uses."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(config, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def vocab_size(model) -> int:
+    """Size of the model's output distribution."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
+class CachedLM:
+    """A causal LM plus a batch-rectangular KV cache with per-slot validity and per-row positions."""
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.context = context_length(model.config)
+        self.window = sliding_window(model.config)
+        self.vocab = vocab_size(model)
+        self.forwards = 0
+        self.reset(0)
+
+    def reset(self, batch: int):
+        self.cache = DynamicCache()
+        self.slot_valid = torch.zeros(batch, 0, dtype=torch.bool, device=self.device)  # [batch, slots]
+        self.pos = torch.zeros(batch, dtype=torch.long, device=self.device)  # committed tokens per row
+        self.pending = 0  # trailing slots not yet committed
+
+    @property
+    def batch(self) -> int:
+        return self.pos.shape[0]
+
+    def check_length(self, total: int):
+        """Refuse sequences the model cannot position (a clear error instead of an index error deep in torch)."""
+        if self.context is not None and total > self.context:
+            raise ValueError(f"{total} tokens exceed the model's context of {self.context}: shorten the prompt "
+                             f"or lower max_new_tokens")
+        if self.window is not None and total > self.window:
+            raise ValueError(f"{total} tokens exceed the model's sliding attention window of {self.window}, which "
+                             f"specgen does not emulate: shorten the prompt or lower max_new_tokens")
+
+    @torch.inference_mode()
+    def prefill(self, rows: list[list[int]]) -> torch.Tensor:
+        """Start a batch from token lists of any lengths (left-padded inside); returns last-token logits [batch, vocab]."""
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        width = int(lengths.max())
+        tokens = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            tokens[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        valid = torch.arange(width, device=self.device)[None, :] >= (width - lengths)[:, None]
+        self.reset(len(rows))
+        logits = self.step(tokens, valid=valid)
+        self.commit_all()
+        return logits[:, -1]
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, parents: torch.Tensor | None = None, valid: torch.Tensor | None = None):
+        """Append nodes [batch, n] as pending slots and return their logits [batch, n, vocab].
+
+        Each node sees the committed valid slots, every earlier pending valid slot, and its ancestors among these
+        nodes (parents [batch, n], -1 = none; None = a chain over the valid nodes).
+        Its position is the row's committed length + earlier pending valid slots + its depth.
+        """
+        b, n = tokens.shape
+        if valid is None:
+            valid = torch.ones(b, n, dtype=torch.bool, device=self.device)
+        if parents is None:  # chain over valid nodes: node i sees valid j <= i
+            tri = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
+            eye = torch.eye(n, dtype=torch.bool, device=self.device)
+            anc = tri & valid[:, None, :] & valid[:, :, None] | eye
+            depth = (valid.cumsum(1) - 1).clamp(min=0)
+        else:
+            anc, depth = ancestry(parents, valid)
+        slots = self.slot_valid.shape[1]
+        base = self.pos + self.slot_valid[:, slots - self.pending:].sum(1)  # [batch]
+        positions = base[:, None] + depth
+        see = torch.cat([self.slot_valid[:, None, :].expand(b, n, slots), anc], 2)  # [batch, n, slots + n]
+        mask = torch.zeros(see.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~see, torch.finfo(self.dtype).min)
+        out = self.model(input_ids=tokens, attention_mask=mask[:, None], position_ids=positions,
+                         past_key_values=self.cache, use_cache=True)
+        self.forwards += 1
+        self.slot_valid = torch.cat([self.slot_valid, valid], 1)
+        self.pending += n
+        return out.logits
+
+    def commit_all(self):
+        """Keep every pending slot."""
+        self.pos = self.pos + self.slot_valid[:, self.slot_valid.shape[1] - self.pending:].sum(1)
+        self.pending = 0
+
+    def commit(self, keep: list[list[int]]):
+        """Keep, per row, the pending slots listed (indices into the pending region, in order); drop the rest.
+
+        Rows keep different numbers; shorter rows get masked holes. When every row keeps the same prefix, the
+        cache is cropped; otherwise the kept keys and values are gathered into place.
+        """
+        width = max((len(k) for k in keep), default=0)
+        start = self.slot_valid.shape[1] - self.pending
+        if all(k == list(range(width)) for k in keep):
+            self._crop(start + width)
+        else:
+            idx = torch.zeros(self.batch, width, dtype=torch.long, device=self.device)
+            kept = torch.zeros(self.batch, width, dtype=torch.bool, device=self.device)
+            for i, k in enumerate(keep):
+                idx[i, : len(k)] = torch.tensor(k, dtype=torch.long)
+                kept[i, : len(k)] = True
+            for layer in self.cache.layers:
+                for name in ("keys", "values"):
+                    t = getattr(layer, name)  # [batch, heads, slots, dim]
+                    region = t[:, :, start:]
+                    g = idx[:, None, :, None].expand(-1, region.shape[1], -1, region.shape[3])
+                    setattr(layer, name, torch.cat([t[:, :, :start], region.gather(2, g)], 2))
+            valid_region = self.slot_valid[:, start:].gather(1, idx) & kept
+            self.slot_valid = torch.cat([self.slot_valid[:, :start], valid_region], 1)
+        self.pending = width
+        self.commit_all()
+
+    def _crop(self, length: int):
+        drop = self.slot_valid.shape[1] - length
+        if drop > 0:
+            self.cache.crop(-drop)
+            self.slot_valid = self.slot_valid[:, :length]
+
+    def select(self, rows: torch.Tensor):
+        """Keep only these batch rows (finished rows leave the batch)."""
+        self.cache.batch_select_indices(rows)
+        self.slot_valid = self.slot_valid[rows]
+        self.pos = self.pos[rows]
+
+
+def sliding_window(config) -> int | None:
+    """The sliding attention window if the model uses one on any layer, else None."""
+    w = getattr(config, "sliding_window", None)
+    if not isinstance(w, int) or w <= 0:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is not None and "sliding_attention" not in types:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return w

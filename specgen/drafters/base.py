@@ -1,0 +1,85 @@
+"""The drafter interface, and what the model-based drafters share: a draft LM fed each row's new tokens."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+
+from ..cached_lm import CachedLM
+from ..sampling import Sampling
+from ..tree import DraftTree
+
+
+class Drafter(ABC):
+    """Proposes a draft tree after each row's last emitted token, and follows what the target accepted."""
+
+    name = "drafter"
+    forwards = 0  # draft forwards run so far
+
+    def start(self, prompts: list[list[int]], first: list[int], sampling: Sampling, vocab: int,
+              device: torch.device, generator: torch.Generator | None = None):
+        """A new batch: the prompts and the first token the target chose for each row."""
+        self.sampling, self.vocab, self.device, self.generator = sampling, vocab, device, generator
+
+    def check_length(self, total: int):
+        """Refuse sequences longer than the drafter can handle."""
+
+    @abstractmethod
+    def propose(self, k: int) -> DraftTree:
+        """At most k draft tokens per row, as a tree under each row's last emitted token."""
+
+    @abstractmethod
+    def accept(self, emitted: list[list[int]]):
+        """Per row, the tokens emitted this round: the accepted drafts, then the target's next token."""
+
+    @abstractmethod
+    def select(self, rows: list[int]):
+        """Keep only these rows (finished rows leave the batch)."""
+
+    def draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draft tokens from draft logits [batch, k, vocab_d]: argmax when greedy (q None), else drawn from q,
+        the draft distribution after the same processing the target gets (q padded to the target's vocabulary)."""
+        if self.sampling.greedy:
+            return logits.argmax(-1), None
+        q = self.sampling.probs(logits)
+        tokens = torch.multinomial(q.flatten(0, 1), 1, generator=self.generator).view(q.shape[:2])
+        return tokens, F.pad(q, (0, self.vocab - q.shape[-1]))
+
+
+def ragged(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded tokens [batch, width] and their validity [batch, width] from lists of any lengths."""
+    width = max((len(r) for r in rows), default=0)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        valid[i, : len(r)] = True
+    return tokens.to(device), valid.to(device)
+
+
+class ModelDrafter(Drafter):
+    """A drafter that runs a small causal LM with its own cache; `pending` holds each row's emitted tokens that
+    the draft cache has not seen yet."""
+
+    def __init__(self, model):
+        self.lm = CachedLM(model)
+
+    @property
+    def forwards(self) -> int:
+        return self.lm.forwards
+
+    def check_length(self, total: int):
+        self.lm.check_length(total)
+
+    def start(self, prompts, first, sampling, vocab, device, generator=None):
+        super().start(prompts, first, sampling, vocab, device, generator)
+        if self.lm.vocab > vocab:
+            raise ValueError(f"the draft's vocabulary ({self.lm.vocab}) is larger than the target's ({vocab}): "
+                             f"they do not share a tokenizer; use a draft trained with the target's tokenizer")
+        self.lm.prefill(prompts)
+        self.pending = [[t] for t in first]
+
+    def select(self, rows):
+        self.lm.select(torch.tensor(rows, dtype=torch.long, device=self.lm.device))
+        self.pending = [self.pending[r] for r in rows]

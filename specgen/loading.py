@@ -1,0 +1,45 @@
+"""Loading Hugging Face causal-LM checkpoints from a local folder, with errors that say what to fix."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .utils import resolve_device, resolve_dtype
+
+
+def check_path(path: str, what: str = "model") -> str:
+    """A local checkpoint folder that exists, else a ValueError naming the path."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"{what} path {path!r} is not a folder: pass the folder of a Hugging Face checkpoint "
+                         f"(config.json plus weights), e.g. one under models/zoo/")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{what} path {path!r} has no config.json: it is not a Hugging Face checkpoint folder")
+    return path
+
+
+def load_causal_lm(path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                   what: str = "model"):
+    """A causal LM in eval mode on the chosen device and dtype (auto: CUDA with bf16 when present, else CPU fp32)."""
+    from transformers import AutoModelForCausalLM
+
+    path = check_path(path, what)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"could not load the {what} at {path!r} as a causal LM: {e}") from e
+    return model.to(dev).eval()
+
+
+def load_tokenizer(path: str, what: str = "model"):
+    """The tokenizer saved beside a checkpoint."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(check_path(path, what))
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"the {what} at {path!r} has no usable tokenizer ({e}): save one beside the weights with "
+                         f"tokenizer.save_pretrained(path)") from e

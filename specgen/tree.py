@@ -1,0 +1,73 @@
+"""Draft trees: tokens, parent links and validity per batch row, and the attention structure they imply.
+
+A chain is the tree whose node i has parent i-1. Nodes are stored in topological order (a parent's index is
+smaller than its child's). Parent -1 means "hangs under the root", the last token already emitted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    """What a drafter proposes after each row's last emitted token."""
+
+    tokens: torch.Tensor  # [batch, nodes] long
+    parents: torch.Tensor  # [batch, nodes] long, -1 = child of the root
+    valid: torch.Tensor  # [batch, nodes] bool; invalid nodes are padding and are never accepted
+    q: torch.Tensor | None = None  # [batch, nodes, vocab] draft probabilities each token was drawn from; None = deterministic
+
+    @property
+    def size(self) -> int:
+        return self.tokens.shape[1]
+
+    @staticmethod
+    def chain(tokens: torch.Tensor, valid: torch.Tensor | None = None, q: torch.Tensor | None = None) -> "DraftTree":
+        """A chain of drafted tokens [batch, k]; invalid entries must come after the valid ones in each row."""
+        b, k = tokens.shape
+        parents = torch.arange(-1, k - 1, device=tokens.device).expand(b, k)
+        if valid is None:
+            valid = torch.ones(b, k, dtype=torch.bool, device=tokens.device)
+        return DraftTree(tokens, parents, valid, q)
+
+    @staticmethod
+    def empty(batch: int, device: torch.device) -> "DraftTree":
+        z = torch.zeros(batch, 0, dtype=torch.long, device=device)
+        return DraftTree(z, z.clone(), z.bool())
+
+    def trim(self, keep_nodes: int) -> "DraftTree":
+        """The first `keep_nodes` nodes (topological order keeps it a tree)."""
+        q = self.q[:, :keep_nodes] if self.q is not None else None
+        return DraftTree(self.tokens[:, :keep_nodes], self.parents[:, :keep_nodes], self.valid[:, :keep_nodes], q)
+
+    def with_root(self, roots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The verification tree: root (last emitted token, [batch]) at index 0, drafts after it; tokens, parents, valid."""
+        b = roots.shape[0]
+        tokens = torch.cat([roots[:, None], self.tokens], 1)
+        parents = torch.cat([torch.full((b, 1), -1, device=roots.device, dtype=torch.long), self.parents + 1], 1)
+        valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=roots.device), self.valid], 1)
+        return tokens, parents, valid
+
+
+def ancestry(parents: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestor-or-self matrix [batch, n, n] (anc[b, i, j]: node j is on node i's path) and depth [batch, n].
+
+    Invalid nodes see only themselves (so no attention row is empty) and are seen by nobody else.
+    """
+    b, n = parents.shape
+    eye = torch.eye(n, dtype=torch.bool, device=parents.device).expand(b, n, n)
+    if n == 0:
+        return eye, parents
+    # reach[i, j]: j is i's parent; square repeatedly to close over ancestors (log2 n products)
+    par = parents.clamp(min=0)
+    step = torch.zeros(b, n, n, dtype=torch.float32, device=parents.device)
+    step.scatter_(2, par[..., None], (parents >= 0).float()[..., None])
+    reach = eye.float() + step
+    for _ in range(max(1, (n - 1).bit_length())):
+        reach = (reach @ reach).clamp(max=1.0)
+    anc = reach.bool() & valid[:, None, :] | eye
+    anc &= valid[:, :, None] | eye
+    depth = (anc.sum(-1) - 1).masked_fill(~valid, 0)
+    return anc, depth

@@ -1,0 +1,118 @@
+"""Lossless sampling: speculative `sample` draws from exactly the distribution `ar` sampling draws from.
+
+Each test compares observed counts with the exact distribution, computed by enumerating every sequence, in a
+chi-square goodness-of-fit test at significance 0.001 with a fixed seed (cells expected < 5 are pooled).
+A control shows the test has the power to catch an acceptance rule that is not lossless.
+"""
+import itertools
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen.acceptance import RULES, accept_sample
+from tiny import perturbed, tiny_model
+
+ALPHA = 1e-3
+VOCAB, DEPTH, SAMPLES = 6, 3, 6000
+PROMPT = [1, 2, 3, 1, 2]
+
+
+def exact_distribution(model, sampling: Sampling) -> dict[tuple, float]:
+    """P(first DEPTH tokens) under `sampling`, by enumeration: {sequence: probability}."""
+    seqs = list(itertools.product(range(VOCAB), repeat=DEPTH))
+    ids = torch.tensor([PROMPT + list(s[:-1]) for s in seqs])
+    with torch.no_grad():
+        logits = model(ids).logits[:, len(PROMPT) - 1:]  # [seqs, DEPTH, vocab]
+    probs = sampling.probs(logits)
+    picked = probs.gather(2, torch.tensor(seqs)[..., None])[..., 0]
+    return dict(zip(seqs, picked.prod(1).tolist()))
+
+
+def chi_square_p(observed: dict, expected: dict, n: int) -> float:
+    obs, exp, pool_o, pool_e = [], [], 0, 0.0
+    for s, p in expected.items():
+        if p * n < 5:
+            pool_o, pool_e = pool_o + observed.get(s, 0), pool_e + p * n
+        else:
+            obs.append(observed.get(s, 0))
+            exp.append(p * n)
+    if pool_e > 0:
+        obs.append(pool_o)
+        exp.append(pool_e)
+    scale = sum(obs) / sum(exp)  # rounding in the enumeration must not fail the test
+    return chisquare(obs, [e * scale for e in exp]).pvalue
+
+
+@pytest.fixture(scope="module")
+def models():
+    target = tiny_model("llama", vocab=VOCAB, init=0.5, seed=3)
+    return target, perturbed(target, 0.6, seed=4, pard_token=0)
+
+
+def sample_counts(target, method, draft, sampling, seed, rule=None):
+    gen = torch.Generator().manual_seed(seed)
+    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, make_drafter(method, draft), sampling,
+                    max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
+    counts: dict[tuple, int] = {}
+    for o in outs:
+        key = tuple(o.token_ids[:DEPTH])
+        counts[key] = counts.get(key, 0) + 1
+    return counts, outs
+
+
+SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=0.9)]
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
+@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram"])
+def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
+    target, draft = models
+    expected = exact_distribution(target, sampling)
+    counts, outs = sample_counts(target, method, draft, sampling, seed=11)
+    assert chi_square_p(counts, expected, SAMPLES) > ALPHA
+    if method == "draft_model":  # drafts are both accepted and rejected: the rule is exercised
+        mean = sum(o.stats.mean_accepted for o in outs) / len(outs)
+        assert 1.2 < mean < 3.5
+
+
+def test_chi_square_catches_a_lossy_rule(models, monkeypatch):
+    """Control: accepting every draft without the p/q test changes the distribution, and the test sees it."""
+    target, draft = models
+
+    def accept_all(logits, tokens, parents, valid, q, sampling, generator=None):
+        paths, _ = accept_sample(logits, tokens, parents, valid, q, sampling, generator)
+        full = [[0] + [i for i in range(1, tokens.shape[1]) if valid[b, i]] for b in range(tokens.shape[0])]
+        nxt = [int(torch.multinomial(sampling.probs(logits[b, f[-1]]), 1, generator=generator))
+               for b, f in enumerate(full)]
+        return full, nxt
+
+    monkeypatch.setitem(RULES, "accept_all", accept_all)
+    sampling = Sampling(temperature=1.0)
+    counts, _ = sample_counts(target, "draft_model", draft, sampling, seed=11, rule="accept_all")
+    assert chi_square_p(counts, exact_distribution(target, sampling), SAMPLES) < ALPHA
+
+
+@pytest.mark.parametrize("drawn", [True, False], ids=["iid-children", "distinct-deterministic-children"])
+def test_recursive_rejection_over_several_children_is_lossless(drawn):
+    """A root with three drafted children: the first emitted token is distributed as the target's p."""
+    torch.manual_seed(0)
+    n, vocab = 20000, 6
+    p_logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 1.5])
+    q = torch.tensor([0.05, 0.4, 0.3, 0.1, 0.1, 0.05])
+    gen = torch.Generator().manual_seed(5)
+    logits = p_logits.expand(n, 4, vocab).clone()
+    if drawn:
+        kids = torch.multinomial(q, 3 * n, replacement=True, generator=gen).view(n, 3)
+        qs = q.expand(n, 3, vocab)
+    else:
+        kids, qs = torch.tensor([1, 2, 3]).expand(n, 3), None
+    tokens = torch.cat([torch.zeros(n, 1, dtype=torch.long), kids], 1)
+    parents = torch.tensor([-1, 0, 0, 0]).expand(n, 4)
+    valid = torch.ones(n, 4, dtype=torch.bool)
+    paths, nxt = accept_sample(logits, tokens, parents, valid, qs, Sampling(temperature=1.0), gen)
+    first = [tokens[b, path[1]].item() if len(path) > 1 else nxt[b] for b, path in enumerate(paths)]
+    observed = torch.bincount(torch.tensor(first), minlength=vocab).tolist()
+    expected = dict(enumerate(p_logits.softmax(0).double().tolist()))
+    assert chi_square_p(dict(enumerate(observed)), expected, n) > ALPHA

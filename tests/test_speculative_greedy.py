@@ -1,0 +1,69 @@
+"""Every method's greedy output equals `ar` greedy output token for token, on four architectures."""
+import pytest
+import torch
+
+from specgen import CachedLM, generate, make_drafter
+from tiny import ARCHS, perturbed, tiny_model
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
+
+
+def run(target, prompts, method, draft=None, **kw):
+    return generate(CachedLM(target), prompts, make_drafter(method, draft), **kw)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def models(request):
+    target = tiny_model(request.param, layers=3)
+    return target, perturbed(target, 0.3, pard_token=2)
+
+
+def test_ar_matches_transformers_generate(models):
+    target, _ = models
+    for p in PROMPTS:
+        ours = run(target, [p], "ar", max_new_tokens=16)[0].token_ids
+        ref = target.generate(torch.tensor([p]), max_new_tokens=16, do_sample=False, pad_token_id=0,
+                              eos_token_id=None)[0, len(p):].tolist()
+        assert ours == ref
+
+
+@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram"])
+@pytest.mark.parametrize("max_new_tokens,num_draft_tokens", [(23, 4), (13, 5)])
+def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft_tokens):
+    target, draft = models
+    kw = dict(max_new_tokens=max_new_tokens, num_draft_tokens=num_draft_tokens)
+    ref = [run(target, [p], "ar", **kw)[0] for p in PROMPTS]
+    single = [run(target, [p], method, draft, **kw)[0] for p in PROMPTS]
+    batch = run(target, PROMPTS, method, draft, **kw)
+    for r, s, b in zip(ref, single, batch):
+        assert s.token_ids == r.token_ids
+        assert b.token_ids == r.token_ids
+        assert len(r.token_ids) == max_new_tokens
+    if method == "draft_model":  # the perturbed draft agrees often: the test exercises accepted drafts
+        assert max(s.stats.mean_accepted for s in single) > 1.5
+
+
+@pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram"])
+def test_speculative_greedy_stops_at_eos_mid_round(models, method):
+    target, draft = models
+    free = [run(target, [p], "ar", max_new_tokens=20)[0].token_ids for p in PROMPTS]
+    eos = free[0][9]  # a token row 0 emits mid-way; other rows may or may not meet it
+    kw = dict(max_new_tokens=20, num_draft_tokens=6, eos_token_ids=[eos])
+    ref = [run(target, [p], "ar", **kw)[0] for p in PROMPTS]
+    assert ref[0].finish_reason == "eos" and ref[0].token_ids[-1] == eos
+    batch = run(target, PROMPTS, method, draft, **kw)
+    for r, b in zip(ref, batch):
+        assert b.token_ids == r.token_ids
+        assert b.finish_reason == r.finish_reason
+
+
+def test_batch_rows_leave_holes_not_cuts():
+    """Rows accept different amounts; the others keep their own speed (no cut to the shortest acceptance)."""
+    target = tiny_model("llama", layers=3)
+    draft = perturbed(target, 0.3)
+    prompts = [PROMPTS[0], PROMPTS[2]]
+    alone = [run(target, [p], "draft_model", draft, max_new_tokens=30)[0] for p in prompts]
+    together = run(target, prompts, "draft_model", draft, max_new_tokens=30)
+    for a, t in zip(alone, together):
+        assert t.token_ids == a.token_ids
+        assert t.stats.mean_accepted == pytest.approx(a.stats.mean_accepted)

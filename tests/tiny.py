@@ -1,0 +1,59 @@
+"""Tiny random models and a tokenizer trained in a second, for tests (fp32, CPU)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+
+ARCHS = ("llama", "qwen2", "mistral", "gpt2")
+
+
+def tiny_model(arch: str = "llama", vocab: int = 97, seed: int = 0, context: int = 128, init: float = 0.02,
+               layers: int = 2):
+    """A random causal LM small enough to run hundreds of forwards in a second."""
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4, n_positions=context,
+                         bos_token_id=0, eos_token_id=0, initializer_range=init)
+        return GPT2LMHeadModel(cfg).eval()
+    configs = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+               "mistral": (MistralConfig, MistralForCausalLM)}
+    config_cls, model_cls = configs[arch]
+    cfg = config_cls(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init)
+    return model_cls(cfg).eval()
+
+
+def perturbed(model, scale: float, seed: int = 1, pard_token: int | None = None):
+    """A copy of `model` with noise on every weight: a draft that agrees with it often but not always."""
+    torch.manual_seed(seed)
+    draft = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn_like(p) * scale * p.std().clamp(min=1e-3))
+    if pard_token is not None:
+        draft.config.pard_token = pard_token
+    return draft
+
+
+TEXT = ["def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
+        "In the beginning God created the heaven and the earth.",
+        "The quick brown fox jumps over the lazy dog. " * 3,
+        "for i in range(10):\n    print(i)\n"]
+
+
+def tiny_tokenizer(vocab: int = 97):
+    """A byte-level BPE tokenizer trained on a few lines, with <s>, </s> and a PARD mask token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<s>", "</s>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TEXT * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", mask_token="<mask>")
