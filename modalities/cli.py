@@ -89,11 +89,25 @@ def speedup(out, ar) -> float:
     return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
 
 
+def add_training(sub):
+    from specgen.training import lm, pard
+
+    p = sub.add_parser("train-lm", help="train a Llama-format causal LM on token files (resumable)",
+                       description=lm.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lm.add_arguments(p)
+    p.set_defaults(run=lambda a: lm.export(a.out, a.tokenizer, a.export) if a.export else lm.train(a))
+    p = sub.add_parser("train-pard", help="adapt an AR draft into a PARD parallel draft (mask tokens, COD)",
+                       description=pard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pard.add_arguments(p)
+    p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specgen", description="speculative generation for text, speech, "
                                      "image and rap models")
     sub = parser.add_subparsers(dest="command", required=True)
     add_text(sub)
+    add_training(sub)
     return parser
 
 

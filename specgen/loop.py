@@ -100,12 +100,12 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
                 finish[row], done = "stop", True
         return tokens, done
 
-    rows = list(range(n))  # original index of each live batch row
+    rows: list[int] = []  # original index of each live batch row
     if max_new_tokens > 0:
         with timer("prefill"):
             first = sampling.pick(target.prefill(prompts), generator).tolist()
         live = []
-        for r in rows:
+        for r in range(n):
             kept, done = emit(r, first[r : r + 1])
             yield r, kept
             if not done:

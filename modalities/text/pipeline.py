@@ -96,7 +96,7 @@ class TextPipeline:
         if seed is not None:
             generator = torch.Generator(self.target.device).manual_seed(seed)
         it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens,
-                    num_draft_tokens or self.num_draft_tokens, self.eos_token_ids,
+                    self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens, self.eos_token_ids,
                     self._stop_fn(stops) if stops else None, generator)
         return it, stops
 

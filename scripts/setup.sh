@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned torch first (a bare torch requirement would pull a multi-GB CUDA build on a CPU
+# machine), then specgen and its test tools. Safe to rerun: it only installs what is missing.
+# TORCH_SPEC overrides the torch requirement, e.g. TORCH_SPEC="torch==2.13.0 --index-url ..." for a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+quiet() { "$@" > .venv/setup.log 2>&1 || { cat .venv/setup.log; echo "setup failed: $*"; exit 1; }; }
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  quiet .venv/bin/pip install -q --upgrade pip
+  quiet .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0}
+fi
+if ! .venv/bin/python -c "import specgen, transformers, scipy, pytest" 2>/dev/null; then
+  quiet .venv/bin/pip install -q -e ".[dev]"
+fi

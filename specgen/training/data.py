@@ -1,0 +1,44 @@
+"""Token files (flat uint16 arrays, documents separated by EOS) sampled as random windows from a weighted mix."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+
+def parse_mix(spec: str) -> list[tuple[str, float]]:
+    """'a.bin:0.5,b.bin:0.5' -> [(path, weight)]; a missing weight is 1."""
+    mix = []
+    for part in spec.split(","):
+        path, _, w = part.partition(":")
+        if not os.path.isfile(path):
+            raise ValueError(f"token file {path!r} does not exist: build it first (see the README's training "
+                             f"section)")
+        mix.append((path, float(w) if w else 1.0))
+    return mix
+
+
+class TokenMix:
+    """Random windows of `length` tokens; window i of a given seed is always the same (resumable runs)."""
+
+    def __init__(self, spec: str, length: int, seed: int = 0):
+        self.mix = parse_mix(spec)
+        self.arrays = [np.memmap(p, dtype=np.uint16, mode="r") for p, _ in self.mix]
+        for (p, _), a in zip(self.mix, self.arrays):
+            if len(a) <= length + 1:
+                raise ValueError(f"{p} has {len(a)} tokens, fewer than one window of {length + 1}")
+        w = np.array([w for _, w in self.mix], dtype=np.float64)
+        self.weights = w / w.sum()
+        self.length, self.seed = length, seed
+
+    def batch(self, step: int, size: int, seed: int | None = None) -> torch.Tensor:
+        """Windows [size, length] for this step (another seed gives held-apart windows, e.g. for evaluation)."""
+        rng = np.random.default_rng([self.seed if seed is None else seed, step])
+        src = rng.choice(len(self.arrays), size=size, p=self.weights)
+        rows = []
+        for s in src:
+            a = self.arrays[s]
+            start = rng.integers(0, len(a) - self.length)
+            rows.append(np.asarray(a[start : start + self.length], dtype=np.int64))
+        return torch.from_numpy(np.stack(rows))

@@ -1,0 +1,177 @@
+"""Train a Llama-architecture causal LM on token files with `accelerate`: resumable, with a progress bar and a
+periodic held-out loss. The same recipe trains every modality's LM (text, speech, image and rap tokens).
+
+    specgen train-lm --preset text-30m --train data/text/train.code.bin:1,data/text/train.prose.bin:1 \\
+        --heldout data/text/heldout.code.bin,data/text/heldout.prose.bin --tokenizer models/zoo/text-tokenizer \\
+        --out runs/text-30m --steps 6000 --max-minutes 60
+    specgen train-lm ... --export models/zoo/text-30m      # write the HF checkpoint (bf16) from the last save
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+
+import torch
+
+from .data import TokenMix
+
+# name: (hidden, layers, heads, kv heads, intermediate)
+PRESETS = {
+    "draft-5m": (256, 4, 4, 4, 576),
+    "text-12m": (384, 6, 6, 6, 1024),
+    "text-30m": (512, 8, 8, 8, 1376),
+    "text-50m": (640, 8, 10, 10, 1728),
+}
+
+
+def llama_config(preset: str, vocab: int, context: int, **special):
+    from transformers import LlamaConfig
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
+    hidden, layers, heads, kv, inter = PRESETS[preset]
+    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                       num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=context,
+                       tie_word_embeddings=True, rope_theta=10000.0, **special)
+
+
+def plain_args(args) -> dict:
+    """The run's settings as JSON-able values (for the checkpoint's state)."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def save_checkpoint(out: str, model, optimizer, state: dict):
+    """Write to a temporary folder, then swap it in: a killed run never leaves a half-written checkpoint."""
+    tmp, final = os.path.join(out, "checkpoint.tmp"), os.path.join(out, "checkpoint")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump(state, f, indent=1)
+    old = final + ".old"
+    if os.path.isdir(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@torch.no_grad()
+def heldout_loss(model, windows: torch.Tensor, batch: int) -> float:
+    model.eval()
+    losses = [model(input_ids=w, labels=w).loss.item() for w in windows.split(batch)]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train(args):
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(args.seed)
+    acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    data = TokenMix(args.train, args.seq, seed=args.seed)
+    heldout = TokenMix(args.heldout, args.seq, seed=args.seed).batch(0, args.eval_windows, seed=4321)
+    ckpt = os.path.join(args.out, "checkpoint")
+    if os.path.isdir(ckpt):
+        model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+        state = json.load(open(os.path.join(ckpt, "state.json")))
+    else:
+        cfg = llama_config(args.preset, len(tok), args.context, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        model = LlamaForCausalLM(cfg)
+        state = {"step": 0, "tokens": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    if os.path.isfile(os.path.join(ckpt, "optimizer.pt")):
+        optimizer.load_state_dict(torch.load(os.path.join(ckpt, "optimizer.pt")))
+    model, optimizer = acc.prepare(model, optimizer)
+    params = sum(p.numel() for p in model.parameters())
+    acc.print(f"{args.preset}: {params / 1e6:.1f}M parameters, resuming at step {state['step']}")
+    model.train()
+    t_start, t_save = time.time(), time.time()
+    bar = tqdm(total=args.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
+    while state["step"] < args.steps:
+        step = state["step"]
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        x = data.batch(step, args.batch).to(acc.device)
+        t0 = time.time()
+        loss = model(input_ids=x, labels=x).loss
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += x.numel()
+        state["seconds"] += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
+        done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
+        if state["step"] % args.eval_every == 0 or done:
+            ev = heldout_loss(acc.unwrap_model(model), heldout.to(acc.device), args.batch)
+            state["log"].append({"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
+                                 "heldout_loss": ev, "seconds": round(state["seconds"], 1)})
+            acc.print(f"\nstep {state['step']}: train {loss.item():.3f} held-out {ev:.3f}")
+        if done or time.time() - t_save > args.save_minutes * 60:
+            if acc.is_main_process:
+                save_checkpoint(args.out, acc.unwrap_model(model), optimizer, state)
+            t_save = time.time()
+        if done:
+            break
+    bar.close()
+    return state
+
+
+def export(run_dir: str, tokenizer: str, dest: str, dtype: str = "bfloat16"):
+    """The run's last checkpoint as a zoo checkpoint: weights in `dtype`, the tokenizer, and the training log."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    ckpt = os.path.join(run_dir, "checkpoint")
+    if not os.path.isdir(ckpt):
+        raise ValueError(f"no checkpoint in {run_dir!r}: train first")
+    model = LlamaForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype))
+    tmp = dest.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
+    shutil.copy(os.path.join(ckpt, "state.json"), os.path.join(tmp, "training_log.json"))
+    card = os.path.join(dest, "CARD.md")
+    if os.path.isfile(card):
+        shutil.copy(card, os.path.join(tmp, "CARD.md"))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--preset", default="text-30m", choices=sorted(PRESETS))
+    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
+    p.add_argument("--heldout", required=True, help="held-out token files")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--out", required=True, help="run folder (checkpoints; reruns resume from it)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--context", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-windows", type=int, default=64)
+    p.add_argument("--save-minutes", type=float, default=10)
+    p.add_argument("--max-minutes", type=float, default=1e9, help="stop (and save) after this long")
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder (bf16) instead of training")

@@ -1,0 +1,190 @@
+"""PARD adaptation: teach a small AR draft to predict K tokens in one forward through mask tokens, trained
+cheaply with conditional drop tokens (An et al. 2025, "PARD: Accelerating LLM Inference with Low-Cost PARallel
+Draft Model Adaptation", Sec. 3).
+
+A training sequence of length L becomes K groups. Group 0 is the real tokens; group i (1..K-1) is L copies of the
+mask token whose position ids repeat 0..L-1. The token of group i at position p stands for a mask at inference
+whose last real token is at p-i: it sees real tokens 0..p-i, the masks of groups 1..i-1 at positions p-i+1..p-1,
+and itself, and it learns x[p+1] (the (i+1)-th token after its last real one). Conditional drop tokens (COD) keep
+all of group 0 and int(L * max(r**i, r_min)) positions of group i, drawn only where the predecessor (group i-1,
+position p-1) was kept, so every kept token's mask chain is present. K=8, r=0.7, r_min=0.2 keeps ~3.4L tokens
+instead of 8L.
+
+    specgen train-pard --init models/zoo/text-draft-5m --train ... --heldout ... --out runs/pard --steps 1500
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import TokenMix
+from .lm import lr_at, plain_args, save_checkpoint
+
+
+def cod_layout(length: int, groups: int, retention: float, floor: float, rng: np.random.Generator):
+    """Which (group, position) tokens a packed PARD sequence holds: group ids [T] and positions [T], group 0 first.
+
+    retention=1 keeps every token of every group (no COD)."""
+    kept = [np.arange(length)]
+    for i in range(1, groups):
+        # candidates: positions whose predecessor (group i-1, p-1) was kept and that see at least one real token
+        cand = np.intersect1d(kept[-1] + 1, np.arange(i, length))
+        n = min(len(cand), int(length * max(retention ** i, floor)))
+        kept.append(np.sort(rng.choice(cand, size=n, replace=False)) if n < len(cand) else cand)
+    group = np.concatenate([np.full(len(k), i) for i, k in enumerate(kept)])
+    return torch.from_numpy(group), torch.from_numpy(np.concatenate(kept))
+
+
+def pard_mask(group: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Visibility [T, T] for a packed layout: row a sees column b."""
+    ga, pa = group[:, None], pos[:, None]
+    gb, pb = group[None, :], pos[None, :]
+    real = (gb == 0) & (pb <= pa - ga)  # real tokens up to the row's last real token
+    chain = (gb > 0) & (gb < ga) & (pb == pa - ga + gb)  # masks of earlier groups on the row's chain
+    return real | chain | (torch.arange(len(group))[:, None] == torch.arange(len(group))[None, :])
+
+
+def pard_batch(windows: torch.Tensor, mask_id: int, group: torch.Tensor, pos: torch.Tensor):
+    """Inputs, position ids, 4-D additive mask and labels for windows [batch, L] under one layout."""
+    b, length = windows.shape
+    inputs = torch.where(group == 0, windows[:, pos], torch.full_like(windows[:, pos], mask_id))
+    nxt = (pos + 1).clamp(max=length - 1)
+    labels = windows[:, nxt].masked_fill((pos + 1 >= length).expand(b, -1), -100)
+    see = pard_mask(group, pos)
+    attn = torch.zeros(see.shape).masked_fill(~see, torch.finfo(torch.float32).min)
+    return inputs, pos.expand(b, -1), attn.expand(b, 1, -1, -1), labels
+
+
+def train(args):
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(args.seed)
+    acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    tok = AutoTokenizer.from_pretrained(args.init)
+    mask_id = tok.mask_token_id
+    if mask_id is None:
+        raise ValueError(f"the tokenizer at {args.init!r} has no mask token: add one (tokenizer.add_special_tokens("
+                         f"{{'mask_token': '<mask>'}}) and resize the draft's embeddings) before PARD training")
+    data = TokenMix(args.train, args.seq, seed=args.seed)
+    heldout = TokenMix(args.heldout, args.seq, seed=args.seed).batch(0, args.eval_windows, seed=4321)
+    ckpt = os.path.join(args.out, "checkpoint")
+    src = ckpt if os.path.isdir(ckpt) else args.init
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.config.pard_token = mask_id
+    state = (json.load(open(os.path.join(ckpt, "state.json"))) if os.path.isdir(ckpt) else
+             {"step": 0, "tokens": 0, "real_tokens": 0, "seconds": 0.0, "log": [], "args": plain_args(args)})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if os.path.isfile(os.path.join(ckpt, "optimizer.pt")):
+        optimizer.load_state_dict(torch.load(os.path.join(ckpt, "optimizer.pt")))
+    model, optimizer = acc.prepare(model, optimizer)
+    model.train()
+    t_start, t_save = time.time(), time.time()
+    bar = tqdm(total=args.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
+    while state["step"] < args.steps:
+        step = state["step"]
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+        rng = np.random.default_rng([args.seed, step, 7])
+        group, pos = cod_layout(args.seq, args.k, args.retention, args.floor, rng)
+        x = data.batch(step, args.batch)
+        inputs, positions, attn, labels = (t.to(acc.device) for t in pard_batch(x, mask_id, group, pos))
+        t0 = time.time()
+        logits = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += inputs.numel()
+        state["real_tokens"] += x.numel()
+        state["seconds"] += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", seq=inputs.shape[1])
+        done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
+        if state["step"] % args.eval_every == 0 or done:
+            per_group = heldout_by_group(acc.unwrap_model(model), heldout.to(acc.device), mask_id, args.k)
+            state["log"].append({"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
+                                 "heldout_loss_by_group": per_group, "seconds": round(state["seconds"], 1)})
+            acc.print(f"\nstep {state['step']}: held-out loss by group {[round(v, 2) for v in per_group]}")
+        if done or time.time() - t_save > args.save_minutes * 60:
+            if acc.is_main_process:
+                save_checkpoint(args.out, acc.unwrap_model(model), optimizer, state)
+            t_save = time.time()
+        if done:
+            break
+    bar.close()
+    return state
+
+
+@torch.no_grad()
+def heldout_by_group(model, windows: torch.Tensor, mask_id: int, k: int) -> list[float]:
+    """Held-out loss of each group with every token kept (group i: predicting i+1 tokens ahead)."""
+    model.eval()
+    group, pos = cod_layout(windows.shape[1], k, 1.0, 1.0, np.random.default_rng(0))
+    sums, counts = torch.zeros(k), torch.zeros(k)
+    for w in windows.split(8):
+        inputs, positions, attn, labels = pard_batch(w.cpu(), mask_id, group, pos)
+        dev = windows.device
+        logits = model(input_ids=inputs.to(dev), position_ids=positions.to(dev), attention_mask=attn.to(dev)).logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.to(dev).flatten(), ignore_index=-100,
+                               reduction="none").view(labels.shape).cpu()
+        ok = labels != -100
+        for i in range(k):
+            sel = ok & (group == i)
+            sums[i] += loss[sel].sum()
+            counts[i] += sel.sum()
+    model.train()
+    return (sums / counts.clamp(min=1)).tolist()
+
+
+def export(run_dir: str, init: str, dest: str, dtype: str = "bfloat16"):
+    """The adapted draft as a zoo checkpoint with `pard_token` in its config, plus tokenizer and training log."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt = os.path.join(run_dir, "checkpoint")
+    if not os.path.isdir(ckpt):
+        raise ValueError(f"no checkpoint in {run_dir!r}: train first")
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype))
+    assert getattr(model.config, "pard_token", None) is not None
+    tmp = dest.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(init).save_pretrained(tmp)
+    shutil.copy(os.path.join(ckpt, "state.json"), os.path.join(tmp, "training_log.json"))
+    if os.path.isfile(os.path.join(dest, "CARD.md")):
+        shutil.copy(os.path.join(dest, "CARD.md"), os.path.join(tmp, "CARD.md"))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--init", required=True, help="the AR draft to adapt (HF folder with its tokenizer)")
+    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
+    p.add_argument("--heldout", required=True)
+    p.add_argument("--out", required=True, help="run folder (reruns resume from it)")
+    p.add_argument("--k", type=int, default=8, help="tokens drafted per forward (groups)")
+    p.add_argument("--retention", type=float, default=0.7, help="COD retention r (1 = no dropping)")
+    p.add_argument("--floor", type=float, default=0.2, help="COD minimum retention r_min")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-windows", type=int, default=32)
+    p.add_argument("--save-minutes", type=float, default=10)
+    p.add_argument("--max-minutes", type=float, default=1e9)
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder instead of training")

@@ -1,0 +1,89 @@
+"""Training recipes: the PARD packed layout computes what inference computes, and one step lowers each loss."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specgen.training.lm import lr_at
+from specgen.training.pard import cod_layout, pard_batch
+from tiny import tiny_model
+
+MASK = 3
+
+
+def test_cod_keeps_about_3_4_L_tokens_for_k8():
+    group, pos = cod_layout(256, 8, 0.7, 0.2, np.random.default_rng(0))
+    assert 3.2 < len(group) / 256 < 3.5
+    full, _ = cod_layout(256, 8, 1.0, 1.0, np.random.default_rng(0))
+    assert len(full) == sum(256 - i for i in range(8))  # group i holds positions i..L-1
+    kept = {(int(g), int(p)) for g, p in zip(group, pos)}
+    assert all((g - 1, p - 1) in kept for g, p in kept if g > 0)  # every kept mask has its predecessor
+
+
+def test_pard_training_layout_matches_inference():
+    """Packed group i at position p gives the logits of a mask at p after real tokens 0..p-i, as in drafting."""
+    model = tiny_model("llama", layers=2)
+    windows = torch.randint(4, 97, (1, 12))
+    group, pos = cod_layout(12, 4, 0.7, 0.2, np.random.default_rng(1))
+    inputs, positions, attn, _ = pard_batch(windows, MASK, group, pos)
+    with torch.no_grad():
+        packed = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits[0]
+        for a in range(len(group)):
+            g, p = int(group[a]), int(pos[a])
+            seq = windows[0, : p - g + 1].tolist() + [MASK] * g
+            ref = model(torch.tensor([seq])).logits[0, -1]
+            torch.testing.assert_close(packed[a], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_one_pard_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = tiny_model("llama", layers=2).train()
+    windows = torch.randint(4, 40, (4, 32))
+    group, pos = cod_layout(32, 4, 0.7, 0.2, np.random.default_rng(0))
+    inputs, positions, attn, labels = pard_batch(windows, MASK, group, pos)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def loss():
+        logits = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    before = loss()
+    before.backward()
+    opt.step()
+    assert loss().item() < before.item()
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    assert lr_at(0, 100, 1.0, 10) == 0.1
+    assert lr_at(9, 100, 1.0, 10) == 1.0
+    assert abs(lr_at(100, 100, 1.0, 10) - 0.1) < 1e-9
+
+
+def test_train_lm_resumes_and_pard_adapts_the_export(tmp_path):
+    """specgen train-lm (resumable) -> export -> specgen train-pard -> a PARD draft that loads and drafts."""
+    import json
+
+    from modalities.cli import main
+    from modalities.text import TextPipeline
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(vocab=300)
+    tok.save_pretrained(tmp_path / "tok")
+    ids = np.random.default_rng(0).integers(4, len(tok), 5000).astype(np.uint16)
+    ids.tofile(tmp_path / "train.bin")
+    ids[:500].tofile(tmp_path / "heldout.bin")
+    common = ["--train", f"{tmp_path}/train.bin:1", "--heldout", f"{tmp_path}/heldout.bin", "--seq", "32",
+              "--batch", "2", "--eval-windows", "2", "--mixed-precision", "no", "--cpu"]
+    lm = ["train-lm", "--preset", "draft-5m", "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "run"),
+          "--context", "64", *common]
+    assert main(lm + ["--steps", "2"]) == 0
+    assert main(lm + ["--steps", "3"]) == 0
+    state = json.loads((tmp_path / "run/checkpoint/state.json").read_text())
+    assert state["step"] == 3 and state["tokens"] == 3 * 2 * 32  # resumed, not restarted
+    assert main(lm + ["--export", str(tmp_path / "ar")]) == 0
+    pard = ["train-pard", "--init", str(tmp_path / "ar"), "--out", str(tmp_path / "pard"), "--k", "4", *common]
+    assert main(pard + ["--steps", "2"]) == 0
+    assert main(pard + ["--export", str(tmp_path / "pard-draft")]) == 0
+    pipe = TextPipeline.from_pretrained(str(tmp_path / "ar"), draft=str(tmp_path / "pard-draft"))
+    assert pipe.method == "pard"
+    out = pipe.generate("def", max_new_tokens=10)
+    assert out.token_ids == pipe.generate("def", max_new_tokens=10, method="ar").token_ids
