@@ -5,6 +5,9 @@ import argparse
 import json
 import sys
 
+from specgen.acceptance import RULES
+from specgen.drafters import METHODS
+
 
 def read_prompts(args) -> list[str]:
     """Prompts from --prompt and --prompts-file (.jsonl: one {"prompt": ...} per line; else one per line)."""
@@ -33,8 +36,11 @@ def add_text(sub):
     p = sub.add_parser("text", help="generate text with a speculative method")
     p.add_argument("--model", required=True, help="target checkpoint folder")
     p.add_argument("--draft", help="draft checkpoint folder (pard, draft_model)")
-    p.add_argument("--method", choices=["ar", "pard", "draft_model", "ngram"],
-                   help="decoding method (default: pard with a PARD draft, draft_model with another draft, else ar)")
+    p.add_argument("--method", choices=list(METHODS),
+                   help="decoding method (default: pard with a PARD draft, the heads' kind with draft heads, "
+                        "draft_model with another draft, else ar)")
+    p.add_argument("--acceptance", choices=sorted(RULES),
+                   help="acceptance rule (default: greedy at temperature 0, else the lossless sample rule)")
     p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     p.add_argument("--prompts-file", help="a file of prompts: one per line, or .jsonl with a \"prompt\" field")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -62,10 +68,13 @@ def run_text(args):
                                         dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed, stop=args.stop)
+    if args.acceptance:
+        settings["acceptance"] = args.acceptance
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
         outs = pipe.generate(batch, **settings)
-        base = pipe.generate(batch, method="ar", **settings) if args.compare_ar else [None] * len(outs)
+        ar_settings = {k: v for k, v in settings.items() if k != "acceptance"}
+        base = pipe.generate(batch, method="ar", **ar_settings) if args.compare_ar else [None] * len(outs)
         for out, ar in zip(outs, base):
             record = out.as_dict()
             record.pop("finish_reason")
@@ -90,7 +99,7 @@ def speedup(out, ar) -> float:
 
 
 def add_training(sub):
-    from specgen.training import lm, pard
+    from specgen.training import heads, lm, pard
 
     p = sub.add_parser("train-lm", help="train a Llama-format causal LM on token files (resumable)",
                        description=lm.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +109,20 @@ def add_training(sub):
                        description=pard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pard.add_arguments(p)
     p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(a))
+    p = sub.add_parser("train-heads", help="train draft heads on a frozen target by self-distillation",
+                       description=heads.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    heads.add_arguments(p)
+    p.set_defaults(run=heads.train)
+
+
+def add_bench(sub):
+    from modalities.text import bench as text_bench
+
+    p = sub.add_parser("bench", help="benchmarks (speed ratios in one run, parity, plots)")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    t = kinds.add_parser("text", help="text methods beside transformers baselines", description=text_bench.__doc__)
+    text_bench.add_arguments(t)
+    t.set_defaults(run=text_bench.bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_text(sub)
     add_training(sub)
+    add_bench(sub)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 Each rule walks every row's tree from the root (index 0, the last emitted token) and returns the accepted path
 (node indices, root first) and the next token, drawn from the target at the path's end (a correction when a
-draft was rejected, a bonus when the path reached a leaf). Both rules here are lossless.
+draft was rejected, a bonus when the path reached a leaf). `greedy` and `sample` are lossless; `typical` is
+lossy and says so (`LOSSLESS`), and the loop reports it in its stats.
 """
 from __future__ import annotations
 
@@ -85,7 +86,38 @@ def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:
     return r / total if total > 0 else p
 
 
-RULES = {"greedy": accept_greedy, "sample": accept_sample}
+def accept_typical(logits, tokens, parents, valid, q, sampling: Sampling, generator=None, epsilon: float = 0.09,
+                   delta: float = 0.3):
+    """Typical acceptance (Cai et al. 2024, "Medusa", Sec. 2.3.1). LOSSY: the output no longer follows the
+    target's distribution exactly; it trades that for longer accepted runs.
+
+    A child x passes when p(x) > min(epsilon, delta * exp(-H(p))), p the target distribution at its parent after
+    temperature, top-k and top-p; the walk follows the passing child with the largest p(x), and the next token is
+    drawn from p where the walk stops.
+    """
+    p_all = sampling.probs(logits)  # [batch, nodes, vocab]
+    entropy = -(p_all * p_all.clamp(min=1e-20).log()).sum(-1)  # [batch, nodes]
+    threshold = torch.minimum(torch.full_like(entropy, epsilon), delta * torch.exp(-entropy)).tolist()
+    toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
+    paths, nxt = [], []
+    for b in range(p_all.shape[0]):
+        kids = children_of(pars[b], vals[b])
+        node, path = 0, [0]
+        while True:
+            p = p_all[b, node]
+            ok = [(p[toks[b][c]].item(), c) for c in kids[node]]
+            ok = [(pc, c) for pc, c in ok if pc > threshold[b][node]]
+            if not ok:
+                break
+            node = max(ok)[1]
+            path.append(node)
+        paths.append(path)
+        nxt.append(int(torch.multinomial(p_all[b, node], 1, generator=generator)))
+    return paths, nxt
+
+
+RULES = {"greedy": accept_greedy, "sample": accept_sample, "typical": accept_typical}
+LOSSLESS = {"greedy": True, "sample": True, "typical": False}
 
 
 def get_rule(name: str):

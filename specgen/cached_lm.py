@@ -26,6 +26,14 @@ def context_length(config) -> int | None:
     return None
 
 
+def listen_hidden(model, store):
+    """Hand the LM head's input (the final hidden states [batch, n, dim]) of every forward to `store`."""
+    def hook(module, args, out):
+        store(args[0])  # and return None: a forward hook's return value would replace the logits
+
+    return model.get_output_embeddings().register_forward_hook(hook)
+
+
 def vocab_size(model) -> int:
     """Size of the model's output distribution."""
     return model.get_output_embeddings().weight.shape[0]
@@ -42,7 +50,15 @@ class CachedLM:
         self.window = sliding_window(model.config)
         self.vocab = vocab_size(model)
         self.forwards = 0
+        self.hidden = None  # [batch, n, hidden] of the last step, once keep_hidden() was called
+        self._hook = None
         self.reset(0)
+
+    def keep_hidden(self):
+        """From now on record each step's final hidden states (the LM head's input) in `self.hidden`; draft heads
+        read them. Works for any architecture, since it listens at the output embeddings."""
+        if self._hook is None:
+            self._hook = listen_hidden(self.model, lambda h: setattr(self, "hidden", h))
 
     def reset(self, batch: int):
         self.cache = DynamicCache()

@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .acceptance import get_rule
+from .acceptance import LOSSLESS, get_rule
 from .cached_lm import CachedLM
 from .drafters import Drafter
 from .sampling import Sampling
@@ -30,6 +30,8 @@ class Stats:
     draft_s: float = 0.0
     verify_s: float = 0.0
     loop_s: float = 0.0  # the loop's own Python and bookkeeping: wall minus prefill, draft and verify
+    acceptance: str = "greedy"  # the acceptance rule used
+    lossless: bool = True  # False for lossy rules (typical): the output may differ from the target's own
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +72,8 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
     accept = get_rule(rule_name)
     if rule_name == "greedy" and not sampling.greedy:
         raise ValueError("greedy acceptance needs temperature 0; with temperature > 0 use rule='sample'")
+    if rule_name != "greedy" and sampling.greedy:
+        raise ValueError(f"acceptance rule {rule_name!r} samples: give a temperature > 0, or use rule='greedy'")
     longest = max(len(p) for p in prompts) + max_new_tokens
     target.check_length(longest)
     if drafter is not None:
@@ -81,7 +85,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
     rounds = [0] * n
     timer = Timer(target.device)
     t0 = time.perf_counter()
-    forwards0 = (target.forwards, drafter.forwards if drafter else 0)
+    draft_forwards0 = drafter.forwards if drafter else 0
 
     def emit(row: int, tokens: list[int]) -> tuple[list[int], bool]:
         """Append a row's new tokens, cut at EOS, the budget or a stop; returns what was kept and if it is done."""
@@ -101,6 +105,8 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         return tokens, done
 
     rows: list[int] = []  # original index of each live batch row
+    if drafter is not None and drafter.needs_hidden:
+        target.keep_hidden()
     if max_new_tokens > 0:
         with timer("prefill"):
             first = sampling.pick(target.prefill(prompts), generator).tolist()
@@ -111,9 +117,10 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
             if not done:
                 live.append(r)
         if drafter is not None and live:
+            hidden = target.hidden[live, -1] if drafter.needs_hidden else None  # [live, dim] at the last prompt token
             with timer("draft"):
                 drafter.start([prompts[r] for r in live], [first[r] for r in live], sampling, target.vocab,
-                              target.device, generator)
+                              target.device, generator, hidden)
         if len(live) < n:
             target.select(torch.tensor(live, dtype=torch.long, device=target.device))
         rows, roots = live, torch.tensor([first[r] for r in live], device=target.device)
@@ -134,7 +141,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         emitted = [[toks[b][i] for i in path[1:]] + [nxt[b]] for b, path in enumerate(paths)]
         if drafter is not None:
             with timer("draft"):
-                drafter.accept(emitted)
+                drafter.accept(emitted, paths, target.hidden if drafter.needs_hidden else None)
         live = []
         for b, r in enumerate(rows):
             rounds[r] += 1
@@ -152,7 +159,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
 
     wall = time.perf_counter() - t0
     parts = {k: timer.get(k) for k in ("prefill", "draft", "verify")}
-    draft_fw = (drafter.forwards if drafter else 0) - forwards0[1]
+    draft_fw = (drafter.forwards if drafter else 0) - draft_forwards0
     results = []
     for r in range(n):
         new = len(out[r])
@@ -160,7 +167,8 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
                       mean_accepted=(new - 1) / rounds[r] if rounds[r] else float(new > 0),
                       target_forwards=rounds[r] + (max_new_tokens > 0), draft_forwards=draft_fw,
                       prefill_s=parts["prefill"], draft_s=parts["draft"], verify_s=parts["verify"],
-                      loop_s=max(0.0, wall - sum(parts.values())))
+                      loop_s=max(0.0, wall - sum(parts.values())), acceptance=rule_name,
+                      lossless=LOSSLESS.get(rule_name, False))
         results.append(Generation(out[r], stats, finish[r]))
     return results
 

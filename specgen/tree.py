@@ -71,3 +71,31 @@ def ancestry(parents: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
     anc &= valid[:, :, None] | eye
     depth = (anc.sum(-1) - 1).masked_fill(~valid, 0)
     return anc, depth
+
+
+def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]:
+    """The `size` candidate paths most likely to be accepted, as Medusa builds its sparse trees (Sec. 2.1.2).
+
+    accuracy[d][r]: how often rank r of head d is the right token. A path (r0, r1, ...) takes rank r_d at depth
+    d and scores the product of its accuracies; best-first search keeps every prefix of a chosen path. Paths come
+    out in breadth-first order, so a parent always precedes its children.
+    """
+    import heapq
+
+    heap = [(-accuracy[0][r], (r,)) for r in range(len(accuracy[0]))]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < size:
+        neg, path = heapq.heappop(heap)
+        chosen.append(path)
+        d = len(path)
+        if d < len(accuracy):
+            for r in range(len(accuracy[d])):
+                heapq.heappush(heap, (neg * accuracy[d][r], path + (r,)))
+    return sorted(chosen, key=lambda p: (len(p), p))
+
+
+def tree_tensors(paths: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:
+    """For candidate paths in breadth-first order: each node's depth (0-based head index), rank, parent index."""
+    index = {p: i for i, p in enumerate(paths)}
+    return [len(p) - 1 for p in paths], [p[-1] for p in paths], [index.get(p[:-1], -1) for p in paths]

@@ -3,19 +3,21 @@ import pytest
 import torch
 
 from specgen import CachedLM, generate, make_drafter
-from tiny import ARCHS, perturbed, tiny_model
+from tiny import ARCHS, perturbed, random_heads, tiny_model
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
 
 
-def run(target, prompts, method, draft=None, **kw):
-    return generate(CachedLM(target), prompts, make_drafter(method, draft), **kw)
+def run(target, prompts, method, drafts=None, **kw):
+    return generate(CachedLM(target), prompts, make_drafter(method, (drafts or {}).get(method)), **kw)
 
 
 @pytest.fixture(scope="module", params=ARCHS)
 def models(request):
+    """A target and, per method, what it drafts with: a perturbed copy (pard, draft_model), random heads."""
     target = tiny_model(request.param, layers=3)
-    return target, perturbed(target, 0.3, pard_token=2)
+    draft = perturbed(target, 0.3, pard_token=2)
+    return target, {"pard": draft, "draft_model": draft, "medusa": random_heads(target, "medusa")}
 
 
 def test_ar_matches_transformers_generate(models):
@@ -27,7 +29,7 @@ def test_ar_matches_transformers_generate(models):
         assert ours == ref
 
 
-@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram"])
+@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", "medusa"])
 @pytest.mark.parametrize("max_new_tokens,num_draft_tokens", [(23, 4), (13, 5)])
 def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft_tokens):
     target, draft = models
@@ -43,7 +45,7 @@ def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft
         assert max(s.stats.mean_accepted for s in single) > 1.5
 
 
-@pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram"])
+@pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram", "medusa"])
 def test_speculative_greedy_stops_at_eos_mid_round(models, method):
     target, draft = models
     free = [run(target, [p], "ar", max_new_tokens=20)[0].token_ids for p in PROMPTS]
@@ -60,10 +62,10 @@ def test_speculative_greedy_stops_at_eos_mid_round(models, method):
 def test_batch_rows_leave_holes_not_cuts():
     """Rows accept different amounts; the others keep their own speed (no cut to the shortest acceptance)."""
     target = tiny_model("llama", layers=3)
-    draft = perturbed(target, 0.3)
+    drafts = {"draft_model": perturbed(target, 0.3)}
     prompts = [PROMPTS[0], PROMPTS[2]]
-    alone = [run(target, [p], "draft_model", draft, max_new_tokens=30)[0] for p in prompts]
-    together = run(target, prompts, "draft_model", draft, max_new_tokens=30)
+    alone = [run(target, [p], "draft_model", drafts, max_new_tokens=30)[0] for p in prompts]
+    together = run(target, prompts, "draft_model", drafts, max_new_tokens=30)
     for a, t in zip(alone, together):
         assert t.token_ids == a.token_ids
         assert t.stats.mean_accepted == pytest.approx(a.stats.mean_accepted)

@@ -39,6 +39,19 @@ def perturbed(model, scale: float, seed: int = 1, pard_token: int | None = None)
     return draft
 
 
+def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):
+    """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens."""
+    from specgen.heads.base import KINDS
+
+    torch.manual_seed(seed)
+    hidden = target.get_output_embeddings().weight.shape[1]
+    heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads}, target.get_output_embeddings())
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.normal_(0, scale / p.shape[-1] ** 0.5 if p.dim() > 1 else scale)
+    return heads.eval()
+
+
 TEXT = ["def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
         "In the beginning God created the heaven and the earth.",
         "The quick brown fox jumps over the lazy dog. " * 3,

@@ -6,8 +6,11 @@ from typing import Iterator
 
 import torch
 
+import os
+
 from specgen import CachedLM, Sampling, Stats, make_drafter, stream
 from specgen.drafters import METHODS, pard_token_of
+from specgen.heads import DraftHeads, load_heads
 from specgen.loading import load_causal_lm, load_tokenizer
 from specgen.loop import run_to_end
 
@@ -24,24 +27,27 @@ class TextOutput:
                 "stats": self.stats.as_dict()}
 
 
-def default_method(draft_model) -> str:
-    """pard for a PARD draft, draft_model for another draft, ar without one."""
-    if draft_model is None:
+def default_method(draft) -> str:
+    """The heads' kind for draft heads, pard for a PARD draft, draft_model for another draft, ar without one."""
+    if draft is None:
         return "ar"
-    return "pard" if getattr(draft_model.config, "pard_token", None) is not None else "draft_model"
+    if isinstance(draft, DraftHeads):
+        return draft.kind
+    return "pard" if getattr(draft.config, "pard_token", None) is not None else "draft_model"
 
 
 class TextPipeline:
     """Speculative text generation: `generate` for results, `stream` for text as it is accepted."""
 
-    def __init__(self, model, tokenizer, draft_model=None, method: str | None = None, num_draft_tokens: int = 8,
+    def __init__(self, model, tokenizer, draft=None, method: str | None = None, num_draft_tokens: int = 8,
                  draft_tokenizer=None):
+        """draft: a draft causal LM (pard, draft_model) or DraftHeads on `model` (medusa, ...)."""
         self.target = CachedLM(model)
         self.tokenizer = tokenizer
-        self.draft_model = draft_model
-        if draft_model is not None:
-            check_same_vocabulary(tokenizer, draft_tokenizer, self.target.vocab, draft_model)
-        self.method = method or default_method(draft_model)
+        self.draft = draft
+        if draft is not None and not isinstance(draft, DraftHeads):
+            check_same_vocabulary(tokenizer, draft_tokenizer, self.target.vocab, draft)
+        self.method = method or default_method(draft)
         self.num_draft_tokens = num_draft_tokens
         self._drafters = {}
         self.drafter(self.method)  # refuse an impossible method now, not at the first prompt
@@ -51,20 +57,22 @@ class TextPipeline:
                         dtype=None, num_draft_tokens: int = 8) -> "TextPipeline":
         """Load a target (and a draft) from local checkpoint folders; device and dtype are automatic unless given."""
         model = load_causal_lm(path, device, dtype, what="target")
-        draft_model = draft_tok = None
-        if draft is not None:
-            draft_model = load_causal_lm(draft, model.device, model.dtype, what="draft")
+        draft_obj = draft_tok = None
+        if draft is not None and os.path.isfile(os.path.join(draft, "heads.json")):
+            draft_obj = load_heads(draft, model)
+        elif draft is not None:
+            draft_obj = load_causal_lm(draft, model.device, model.dtype, what="draft")
             try:
                 draft_tok = load_tokenizer(draft, what="draft")
             except ValueError:
                 draft_tok = None  # a draft may ship without a tokenizer; then only the vocabulary size is checked
-        return cls(model, load_tokenizer(path, what="target"), draft_model, method, num_draft_tokens, draft_tok)
+        return cls(model, load_tokenizer(path, what="target"), draft_obj, method, num_draft_tokens, draft_tok)
 
     def drafter(self, method: str):
         if method not in self._drafters:
-            if method == "pard" and self.draft_model is not None:
-                pard_token_of(self.draft_model.config)
-            self._drafters[method] = make_drafter(method, self.draft_model)
+            if method == "pard" and self.draft is not None and not isinstance(self.draft, DraftHeads):
+                pard_token_of(self.draft.config)
+            self._drafters[method] = make_drafter(method, self.draft)
         return self._drafters[method]
 
     @property
@@ -86,7 +94,8 @@ class TextPipeline:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _run(self, prompts: list[str], max_new_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=None,
-             stop: list[str] | str | None = None, method: str | None = None, num_draft_tokens: int | None = None):
+             stop: list[str] | str | None = None, method: str | None = None, num_draft_tokens: int | None = None,
+             acceptance: str | None = None):
         sampling = Sampling(temperature, top_k, top_p)
         rows = [self.encode(p) for p in prompts]
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -97,7 +106,7 @@ class TextPipeline:
             generator = torch.Generator(self.target.device).manual_seed(seed)
         it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens,
                     self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens, self.eos_token_ids,
-                    self._stop_fn(stops) if stops else None, generator)
+                    self._stop_fn(stops) if stops else None, generator, acceptance)
         return it, stops
 
     def _stop_fn(self, stops: list[str]):
@@ -119,7 +128,8 @@ class TextPipeline:
         """Generate for one prompt (-> TextOutput) or a batch (-> one TextOutput per prompt, decoded together).
 
         kwargs: max_new_tokens, temperature (0 = greedy), top_k, top_p, seed, stop (strings), method,
-        num_draft_tokens.
+        num_draft_tokens, acceptance (default: greedy at temperature 0, else the lossless sample rule; `typical`
+        is lossy and reported so in the stats).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:

@@ -3,25 +3,38 @@ from __future__ import annotations
 
 from .base import Drafter, ModelDrafter
 from .draft_model import DraftModelDrafter
+from .heads import MedusaDrafter
 from .ngram import NgramDrafter
 from .pard import PardDrafter, pard_token_of
 
 MODEL_DRAFTERS = {"pard": PardDrafter, "draft_model": DraftModelDrafter}
-METHODS = ("ar", "pard", "draft_model", "ngram")
+HEAD_DRAFTERS = {"medusa": MedusaDrafter}
+METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
 
 
-def make_drafter(method: str, draft_model=None) -> Drafter | None:
-    """The drafter for a method name; `ar` has none."""
+def make_drafter(method: str, draft=None) -> Drafter | None:
+    """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods)."""
+    from ..heads import DraftHeads
+
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if method == "ar":
         return None
     if method == "ngram":
         return NgramDrafter()
-    if draft_model is None:
-        raise ValueError(f"method {method!r} needs a draft model: pass draft=PATH")
-    return MODEL_DRAFTERS[method](draft_model)
+    if draft is None:
+        what = "draft heads" if method in HEAD_DRAFTERS else "a draft model"
+        raise ValueError(f"method {method!r} needs {what}: pass draft=PATH")
+    if method in HEAD_DRAFTERS:
+        if not isinstance(draft, DraftHeads) or draft.kind != method:
+            raise ValueError(f"method {method!r} needs {method} heads, but the draft is "
+                             f"{getattr(draft, 'kind', 'a causal LM')}: pass the folder of {method} heads")
+        return HEAD_DRAFTERS[method](draft)
+    if isinstance(draft, DraftHeads):
+        raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
+                         f"method={draft.kind!r}")
+    return MODEL_DRAFTERS[method](draft)
 
 
-__all__ = ["Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "make_drafter",
-           "pard_token_of", "METHODS"]
+__all__ = ["Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
+           "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS"]

@@ -16,10 +16,12 @@ class Drafter(ABC):
 
     name = "drafter"
     forwards = 0  # draft forwards run so far
+    needs_hidden = False  # True: the loop passes the target's final hidden states to start and accept
 
     def start(self, prompts: list[list[int]], first: list[int], sampling: Sampling, vocab: int,
-              device: torch.device, generator: torch.Generator | None = None):
-        """A new batch: the prompts and the first token the target chose for each row."""
+              device: torch.device, generator: torch.Generator | None = None, hidden: torch.Tensor | None = None):
+        """A new batch: the prompts and the first token the target chose for each row (hidden: the target's
+        final hidden state at each prompt's last token [batch, dim], for drafters that need it)."""
         self.sampling, self.vocab, self.device, self.generator = sampling, vocab, device, generator
 
     def check_length(self, total: int):
@@ -30,8 +32,10 @@ class Drafter(ABC):
         """At most k draft tokens per row, as a tree under each row's last emitted token."""
 
     @abstractmethod
-    def accept(self, emitted: list[list[int]]):
-        """Per row, the tokens emitted this round: the accepted drafts, then the target's next token."""
+    def accept(self, emitted: list[list[int]], paths: list[list[int]], hidden: torch.Tensor | None = None):
+        """Per row, the tokens emitted this round: the accepted drafts, then the target's next token; `paths` are
+        the accepted nodes of the verification tree (root first) and `hidden` its final hidden states
+        [batch, nodes, dim] (for drafters that need them)."""
 
     @abstractmethod
     def select(self, rows: list[int]):
@@ -72,7 +76,7 @@ class ModelDrafter(Drafter):
     def check_length(self, total: int):
         self.lm.check_length(total)
 
-    def start(self, prompts, first, sampling, vocab, device, generator=None):
+    def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
         if self.lm.vocab > vocab:
             raise ValueError(f"the draft's vocabulary ({self.lm.vocab}) is larger than the target's ({vocab}): "

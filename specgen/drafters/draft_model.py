@@ -30,7 +30,7 @@ class DraftModelDrafter(ModelDrafter):
         q = torch.cat(qs, 1) if qs[0] is not None else None
         return DraftTree.chain(torch.cat(drafts, 1), q=q)
 
-    def accept(self, emitted):
+    def accept(self, emitted, paths=None, hidden=None):
         keep = []
         for p, e in zip(self.pending, emitted):
             n = min(len(e) - 1, self.fed)  # accepted drafts already in the draft cache

@@ -32,7 +32,7 @@ class NgramDrafter(Drafter):
             raise ValueError(f"ngram sizes need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         self.max_n, self.min_n = max_n, min_n
 
-    def start(self, prompts, first, sampling, vocab, device, generator=None):
+    def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
         self.context = [list(p) + [t] for p, t in zip(prompts, first)]
 
@@ -41,7 +41,7 @@ class NgramDrafter(Drafter):
         tokens, valid = ragged(found, self.device)
         return DraftTree.chain(tokens, valid)
 
-    def accept(self, emitted):
+    def accept(self, emitted, paths=None, hidden=None):
         for c, e in zip(self.context, emitted):
             c.extend(e)
 

@@ -45,5 +45,5 @@ class PardDrafter(ModelDrafter):
         self.lm.commit([list(range(len(p))) for p in self.pending])  # keep the real tokens, drop the masks
         return DraftTree.chain(drafts, q=q)
 
-    def accept(self, emitted):
+    def accept(self, emitted, paths=None, hidden=None):
         self.pending = [list(e) for e in emitted]

@@ -1,0 +1,182 @@
+"""`specgen bench text`: our methods beside what users would otherwise pick, on held-out code and prose.
+
+Rows (batch 1, same target, one run, methods interleaved prompt by prompt): our `ar`; `transformers` `generate`;
+`transformers` assisted generation with the same AR draft (best of the swept `num_assistant_tokens`,
+`assistant_confidence_threshold=0`); `transformers` prompt lookup; our `draft_model`, `ngram`, and `pard` at
+several K. EOS is ignored so every run makes the same number of tokens. A separate fp32 pass checks that each
+greedy method's output equals our `ar` token for token (the parity column).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen.bench import Results, write_outputs
+from specgen.loading import load_causal_lm
+
+
+def heldout_prompts(corpus: str, domain: str, count: int, prompt_len: int, need: int, seed: int, bos: int,
+                    eos: int) -> list[list[int]]:
+    """`count` prompts of `prompt_len` tokens (after BOS) from distinct held-out documents with `need` tokens left."""
+    path = os.path.join(corpus, f"heldout.{domain}.bin")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing: build the corpus first with `python -m modalities.text.corpus "
+                         f"--out {corpus}` and `python -m modalities.text.tokenizer --corpus {corpus} --encode`")
+    ids = np.fromfile(path, dtype=np.uint16).astype(np.int64)
+    ends = np.flatnonzero(ids == eos)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    docs = [(s, e) for s, e in zip(starts, ends) if e - s > prompt_len + need]
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(docs))[:count]
+    prompts = []
+    for i in sorted(picks):
+        s, e = docs[i]
+        at = int(rng.integers(s + 1, e - prompt_len - need))
+        prompts.append([bos] + ids[at : at + prompt_len].tolist())
+    if len(prompts) < count:
+        raise ValueError(f"only {len(prompts)} held-out {domain} documents are long enough: lower --prompts or "
+                         f"--max-new-tokens")
+    return prompts
+
+
+class Runner:
+    """Our methods and the transformers baselines, each a callable prompt -> (new tokens, seconds, accepted, loop s)."""
+
+    def __init__(self, target, ar_draft, pard_draft, max_new: int):
+        self.target, self.ar_draft, self.pard_draft, self.max_new = target, ar_draft, pard_draft, max_new
+        self.lm = CachedLM(target)
+        for m in (target, ar_draft):
+            if m is not None:
+                m.generation_config.eos_token_id = None  # every run makes max_new tokens
+                m.generation_config.pad_token_id = 0
+
+    def ours(self, method: str, k: int, temperature: float):
+        draft = self.pard_draft if method == "pard" else self.ar_draft
+        drafter = make_drafter(method, draft if method in ("pard", "draft_model") else None)
+        sampling = Sampling(temperature)
+
+        def run(prompt, seed):
+            gen = torch.Generator(self.lm.device).manual_seed(seed)
+            g = generate(self.lm, [prompt], drafter, sampling, self.max_new, k, (), None, gen)[0]
+            return g.token_ids, g.stats.wall_s, g.stats.mean_accepted, g.stats.loop_s
+        return run
+
+    def hf(self, temperature: float, **extra):
+        sample = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else \
+            dict(do_sample=False)
+
+        def run(prompt, seed):
+            torch.manual_seed(seed)
+            x = torch.tensor([prompt], device=self.target.device)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = self.target.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=self.max_new,
+                                           **sample, **extra)
+            if x.device.type == "cuda":
+                torch.cuda.synchronize()
+            return out[0, len(prompt):].tolist(), time.perf_counter() - t0, None, 0.0
+        return run
+
+
+def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: list[int], lookup_k: int):
+    """name -> run function, in table order."""
+    m = {"ar": runner.ours("ar", 1, temperature), "hf generate": runner.hf(temperature)}
+    if runner.ar_draft is not None:
+        for k in assist_ks:
+            m[f"hf assisted K={k}"] = runner.hf(temperature, assistant_model=runner.ar_draft, num_assistant_tokens=k,
+                                                num_assistant_tokens_schedule="constant",
+                                                assistant_confidence_threshold=0.0)
+    m[f"hf prompt lookup K={lookup_k}"] = runner.hf(temperature, prompt_lookup_num_tokens=lookup_k)
+    if runner.ar_draft is not None:
+        m["draft_model K=4"] = runner.ours("draft_model", 4, temperature)
+    m["ngram K=4"] = runner.ours("ngram", 4, temperature)
+    if runner.pard_draft is not None:
+        for k in ks:
+            m[f"pard K={k}"] = runner.ours("pard", k, temperature)
+    return m
+
+
+def best_assisted(rows: list[dict]) -> list[dict]:
+    """Keep only the fastest swept `hf assisted` row per setting (the comparison is with its best K)."""
+    keep = []
+    for r in rows:
+        if r["method"].startswith("hf assisted"):
+            rivals = [o for o in rows if o["group"] == r["group"] and o["method"].startswith("hf assisted")]
+            if r is not max(rivals, key=lambda o: o["tokens_per_s"]):
+                continue
+        keep.append(r)
+    return keep
+
+
+def bench(args) -> str:
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    target = load_causal_lm(args.model, args.device, args.dtype, what="target")
+    ar_draft = load_causal_lm(args.draft, target.device, target.dtype, what="draft") if args.draft else None
+    pard = load_causal_lm(args.pard_draft, target.device, target.dtype, what="PARD draft") if args.pard_draft else None
+    from specgen.loading import load_tokenizer
+    tok = load_tokenizer(args.model, what="target")
+    prompts = {d: heldout_prompts(args.corpus, d, args.prompts, args.prompt_len, args.max_new_tokens, args.seed,
+                                  tok.bos_token_id, tok.eos_token_id) for d in args.domains}
+    results = Results("ar")
+    runner = Runner(target, ar_draft, pard, args.max_new_tokens)
+    for temp in args.temperatures:
+        table = methods_for(runner, temp, args.ks, args.assist_ks, args.lookup_k)
+        for fn in table.values():  # warm-up: first calls allocate and pick kernels
+            fn(prompts[args.domains[0]][0][:16], 0)
+        for domain, ps in prompts.items():
+            group = f"{domain}, T={temp:g}"
+            for i, p in enumerate(ps):
+                for name, fn in table.items():
+                    ids, secs, acc, loop = fn(p, args.seed + i)
+                    results.add(group, name, len(ids), secs, acc, loop)
+                print(f"{group}: prompt {i + 1}/{len(ps)} done", flush=True)
+    if args.parity:
+        parity_pass(args, prompts, results)
+    rows = best_assisted(results.rows())
+    meta = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}
+    meta.update(device=str(target.device), dtype=str(target.dtype), torch_threads=torch.get_num_threads())
+    md = write_outputs(args.out, "text", rows, meta, f"specgen text, {os.path.basename(args.model.rstrip('/'))}")
+    print(md)
+    return md
+
+
+def parity_pass(args, prompts, results: Results):
+    """fp32: each greedy method (ours and `hf generate`) against our `ar`, token for token."""
+    target = load_causal_lm(args.model, args.device, "float32", what="target")
+    ar_draft = load_causal_lm(args.draft, target.device, "float32", what="draft") if args.draft else None
+    pard = load_causal_lm(args.pard_draft, target.device, "float32", what="PARD draft") if args.pard_draft else None
+    runner = Runner(target, ar_draft, pard, args.parity_tokens)
+    table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k)
+    for domain, ps in prompts.items():
+        group = f"{domain}, T=0"
+        for i, p in enumerate(ps):
+            ref = table["ar"](p, 0)[0]
+            for name, fn in table.items():
+                results.parity(group, name, fn(p, 0)[0] == ref)
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="models/zoo/text-30m")
+    p.add_argument("--draft", default="models/zoo/text-draft-5m", help="AR draft (draft_model, hf assisted)")
+    p.add_argument("--pard-draft", default="models/zoo/text-pard-5m")
+    p.add_argument("--corpus", default="data/text")
+    p.add_argument("--domains", nargs="+", default=["code", "prose"])
+    p.add_argument("--prompts", type=int, default=8, help="prompts per domain")
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--ks", type=int, nargs="+", default=[4, 8, 12], help="PARD draft lengths")
+    p.add_argument("--assist-ks", type=int, nargs="+", default=[4, 8], help="transformers assisted sweep")
+    p.add_argument("--lookup-k", type=int, default=8)
+    p.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--parity-tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default="bench_out")

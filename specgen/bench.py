@@ -1,0 +1,116 @@
+"""Benchmark harness shared by the modality benchmarks: timed runs, aggregation into rows, markdown and a plot.
+
+Speed is compared as ratios taken in one run, methods interleaved prompt by prompt, so drift on a noisy machine
+hits every method alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tally:
+    """Totals for one (method, group) cell."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    accepted: list[float] = field(default_factory=list)
+    loop_seconds: float = 0.0
+    parity: list[bool] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+class Results:
+    """Per (group, method) tallies; `rows` turns them into table rows with speedups over a baseline method."""
+
+    def __init__(self, baseline: str = "ar"):
+        self.baseline = baseline
+        self.cells: dict[tuple[str, str], Tally] = defaultdict(Tally)
+
+    def add(self, group: str, method: str, tokens: int, seconds: float, accepted: float | None = None,
+            loop_seconds: float = 0.0):
+        t = self.cells[(group, method)]
+        t.tokens += tokens
+        t.seconds += seconds
+        t.loop_seconds += loop_seconds
+        if accepted is not None:
+            t.accepted.append(accepted)
+
+    def parity(self, group: str, method: str, same: bool):
+        self.cells[(group, method)].parity.append(same)
+
+    def rows(self) -> list[dict]:
+        out = []
+        for (group, method), t in self.cells.items():
+            if not t.seconds:
+                continue
+            base = self.cells.get((group, self.baseline))
+            out.append({
+                "group": group, "method": method, "tokens": t.tokens, "seconds": round(t.seconds, 3),
+                "tokens_per_s": round(t.tokens_per_s, 1),
+                "speedup": round(t.tokens_per_s / base.tokens_per_s, 2) if base and base.tokens_per_s else None,
+                "mean_accepted": round(sum(t.accepted) / len(t.accepted), 2) if t.accepted else None,
+                "loop_share": round(t.loop_seconds / t.seconds, 3) if t.loop_seconds else None,
+                "parity": f"{sum(t.parity)}/{len(t.parity)}" if t.parity else None,
+            })
+        return out
+
+
+def percent(v: float) -> str:
+    return f"{v:.1%}"
+
+
+# (row key, header, formatter)
+COLUMNS = [("group", "setting", str), ("method", "method", str), ("tokens_per_s", "tokens/s", str),
+           ("speedup", "speedup vs ar", lambda v: f"{v:.2f}x"), ("mean_accepted", "mean accepted", str),
+           ("loop_share", "loop overhead", percent), ("parity", "greedy == ar (fp32)", str)]
+
+
+def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("—" if r.get(k) is None else fmt(r[k]) for k, _, fmt in columns) + " |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def plot_speedups(rows: list[dict], path: str, title: str):
+    """Grouped bars: speedup over ar per method, one colour per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({r["group"] for r in rows})
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows)]
+    width = 0.8 / max(1, len(groups))
+    fig, ax = plt.subplots(figsize=(max(6, len(methods) * 0.9), 4))
+    for gi, g in enumerate(groups):
+        vals = [next((r["speedup"] or 0 for r in rows if r["group"] == g and r["method"] == m), 0) for m in methods]
+        ax.bar([i + gi * width for i in range(len(methods))], vals, width, label=g)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(methods))])
+    ax.set_xticklabels(methods, rotation=30, ha="right")
+    ax.set_ylabel("speedup over ar (tokens/s)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: str) -> str:
+    """JSON (rows and settings), a markdown table and a PNG plot; returns the markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    md = markdown_table(rows)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(md + "\n")
+    plot_speedups(rows, os.path.join(out_dir, f"{name}.png"), title)
+    return md

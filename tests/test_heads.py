@@ -1,0 +1,61 @@
+"""Draft heads: the candidate tree, training by self-distillation, and loading beside a target."""
+import numpy as np
+import pytest
+import torch
+
+from modalities.cli import main
+from modalities.text import TextPipeline
+from specgen.training.heads import capture_hidden, distill_loss
+from specgen.tree import sparse_tree, tree_tensors
+from tiny import random_heads, tiny_model, tiny_tokenizer
+
+
+def test_sparse_tree_keeps_prefixes_in_breadth_first_order():
+    acc = [[0.6, 0.2, 0.1], [0.4, 0.2, 0.1], [0.3, 0.1, 0.05]]
+    paths = sparse_tree(acc, 10)
+    assert len(paths) == 10 and len(set(paths)) == 10
+    assert paths[0] == (0,) and (0, 0) in paths and (0, 0, 0) in paths
+    index = {p: i for i, p in enumerate(paths)}
+    for p in paths:
+        if len(p) > 1:
+            assert index[p[:-1]] < index[p]  # parents first
+    depth, rank, parent = tree_tensors(paths)
+    assert depth[index[(0, 1)]] == 1 and rank[index[(0, 1)]] == 1 and parent[index[(0, 1)]] == index[(0,)]
+
+
+@pytest.mark.parametrize("kind", ["medusa"])
+def test_one_training_step_lowers_the_distillation_loss(kind):
+    target = tiny_model("llama", layers=2)
+    heads = random_heads(target, kind)
+    x = torch.randint(3, 97, (4, 24))
+    with torch.no_grad():
+        hidden, logits = capture_hidden(target, x)
+    opt = torch.optim.AdamW(heads.parameters(), lr=1e-2)
+    before, _ = distill_loss(heads.train_logits(hidden, x), logits)
+    before.backward()
+    opt.step()
+    after, _ = distill_loss(heads.train_logits(hidden, x), logits)
+    assert after.item() < before.item()
+
+
+@pytest.mark.parametrize("kind", ["medusa"])
+def test_train_heads_then_decode_with_them(tmp_path, kind):
+    tok = tiny_tokenizer(vocab=300)
+    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
+    target.save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    out = tmp_path / kind
+    assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", kind, "--data",
+                 f"{tmp_path}/train.bin:1", "--out", str(out), "--sequences", "12", "--heldout-sequences", "4",
+                 "--prompt-len", "8", "--new-tokens", "16", "--gen-batch", "6", "--steps", "3", "--batch", "2",
+                 "--mixed-precision", "no", "--cpu"]) == 0
+    pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
+    assert pipe.method == kind
+    assert len(pipe.draft.config["topk_accuracy"]) == 4
+    spec = pipe.generate("def f", max_new_tokens=20)
+    assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids
+    lossy = pipe.generate("def f", max_new_tokens=20, temperature=1.0, acceptance="typical", seed=0)
+    assert lossy.stats.acceptance == "typical" and lossy.stats.lossless is False
+    with pytest.raises(ValueError, match="needs a draft model"):
+        pipe.generate("def f", method="pard")
