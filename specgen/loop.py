@@ -117,7 +117,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
             if not done:
                 live.append(r)
         if drafter is not None and live:
-            hidden = target.hidden[live, -1] if drafter.needs_hidden else None  # [live, dim] at the last prompt token
+            hidden = target.hidden[live] if drafter.needs_hidden else None  # [live, prompt, dim], left-padded
             with timer("draft"):
                 drafter.start([prompts[r] for r in live], [first[r] for r in live], sampling, target.vocab,
                               target.device, generator, hidden)

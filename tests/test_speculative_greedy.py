@@ -5,6 +5,8 @@ import torch
 from specgen import CachedLM, generate, make_drafter
 from tiny import ARCHS, perturbed, random_heads, tiny_model
 
+HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter"]
+
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
 
 
@@ -17,7 +19,8 @@ def models(request):
     """A target and, per method, what it drafts with: a perturbed copy (pard, draft_model), random heads."""
     target = tiny_model(request.param, layers=3)
     draft = perturbed(target, 0.3, pard_token=2)
-    return target, {"pard": draft, "draft_model": draft, "medusa": random_heads(target, "medusa")}
+    heads = {kind: random_heads(target, kind) for kind in HEAD_KINDS}
+    return target, {"pard": draft, "draft_model": draft, **heads}
 
 
 def test_ar_matches_transformers_generate(models):
@@ -29,7 +32,7 @@ def test_ar_matches_transformers_generate(models):
         assert ours == ref
 
 
-@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", "medusa"])
+@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", *HEAD_KINDS])
 @pytest.mark.parametrize("max_new_tokens,num_draft_tokens", [(23, 4), (13, 5)])
 def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft_tokens):
     target, draft = models
@@ -45,7 +48,7 @@ def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft
         assert max(s.stats.mean_accepted for s in single) > 1.5
 
 
-@pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram", "medusa"])
+@pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram", *HEAD_KINDS])
 def test_speculative_greedy_stops_at_eos_mid_round(models, method):
     target, draft = models
     free = [run(target, [p], "ar", max_new_tokens=20)[0].token_ids for p in PROMPTS]

@@ -45,7 +45,7 @@ def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2
 
     torch.manual_seed(seed)
     hidden = target.get_output_embeddings().weight.shape[1]
-    heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads}, target.get_output_embeddings())
+    heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads}, target)
     with torch.no_grad():
         for p in heads.parameters():
             p.normal_(0, scale / p.shape[-1] ** 0.5 if p.dim() > 1 else scale)

@@ -21,7 +21,7 @@ class Drafter(ABC):
     def start(self, prompts: list[list[int]], first: list[int], sampling: Sampling, vocab: int,
               device: torch.device, generator: torch.Generator | None = None, hidden: torch.Tensor | None = None):
         """A new batch: the prompts and the first token the target chose for each row (hidden: the target's
-        final hidden state at each prompt's last token [batch, dim], for drafters that need it)."""
+        final hidden states over the left-padded prompts [batch, width, dim], for drafters that need them)."""
         self.sampling, self.vocab, self.device, self.generator = sampling, vocab, device, generator
 
     def check_length(self, total: int):

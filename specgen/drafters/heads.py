@@ -1,5 +1,6 @@
-"""Drafting from heads on the target's hidden state: a static candidate tree filled from each head's top-k
-(Medusa), verified in one target forward."""
+"""Drafting from heads on the target's final hidden state: static sparse trees filled from the heads' top-k
+(Medusa, KOALA), the same trees grown depth by depth with sequentially dependent heads (Hydra++), and beam search
+merged into a prefix tree (ReDrafter). Every tree is verified in one target forward."""
 from __future__ import annotations
 
 import torch
@@ -10,44 +11,153 @@ from .base import Drafter
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
-    """A prior for untrained or uncalibrated heads: deeper heads and lower ranks are right less often."""
+    """A prior for uncalibrated heads: deeper heads and lower ranks are right less often."""
     return [[0.6 ** (d + 1) / (r + 1) for r in range(ranks)] for d in range(num_heads)]
 
 
-class MedusaDrafter(Drafter):
-    """Each round the heads read the target's hidden state at the last accepted node and fill a sparse tree of
-    `tree_size` candidates from their top-k; the tree's token-rank layout is fixed, its tokens are not."""
+class HeadDrafter(Drafter):
+    """What head drafters share: the hidden state at each row's last accepted node and its pending root token."""
 
-    name = "medusa"
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int = 32):
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         self.heads = heads
+        self.name = heads.kind
         accuracy = heads.config.get("topk_accuracy") or default_accuracy(heads.num_heads)
-        self.paths = sparse_tree(accuracy, tree_size)
+        self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
         self.forwards = 0
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
-        self.h = hidden  # [batch, dim] hidden state whose next token is the pending root
-
-    @torch.inference_mode()
-    def propose(self, k: int) -> DraftTree:
-        paths = [p for p in self.paths if len(p) <= k]
-        depth, rank, parent = tree_tensors(paths)
-        logits = self.heads(self.h)  # [batch, heads, vocab]
-        self.forwards += 1
-        top = logits[:, : max(depth) + 1].topk(max(rank) + 1, dim=-1).indices  # [batch, depth, ranks]
-        b = self.h.shape[0]
-        tokens = top[:, depth, rank]  # [batch, nodes]
-        parents = torch.tensor(parent, device=tokens.device).expand(b, -1)
-        return DraftTree(tokens, parents, torch.ones_like(tokens, dtype=torch.bool))
+        self.h = hidden[:, -1]  # [batch, dim]: the state whose next token is the pending root
+        self.root = torch.tensor(first, device=hidden.device)
 
     def accept(self, emitted, paths, hidden=None):
         last = torch.tensor([p[-1] for p in paths], device=hidden.device)
         self.h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        self.root = torch.tensor([e[-1] for e in emitted], device=hidden.device)
 
     def select(self, rows):
-        self.h = self.h[rows]
+        self.h, self.root = self.h[rows], self.root[rows]
+
+    def tree(self, k: int):
+        paths = [p for p in self.paths if len(p) <= k]
+        return paths, *tree_tensors(paths)
+
+
+class MedusaDrafter(HeadDrafter):
+    """Independent heads read one hidden state; node (depth d, rank r) of the sparse tree gets head d's rank-r
+    token."""
+
+    @torch.inference_mode()
+    def propose(self, k: int) -> DraftTree:
+        _, depth, rank, parent = self.tree(k)
+        logits = self.heads(self.h)  # [batch, heads, vocab]
+        self.forwards += 1
+        top = logits[:, : max(depth) + 1].topk(max(rank) + 1, dim=-1).indices  # [batch, depth, ranks]
+        tokens = top[:, depth, rank]  # [batch, nodes]
+        parents = torch.tensor(parent, device=tokens.device).expand(tokens.shape[0], -1)
+        return DraftTree(tokens, parents, torch.ones_like(tokens, dtype=torch.bool))
+
+
+class HydraDrafter(HeadDrafter):
+    """Sequentially dependent heads fill the sparse tree depth by depth: the children of a node come from the head
+    that reads the tokens on that node's path. The prefix attention reads a window of accepted hidden states."""
+
+    def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
+        super().start(prompts, first, sampling, vocab, device, generator, hidden)
+        w = self.heads.config["window"]
+        lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
+        self.buffer = hidden[:, -w:]  # [batch, <= window, dim], newest last (prompts are left-padded)
+        t = self.buffer.shape[1]
+        self.valid = torch.arange(t, device=hidden.device)[None, :] >= (t - lengths)[:, None]
+
+    def accept(self, emitted, paths, hidden=None):
+        w = self.heads.config["window"]
+        rows = [torch.cat([self.buffer[b][self.valid[b]], hidden[b, p]])[-w:] for b, p in enumerate(paths)]
+        width = max(len(r) for r in rows)
+        self.buffer = hidden.new_zeros(len(rows), width, hidden.shape[-1])
+        self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
+        for b, r in enumerate(rows):
+            self.buffer[b, width - len(r):] = r
+            self.valid[b, width - len(r):] = True
+        super().accept(emitted, paths, hidden)
+
+    def select(self, rows):
+        super().select(rows)
+        self.buffer, self.valid = self.buffer[rows], self.valid[rows]
+
+    @torch.inference_mode()
+    def propose(self, k: int) -> DraftTree:
+        paths, depth, rank, parent = self.tree(k)
+        context = self.heads.prefix.last(self.buffer, self.valid)  # [batch, dim]
+        b = context.shape[0]
+        tokens = torch.zeros(b, len(paths), dtype=torch.long, device=context.device)
+        index = {p: i for i, p in enumerate(paths)}
+        for d in range(max(depth) + 1):
+            nodes = [i for i, dd in enumerate(depth) if dd == d]
+            parents = sorted({parent[i] for i in nodes})  # -1: the root
+            # tokens on each parent's path, root first: [batch, parents, d + 1]
+            path_tokens = torch.stack([torch.stack([self.root] + [tokens[:, index[paths[p][: j + 1]]]
+                                                                  for j in range(d)], -1) if p >= 0 else
+                                       self.root[:, None] for p in parents], 1)
+            ctx = context[:, None].expand(-1, len(parents), -1)
+            top = self.heads.head(d, ctx, path_tokens).topk(max(rank[i] for i in nodes) + 1, dim=-1).indices
+            for i in nodes:
+                tokens[:, i] = top[:, parents.index(parent[i]), rank[i]]
+        self.forwards += 1
+        parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
+        return DraftTree(tokens, parents_t, torch.ones_like(tokens, dtype=torch.bool))
+
+
+class BeamDrafter(HeadDrafter):
+    """ReDrafter: a beam search of width `beam_width` with the recurrent head; the beams are merged into a prefix
+    tree (shared prefixes become one node), so siblings are distinct tokens."""
+
+    def __init__(self, heads: DraftHeads, beam_width: int = 4):
+        super().__init__(heads)
+        self.beam_width = beam_width
+
+    @torch.inference_mode()
+    def propose(self, k: int) -> DraftTree:
+        heads, w = self.heads, self.beam_width
+        depth = min(k, heads.num_heads)
+        b = self.h.shape[0]
+        s = heads.state(heads.embed(self.root), None)  # [batch, dim]
+        logp = heads.logits(self.h, s).float().log_softmax(-1)  # [batch, vocab]
+        score, tok = logp.topk(w, -1)  # [batch, w]
+        beams, s = tok[..., None], s[:, None].expand(-1, w, -1)
+        h = self.h[:, None].expand(-1, w, -1)
+        for _ in range(depth - 1):
+            s = heads.state(heads.embed(beams[..., -1]), s)  # [batch, w, dim]
+            cand = score[..., None] + heads.logits(h, s).float().log_softmax(-1)  # [batch, w, vocab]
+            score, flat = cand.flatten(1).topk(w, -1)
+            src, tok = flat // cand.shape[-1], flat % cand.shape[-1]
+            beams = torch.cat([beams.gather(1, src[..., None].expand(-1, -1, beams.shape[-1])), tok[..., None]], -1)
+            s = s.gather(1, src[..., None].expand(-1, -1, s.shape[-1]))
+        self.forwards += 1
+        return prefix_tree(beams.tolist(), self.h.device)
+
+
+def prefix_tree(beams: list[list[list[int]]], device) -> DraftTree:
+    """Beams [batch][beam][depth] merged into one prefix tree per row (padded with invalid nodes)."""
+    rows = []
+    for row in beams:
+        index, toks, pars = {}, [], []
+        for beam in row:
+            for j in range(len(beam)):
+                key = tuple(beam[: j + 1])
+                if key not in index:
+                    index[key] = len(toks)
+                    toks.append(beam[j])
+                    pars.append(index[key[:-1]] if j else -1)
+        rows.append((toks, pars))
+    n = max(len(t) for t, _ in rows)
+    tokens = torch.zeros(len(rows), n, dtype=torch.long)
+    parents = torch.full((len(rows), n), -1, dtype=torch.long)
+    valid = torch.zeros(len(rows), n, dtype=torch.bool)
+    for i, (t, p) in enumerate(rows):
+        tokens[i, : len(t)], parents[i, : len(p)], valid[i, : len(t)] = torch.tensor(t), torch.tensor(p), True
+    return DraftTree(tokens.to(device), parents.to(device), valid.to(device))

@@ -1,5 +1,7 @@
 """Draft heads: small networks on the target's own final hidden states that guess the tokens after the next one."""
-from .base import DraftHeads, load_heads
-from .medusa import MedusaHeads
+from .base import KINDS, DraftHeads, load_heads
+from .hydra import HydraHeads
+from .medusa import KoalaHeads, MedusaHeads
+from .redrafter import RecurrentHead
 
-__all__ = ["DraftHeads", "MedusaHeads", "load_heads"]
+__all__ = ["DraftHeads", "HydraHeads", "KINDS", "KoalaHeads", "MedusaHeads", "RecurrentHead", "load_heads"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -22,19 +23,34 @@ def register(kind: str):
     return deco
 
 
-class DraftHeads(nn.Module):
-    """Base class: `config` is plain JSON; the target's LM head is attached, not owned (not saved)."""
+class DraftHeads(nn.Module, ABC):
+    """Base class: `config` is plain JSON; the target's LM head and token embeddings are attached, not owned
+    (neither trained nor saved)."""
 
     kind = "heads"
 
-    def __init__(self, config: dict, lm_head: nn.Module):
+    def __init__(self, config: dict, target):
         super().__init__()
         self.config = dict(config)
-        self._lm_head = [lm_head]  # a list keeps it out of this module's parameters and state dict
+        # a list keeps the target's modules out of this module's parameters and state dict
+        self._target = [target.get_output_embeddings(), target.get_input_embeddings()]
 
     @property
     def lm_head(self) -> nn.Module:
-        return self._lm_head[0]
+        return self._target[0]
+
+    @property
+    def embed(self) -> nn.Module:
+        return self._target[1]
+
+    @property
+    def num_heads(self) -> int:
+        return self.config["num_heads"]
+
+    @abstractmethod
+    def train_logits(self, hidden, tokens):
+        """Teacher-forced training view: hidden [batch, L, dim] and tokens [batch, L] -> logits
+        [batch, L, heads, vocab], where entry (t, i) guesses token t+2+i."""
 
     def save(self, path: str):
         """heads.safetensors, then heads.json (kind and config), each written whole under a temporary name."""
@@ -63,6 +79,6 @@ def load_heads(path: str, target_model) -> DraftHeads:
         raise ValueError(f"the heads in {path!r} were trained for hidden size {config.get('hidden_size')}, but this "
                          f"target's is {hidden}: train heads for this target")
     param = next(target_model.parameters())
-    heads = KINDS[kind](config, target_model.get_output_embeddings())
+    heads = KINDS[kind](config, target_model)
     heads.load_state_dict(load_file(os.path.join(path, "heads.safetensors")))
     return heads.to(device=param.device, dtype=param.dtype).eval()

@@ -1,6 +1,13 @@
-"""Medusa heads (Cai et al. 2024, "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding
-Heads", Sec. 2.1.1): head i is a residual block x + SiLU(W_i x) (W_i zero-initialised) followed by the target's
-LM head, and predicts the token i+2 places after the hidden state's position."""
+"""Independent heads on the last hidden state: Medusa and KOALA.
+
+Medusa (Cai et al. 2024, "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads",
+Sec. 2.1.1): head i is a residual block x + SiLU(W_i x) (W_i zero-initialised) followed by the target's LM head,
+and guesses the token i+2 places after the hidden state's position.
+
+KOALA (Zhang et al. 2024, "KOALA: Enhancing Speculative Decoding for LLM via Multi-Layer Draft Heads with
+Adversarial Learning"): the same heads made K layers deep, trained with an adversarial loss beside
+distillation (the loss lives in specgen.training.heads).
+"""
 from __future__ import annotations
 
 import torch
@@ -10,24 +17,42 @@ from torch import nn
 from .base import DraftHeads, register
 
 
-@register("medusa")
-class MedusaHeads(DraftHeads):
-    def __init__(self, config: dict, lm_head: nn.Module):
-        super().__init__(config, lm_head)
-        d, n = config["hidden_size"], config["num_heads"]
-        self.blocks = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
+class ResidualStack(nn.Module):
+    """x + SiLU(W x), `layers` times; zero-initialised, so a fresh stack is the identity."""
+
+    def __init__(self, dim: int, layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
         for block in self.blocks:
             nn.init.zeros_(block.weight)
             nn.init.zeros_(block.bias)
 
-    @property
-    def num_heads(self) -> int:
-        return len(self.blocks)
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + F.silu(block(x))
+        return x
+
+
+@register("medusa")
+class MedusaHeads(DraftHeads):
+    default_layers = 1
+
+    def __init__(self, config: dict, target):
+        config = {"layers": self.default_layers, **config}
+        super().__init__(config, target)
+        self.stacks = nn.ModuleList(ResidualStack(config["hidden_size"], config["layers"])
+                                    for _ in range(config["num_heads"]))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., dim] -> logits [..., heads, vocab]; head i guesses token t+2+i."""
-        return torch.stack([self.lm_head(hidden + F.silu(block(hidden))) for block in self.blocks], -2)
+        return torch.stack([self.lm_head(stack(hidden)) for stack in self.stacks], -2)
 
     def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced training view: hidden [batch, L, dim] -> [batch, L, heads, vocab] (tokens unused)."""
         return self(hidden)
+
+
+@register("koala")
+class KoalaHeads(MedusaHeads):
+    """Medusa heads K layers deep (K = config["layers"], 3 by default)."""
+
+    default_layers = 3

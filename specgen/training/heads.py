@@ -39,24 +39,56 @@ def self_distillation_data(target, data: TokenMix, count: int, prompt_len: int, 
     return torch.tensor(rows)
 
 
-def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8):
-    """Sum over heads i of decay**i * KL(target || head i) where head i at position t guesses token t+2+i, whose
-    target distribution is the target's prediction at t+1+i. head_logits [b, L, heads, V], target_logits [b, L, V].
-    Returns the loss and each head's mean KL."""
-    per_head = []
-    heads = head_logits.shape[2]
+def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor):
+    """Per head i: head i's guesses at positions t and the target's logits for the same tokens (its prediction at
+    t+1+i), over the positions where both exist. head_logits [b, L, heads, V], target_logits [b, L, V]."""
     length = head_logits.shape[1]
-    total = 0.0
-    for i in range(heads):
+    for i in range(head_logits.shape[2]):
         span = length - 1 - i
-        if span <= 0:
-            break
-        teacher = F.log_softmax(target_logits[:, 1 + i : 1 + i + span].float(), -1)
-        student = F.log_softmax(head_logits[:, :span, i].float(), -1)
-        kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1).mean()
+        if span > 0:
+            yield i, head_logits[:, :span, i], target_logits[:, 1 + i : 1 + i + span]
+
+
+def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8):
+    """Sum over heads i of decay**i * KL(target || head i); returns the loss and each head's mean KL."""
+    total, per_head = 0.0, []
+    for i, head, teacher in aligned(head_logits, target_logits):
+        kl = F.kl_div(F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1), log_target=True,
+                      reduction="none").sum(-1).mean()
         per_head.append(kl.item())
         total = total + decay**i * kl
     return total, per_head
+
+
+class Discriminator(torch.nn.Module):
+    """KOALA's adversary: tells the target's next-token distribution from a head's, given the hidden state."""
+
+    def __init__(self, dim: int, vocab: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(vocab, dim, bias=False)
+        self.net = torch.nn.Sequential(torch.nn.Linear(2 * dim, dim), torch.nn.SiLU(), torch.nn.Linear(dim, 1))
+
+    def forward(self, hidden: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([hidden, self.proj(probs)], -1)).squeeze(-1)
+
+
+def discriminator_loss(disc: Discriminator, hidden, head_logits, target_logits):
+    """KOALA (Zhang et al. 2024, Sec. 3.2): the target's distributions are real, the heads' (detached) fake."""
+    bce, loss = F.binary_cross_entropy_with_logits, 0.0
+    for i, head, teacher in aligned(head_logits, target_logits):
+        h = hidden[:, : head.shape[1]].float()
+        r, f = disc(h, teacher.float().softmax(-1)), disc(h, head.detach().float().softmax(-1))
+        loss = loss + bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
+    return loss
+
+
+def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
+    """The heads' adversarial loss: how well their distributions pass for the target's."""
+    loss = 0.0
+    for i, head, _ in aligned(head_logits, target_logits):
+        g = disc(hidden[:, : head.shape[1]].float(), head.float().softmax(-1))
+        loss = loss + F.binary_cross_entropy_with_logits(g, torch.ones_like(g))
+    return loss
 
 
 @torch.no_grad()
@@ -114,7 +146,11 @@ def train(args):
     hidden_size = target.get_output_embeddings().weight.shape[1]
     config = {"hidden_size": hidden_size, "num_heads": args.num_heads, "target": os.path.basename(
         args.target.rstrip("/"))}
-    heads = KINDS[args.kind](config, target.get_output_embeddings())
+    if args.layers:
+        config["layers"] = args.layers
+    if args.kind == "koala":
+        config["adversarial_weight"] = args.adversarial_weight
+    heads = KINDS[args.kind](config, target)
     ckpt = os.path.join(args.out, "checkpoint.pt")
     state = {"step": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
     optimizer = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=0.0)
@@ -123,6 +159,14 @@ def train(args):
         heads.load_state_dict(saved["heads"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
+    adversarial = args.kind == "koala" and args.adversarial_weight > 0
+    if adversarial:
+        disc = Discriminator(hidden_size, target.get_output_embeddings().weight.shape[0])
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=args.lr)
+        if os.path.isfile(ckpt) and "disc" in saved:
+            disc.load_state_dict(saved["disc"])
+            d_opt.load_state_dict(saved["d_opt"])
+        disc, d_opt = acc.prepare(disc, d_opt)
     heads, optimizer = acc.prepare(heads, optimizer)
     bar = tqdm(total=args.steps, initial=state["step"], desc=f"{args.kind} heads")
     g = torch.Generator().manual_seed(args.seed)
@@ -136,7 +180,16 @@ def train(args):
         with torch.no_grad(), acc.autocast():
             hidden, target_logits = capture_hidden(target, x)
         with acc.autocast():
-            loss, per_head = distill_loss(acc.unwrap_model(heads).train_logits(hidden.float(), x), target_logits)
+            head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
+            loss, per_head = distill_loss(head_logits, target_logits)
+        if adversarial:  # the discriminator learns first, then the heads learn to fool the updated one
+            d_opt.zero_grad(set_to_none=True)
+            with acc.autocast():
+                d_loss = discriminator_loss(disc, hidden, head_logits, target_logits)
+            acc.backward(d_loss)
+            d_opt.step()
+            with acc.autocast():
+                loss = loss + args.adversarial_weight * fooling_loss(disc, hidden, head_logits, target_logits)
         acc.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -147,8 +200,11 @@ def train(args):
         done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
         if state["step"] % args.eval_every == 0 or done:
             state["log"].append({"step": state["step"], "loss": loss.item(), "kl_per_head": per_head})
-            torch.save({"heads": acc.unwrap_model(heads).state_dict(), "optimizer": optimizer.state_dict(),
-                        "state": state}, ckpt + ".tmp")
+            save = {"heads": acc.unwrap_model(heads).state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": state}
+            if adversarial:
+                save.update(disc=acc.unwrap_model(disc).state_dict(), d_opt=d_opt.state_dict())
+            torch.save(save, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
         if done:
             break
@@ -167,6 +223,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--data", required=True, help="token files for prompts: a.bin:1,b.bin:1")
     p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
     p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
+    p.add_argument("--adversarial-weight", type=float, default=0.1,
+                   help="koala: weight of the adversarial loss (0 trains the same heads without it)")
     p.add_argument("--sequences", type=int, default=512, help="target continuations to train on")
     p.add_argument("--heldout-sequences", type=int, default=32, help="of those, kept for calibration")
     p.add_argument("--prompt-len", type=int, default=32)

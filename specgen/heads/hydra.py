@@ -1,0 +1,85 @@
+"""Hydra++ heads (Ankner et al. 2024, "Hydra: Sequentially-Dependent Draft Heads for Medusa Decoding"):
+head i sees the context vector and the embeddings of every token between the hidden state's position and the
+one it guesses, so its guess depends on the candidates drafted before it. Hydra++ adds a one-layer prefix
+attention over the base hidden states to form the context vector, deeper head MLPs, and training by
+distillation from the target's distribution (Sec. 4).
+
+Here the prefix attention looks at the last `window` base hidden states (a sliding window keeps its inference
+state to a small buffer per row).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import DraftHeads, register
+from .medusa import ResidualStack
+
+
+class PrefixAttention(nn.Module):
+    """One pre-norm transformer layer over base hidden states, causal within a sliding window; no positions
+    (the base states already carry them)."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
+        nn.init.zeros_(self.out.weight)  # starts as the identity on the base hidden state
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """queries [b, q, dim] over keys [b, k, dim] (normed inputs), mask [b, q, k] bool -> [b, q, dim]."""
+        b, q, d = queries.shape
+        qh = self.qkv(queries)[..., :d].view(b, q, self.heads, -1).transpose(1, 2)
+        kv = self.qkv(keys)[..., d:]
+        kh, vh = (t.reshape(b, keys.shape[1], self.heads, -1).transpose(1, 2) for t in kv.chunk(2, -1))
+        att = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask[:, None])
+        return self.out(att.transpose(1, 2).reshape(b, q, d))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Every position at once (training): hidden [b, L, dim] -> context [b, L, dim]."""
+        length = hidden.shape[1]
+        i = torch.arange(length, device=hidden.device)
+        mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - self.window)
+        x = self.norm1(hidden)
+        h = hidden + self.attend(x, x, mask.expand(hidden.shape[0], -1, -1))
+        return h + self.mlp(self.norm2(h))
+
+    def last(self, buffer: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The newest position only (drafting): buffer [b, window, dim] (newest last), valid [b, window]."""
+        x = self.norm1(buffer)
+        h = buffer[:, -1:] + self.attend(x[:, -1:], x, valid[:, None, :])
+        return (h + self.mlp(self.norm2(h)))[:, 0]
+
+
+@register("hydra")
+class HydraHeads(DraftHeads):
+    def __init__(self, config: dict, target):
+        config = {"layers": 2, "window": 64, "attention_heads": 4, **config}
+        super().__init__(config, target)
+        d = config["hidden_size"]
+        self.prefix = PrefixAttention(d, config["attention_heads"], config["window"])
+        # head i reads [context; e(x_{t+1}); ...; e(x_{t+1+i})]
+        self.inputs = nn.ModuleList(nn.Linear((i + 2) * d, d) for i in range(config["num_heads"]))
+        self.stacks = nn.ModuleList(ResidualStack(d, config["layers"] - 1) for _ in range(config["num_heads"]))
+        for lin in self.inputs:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Head i: context [..., dim], tokens [..., i+1] (x_{t+1} .. x_{t+1+i}) -> logits [..., vocab]."""
+        emb = self.embed(tokens).flatten(-2)  # [..., (i+1) * dim]
+        x = self.stacks[i](F.silu(self.inputs[i](torch.cat([context, emb], -1))))
+        return self.lm_head(context + x)
+
+    def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        context = self.prefix(hidden)
+        length = tokens.shape[1]
+        pad = torch.cat([tokens, tokens[:, -1:].expand(-1, self.num_heads + 1)], 1)  # positions past the end
+        ahead = torch.stack([pad[:, j : j + length] for j in range(1, self.num_heads + 2)], -1)  # x_{t+1+j}
+        return torch.stack([self.head(i, context, ahead[..., : i + 1]) for i in range(self.num_heads)], -2)
