@@ -20,8 +20,27 @@ def children_of(parents: list[int], valid: list[bool]) -> list[list[int]]:
     return kids
 
 
+def is_chain(parents: torch.Tensor) -> bool:
+    """Whether a verification tree (root at 0) is a chain: node i hangs under node i-1."""
+    n = parents.shape[1]
+    return bool((parents[:, 1:] == torch.arange(n - 1, device=parents.device)).all())
+
+
+def accepted_run(ok: torch.Tensor) -> torch.Tensor:
+    """Length of the leading run of True per row: ok [batch, n] -> [batch]."""
+    return ok.long().cumprod(1).sum(1)
+
+
+def chain_paths(accepted: torch.Tensor) -> list[list[int]]:
+    return [list(range(a + 1)) for a in accepted.tolist()]
+
+
 def accept_greedy(logits, tokens, parents, valid, q=None, sampling=None, generator=None):
     """Exact-match acceptance: follow the child that equals the target's argmax (speculative == greedy AR)."""
+    if is_chain(parents):  # one pass on the device: the leading run of drafts equal to the argmax before them
+        best = logits.argmax(-1)  # [batch, nodes]
+        accepted = accepted_run((tokens[:, 1:] == best[:, :-1]) & valid[:, 1:])
+        return chain_paths(accepted), best.gather(1, accepted[:, None])[:, 0].tolist()
     best = logits.argmax(-1).tolist()  # [batch][nodes]
     toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
     paths, nxt = [], []
@@ -48,6 +67,8 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
     child; when none is left, draw the next token from p. Children of one node must be drawn independently.
     """
     p_all = sampling.probs(logits)  # [batch, nodes, vocab]
+    if is_chain(parents):
+        return sample_chain(p_all, tokens, valid, q, generator)
     toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
     paths, nxt = [], []
     for b in range(p_all.shape[0]):
@@ -72,6 +93,30 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
         paths.append(path)
         nxt.append(int(torch.multinomial(p, 1, generator=generator)))
     return paths, nxt
+
+
+def sample_chain(p_all, tokens, valid, q, generator):
+    """`accept_sample` for chains, all rows and depths at once: draft i is kept while u_i q_i(x_i) < p_i(x_i)
+    holds for it and every draft before it; the next token comes from the residual at the first rejection, or
+    from p at the end of the chain."""
+    b, n = tokens.shape[0], tokens.shape[1] - 1
+    x = tokens[:, 1:]  # [batch, n] drafts; p_all[:, i] is the target at draft i+1's parent
+    px = p_all[:, :-1].gather(2, x[..., None])[..., 0]
+    qx = q.gather(2, x[..., None])[..., 0] if q is not None else torch.ones_like(px)
+    u = torch.rand(b, n, generator=generator, device=p_all.device)
+    accepted = accepted_run((u * qx < px) & valid[:, 1:])  # [batch]
+    rows = torch.arange(b, device=p_all.device)
+    p_end = p_all[rows, accepted]  # [batch, vocab]
+    rejected = accepted < valid[:, 1:].sum(1)  # stopped at a draft, not at the end of the chain
+    at = accepted.clamp(max=max(n - 1, 0))
+    if n and rejected.any():
+        q_end = q[rows, at] if q is not None else torch.nn.functional.one_hot(x[rows, at], p_all.shape[-1]).to(p_all)
+        r = (p_end - q_end).clamp(min=0.0)
+        total = r.sum(-1, keepdim=True)
+        resid = torch.where(total > 0, r / total.clamp(min=1e-30), p_end)  # only rounding can empty it
+        p_end = torch.where(rejected[:, None], resid, p_end)
+    nxt = torch.multinomial(p_end, 1, generator=generator)[:, 0]
+    return chain_paths(accepted), nxt.tolist()
 
 
 def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from modalities.cli import main
-from tiny import perturbed, tiny_model, tiny_tokenizer
+from tiny import perturbed, random_heads, tiny_model, tiny_tokenizer
 
 
 def test_bench_text_writes_table_json_and_plot(tmp_path):
@@ -14,24 +14,26 @@ def test_bench_text_writes_table_json_and_plot(tmp_path):
     for name, m in models.items():
         m.save_pretrained(tmp_path / name)
         tok.save_pretrained(tmp_path / name)
+    random_heads(target, "medusa").save(str(tmp_path / "medusa"))
     rng = np.random.default_rng(0)
     for domain in ("code", "prose"):
         docs = [np.append(rng.integers(4, len(tok), 60), tok.eos_token_id) for _ in range(3)]
         np.concatenate(docs).astype(np.uint16).tofile(tmp_path / f"heldout.{domain}.bin")
     out = tmp_path / "out"
     rc = main(["bench", "text", "--model", str(tmp_path / "target"), "--draft", str(tmp_path / "ar"),
-               "--pard-draft", str(tmp_path / "pard"), "--corpus", str(tmp_path), "--prompts", "2",
+               "--pard-draft", str(tmp_path / "pard"), "--heads", str(tmp_path / "medusa"), "--corpus", str(tmp_path), "--prompts", "2",
                "--prompt-len", "16", "--max-new-tokens", "12", "--parity-tokens", "12", "--ks", "4",
                "--assist-ks", "2", "4", "--temperatures", "0", "--dtype", "float32", "--out", str(out)])
     assert rc == 0
     rows = json.loads((out / "text.json").read_text())["rows"]
     methods = {r["method"] for r in rows}
-    assert {"ar", "hf generate", "hf prompt lookup K=8", "draft_model K=4", "ngram K=4", "pard K=4"} <= methods
+    assert {"ar", "hf generate", "hf prompt lookup K=8", "draft_model K=4", "ngram K=4", "pard K=4",
+            "medusa"} <= methods
     for group in ("code, T=0", "prose, T=0"):  # only the best swept K is kept
         assert sum(r["method"].startswith("hf assisted") for r in rows if r["group"] == group) == 1
     for r in rows:
         assert r["tokens"] == 2 * 12
-        if r["group"].endswith("T=0") and r["method"] in ("ar", "pard K=4", "draft_model K=4", "ngram K=4"):
+        if r["group"].endswith("T=0") and r["method"] in ("ar", "pard K=4", "draft_model K=4", "ngram K=4", "medusa"):
             assert r["parity"] == "2/2"
     assert (out / "text.png").stat().st_size > 1000
     assert "| setting | method |" in (out / "text.md").read_text()

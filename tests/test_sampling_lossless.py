@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from specgen import CachedLM, Sampling, generate, make_drafter
 from specgen.acceptance import RULES, accept_sample
-from tiny import perturbed, tiny_model
+from tiny import perturbed, random_heads, tiny_model
 
 ALPHA = 1e-3
 VOCAB, DEPTH, SAMPLES = 6, 3, 6000
@@ -47,13 +47,17 @@ def chi_square_p(observed: dict, expected: dict, n: int) -> float:
 
 @pytest.fixture(scope="module")
 def models():
+    """The target and what each method drafts with."""
     target = tiny_model("llama", vocab=VOCAB, init=0.5, seed=3)
-    return target, perturbed(target, 0.6, seed=4, pard_token=0)
+    draft = perturbed(target, 0.6, seed=4, pard_token=0)
+    drafts = {"draft_model": draft, "pard": draft, "medusa": random_heads(target, "medusa", scale=2.0),
+              "redrafter": random_heads(target, "redrafter", scale=2.0)}
+    return target, drafts
 
 
-def sample_counts(target, method, draft, sampling, seed, rule=None):
+def sample_counts(target, method, drafts, sampling, seed, rule=None):
     gen = torch.Generator().manual_seed(seed)
-    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, make_drafter(method, draft), sampling,
+    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, make_drafter(method, drafts.get(method)), sampling,
                     max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
     counts: dict[tuple, int] = {}
     for o in outs:
@@ -66,11 +70,11 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
-@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram"])
+@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "redrafter"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
-    target, draft = models
+    target, drafts = models
     expected = exact_distribution(target, sampling)
-    counts, outs = sample_counts(target, method, draft, sampling, seed=11)
+    counts, outs = sample_counts(target, method, drafts, sampling, seed=11)
     assert chi_square_p(counts, expected, SAMPLES) > ALPHA
     if method == "draft_model":  # drafts are both accepted and rejected: the rule is exercised
         mean = sum(o.stats.mean_accepted for o in outs) / len(outs)
@@ -79,7 +83,7 @@ def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
 
 def test_chi_square_catches_a_lossy_rule(models, monkeypatch):
     """Control: accepting every draft without the p/q test changes the distribution, and the test sees it."""
-    target, draft = models
+    target, drafts = models
 
     def accept_all(logits, tokens, parents, valid, q, sampling, generator=None):
         paths, _ = accept_sample(logits, tokens, parents, valid, q, sampling, generator)
@@ -90,7 +94,7 @@ def test_chi_square_catches_a_lossy_rule(models, monkeypatch):
 
     monkeypatch.setitem(RULES, "accept_all", accept_all)
     sampling = Sampling(temperature=1.0)
-    counts, _ = sample_counts(target, "draft_model", draft, sampling, seed=11, rule="accept_all")
+    counts, _ = sample_counts(target, "draft_model", drafts, sampling, seed=11, rule="accept_all")
     assert chi_square_p(counts, exact_distribution(target, sampling), SAMPLES) < ALPHA
 
 

@@ -47,17 +47,19 @@ def heldout_prompts(corpus: str, domain: str, count: int, prompt_len: int, need:
 class Runner:
     """Our methods and the transformers baselines, each a callable prompt -> (new tokens, seconds, accepted, loop s)."""
 
-    def __init__(self, target, ar_draft, pard_draft, max_new: int):
+    def __init__(self, target, ar_draft, pard_draft, max_new: int, heads: dict | None = None):
         self.target, self.ar_draft, self.pard_draft, self.max_new = target, ar_draft, pard_draft, max_new
+        self.heads = heads or {}  # row name -> DraftHeads on this target
         self.lm = CachedLM(target)
         for m in (target, ar_draft):
             if m is not None:
                 m.generation_config.eos_token_id = None  # every run makes max_new tokens
                 m.generation_config.pad_token_id = 0
 
-    def ours(self, method: str, k: int, temperature: float):
-        draft = self.pard_draft if method == "pard" else self.ar_draft
-        drafter = make_drafter(method, draft if method in ("pard", "draft_model") else None)
+    def ours(self, method: str, k: int, temperature: float, draft=None):
+        if draft is None and method in ("pard", "draft_model"):
+            draft = self.pard_draft if method == "pard" else self.ar_draft
+        drafter = make_drafter(method, draft)
         sampling = Sampling(temperature)
 
         def run(prompt, seed):
@@ -98,7 +100,19 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
     if runner.pard_draft is not None:
         for k in ks:
             m[f"pard K={k}"] = runner.ours("pard", k, temperature)
+    for name, heads in runner.heads.items():
+        m[name] = runner.ours(heads.kind, max(ks), temperature, heads)
     return m
+
+
+def load_head_rows(folders: list[str], target) -> dict:
+    """Row name -> heads: the kind, or kind (folder) when a kind appears twice."""
+    from specgen.heads import load_heads
+
+    loaded = [(f, load_heads(f, target)) for f in folders]
+    kinds = [h.kind for _, h in loaded]
+    return {(h.kind if kinds.count(h.kind) == 1 else f"{h.kind} ({os.path.basename(f.rstrip('/'))})"): h
+            for f, h in loaded}
 
 
 def best_assisted(rows: list[dict]) -> list[dict]:
@@ -123,7 +137,7 @@ def bench(args) -> str:
     prompts = {d: heldout_prompts(args.corpus, d, args.prompts, args.prompt_len, args.max_new_tokens, args.seed,
                                   tok.bos_token_id, tok.eos_token_id) for d in args.domains}
     results = Results("ar")
-    runner = Runner(target, ar_draft, pard, args.max_new_tokens)
+    runner = Runner(target, ar_draft, pard, args.max_new_tokens, load_head_rows(args.heads, target))
     for temp in args.temperatures:
         table = methods_for(runner, temp, args.ks, args.assist_ks, args.lookup_k)
         for fn in table.values():  # warm-up: first calls allocate and pick kernels
@@ -150,7 +164,7 @@ def parity_pass(args, prompts, results: Results):
     target = load_causal_lm(args.model, args.device, "float32", what="target")
     ar_draft = load_causal_lm(args.draft, target.device, "float32", what="draft") if args.draft else None
     pard = load_causal_lm(args.pard_draft, target.device, "float32", what="PARD draft") if args.pard_draft else None
-    runner = Runner(target, ar_draft, pard, args.parity_tokens)
+    runner = Runner(target, ar_draft, pard, args.parity_tokens, load_head_rows(args.heads, target))
     table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k)
     for domain, ps in prompts.items():
         group = f"{domain}, T=0"
@@ -164,6 +178,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/text-30m")
     p.add_argument("--draft", default="models/zoo/text-draft-5m", help="AR draft (draft_model, hf assisted)")
     p.add_argument("--pard-draft", default="models/zoo/text-pard-5m")
+    p.add_argument("--heads", nargs="*", default=[], help="draft-head folders trained on the target (a row each)")
     p.add_argument("--corpus", default="data/text")
     p.add_argument("--domains", nargs="+", default=["code", "prose"])
     p.add_argument("--prompts", type=int, default=8, help="prompts per domain")

@@ -26,6 +26,8 @@ class HeadDrafter(Drafter):
         self.heads = heads
         self.name = heads.kind
         accuracy = heads.config.get("topk_accuracy") or default_accuracy(heads.num_heads)
+        vocab = heads.lm_head.weight.shape[0]
+        accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
         self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
         self.forwards = 0
 
@@ -118,7 +120,7 @@ class BeamDrafter(HeadDrafter):
 
     def __init__(self, heads: DraftHeads, beam_width: int = 4):
         super().__init__(heads)
-        self.beam_width = beam_width
+        self.beam_width = min(beam_width, heads.lm_head.weight.shape[0])
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
