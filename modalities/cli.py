@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from specgen.acceptance import RULES
@@ -125,6 +126,49 @@ def add_bench(sub):
     t.set_defaults(run=text_bench.bench)
 
 
+def add_batch(sub):
+    from modalities import batch
+
+    p = sub.add_parser("batch", help="one result per job of a JSONL file; resumable, shardable",
+                       description=batch.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", required=True)
+    t = kinds.add_parser("text", help="text jobs: {\"prompt\": ..., settings...} per line")
+    t.add_argument("--model", required=True)
+    t.add_argument("--draft")
+    t.add_argument("--method", choices=list(METHODS))
+    t.add_argument("--input", required=True, help="jobs, one JSON object per line")
+    t.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    t.add_argument("--shard", help="i/n: this process takes every n-th job starting at i; auto: from the "
+                                   "launcher's RANK/WORLD_SIZE (torchrun, accelerate launch) or SLURM_PROCID/NTASKS")
+    t.add_argument("--batch-size", type=int, default=1, help="jobs with the same settings decoded together")
+    t.add_argument("--max-new-tokens", type=int, default=128, help="default for jobs that do not set it")
+    t.add_argument("--temperature", type=float, default=0.0, help="default for jobs that do not set it")
+    t.add_argument("--num-draft-tokens", "-k", type=int, default=8)
+    t.add_argument("--device")
+    t.add_argument("--dtype")
+    t.set_defaults(run=run_batch_text)
+
+
+def run_batch_text(args):
+    from modalities.batch import parse_shard, run_batch
+    from modalities.text import TextPipeline
+    from modalities.text.batch import TextJobs
+
+    parse_shard(args.shard)  # refuse a bad --shard before loading models
+    if args.device is None and args.shard == "auto" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per process under a launcher
+            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    pipe = TextPipeline.from_pretrained(args.model, draft=args.draft, method=args.method, device=args.device,
+                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
+    jobs = TextJobs(pipe, {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature})
+    counts = run_batch(args.input, args.out, jobs, args.shard, args.batch_size)
+    print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specgen", description="speculative generation for text, speech, "
                                      "image and rap models")
@@ -132,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_text(sub)
     add_training(sub)
     add_bench(sub)
+    add_batch(sub)
     return parser
 
 
