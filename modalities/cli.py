@@ -42,6 +42,7 @@ def add_text(sub):
                         "draft_model with another draft, else ar)")
     p.add_argument("--acceptance", choices=sorted(RULES),
                    help="acceptance rule (default: greedy at temperature 0, else the lossless sample rule)")
+    p.add_argument("--tolerance", type=int, help="k for --acceptance tolerance (lossy above 1)")
     p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     p.add_argument("--prompts-file", help="a file of prompts: one per line, or .jsonl with a \"prompt\" field")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -71,10 +72,12 @@ def run_text(args):
                     top_p=args.top_p, seed=args.seed, stop=args.stop)
     if args.acceptance:
         settings["acceptance"] = args.acceptance
+    if args.tolerance is not None:
+        settings["tolerance"] = args.tolerance
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
         outs = pipe.generate(batch, **settings)
-        ar_settings = {k: v for k, v in settings.items() if k != "acceptance"}
+        ar_settings = {k: v for k, v in settings.items() if k not in ("acceptance", "tolerance")}
         base = pipe.generate(batch, method="ar", **ar_settings) if args.compare_ar else [None] * len(outs)
         for out, ar in zip(outs, base):
             record = out.as_dict()

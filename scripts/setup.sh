@@ -11,6 +11,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   quiet .venv/bin/pip install -q --upgrade pip
   quiet .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
-if ! .venv/bin/python -c "import specgen, transformers, scipy, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import specgen, transformers, scipy, pytest, ruff" 2>/dev/null; then
   quiet .venv/bin/pip install -q -e ".[dev]"
 fi

@@ -161,8 +161,35 @@ def accept_typical(logits, tokens, parents, valid, q, sampling: Sampling, genera
     return paths, nxt
 
 
-RULES = {"greedy": accept_greedy, "sample": accept_sample, "typical": accept_typical}
-LOSSLESS = {"greedy": True, "sample": True, "typical": False}
+def accept_tolerance(logits, tokens, parents, valid, q, sampling: Sampling, generator=None, tolerance: int = 3):
+    """Tolerance acceptance (VADUSA, Li et al. 2024, "Fast and High-Quality Auto-Regressive Speech Synthesis via
+    Speculative Decoding", Sec. 3.2). LOSSY for tolerance > 1: a draft token is accepted when it is among the
+    target's `tolerance` most probable tokens at its position; tolerance 1 is exact greedy matching.
+
+    The walk follows the accepted child the target ranks highest; the next token is the argmax at temperature 0,
+    else a draw from the target's distribution.
+    """
+    toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
+    paths, ends = [], []
+    for b in range(logits.shape[0]):
+        kids = children_of(pars[b], vals[b])
+        node, path = 0, [0]
+        while True:
+            row = logits[b, node]  # rank = how many tokens the target scores strictly higher
+            ranked = [(int((row > row[toks[b][c]]).sum()), c) for c in kids[node]]
+            ok = [(r, c) for r, c in ranked if r < tolerance]
+            if not ok:
+                break
+            node = min(ok)[1]
+            path.append(node)
+        paths.append(path)
+        ends.append(node)
+    last = logits[torch.arange(logits.shape[0], device=logits.device), torch.tensor(ends, device=logits.device)]
+    return paths, sampling.pick(last, generator).tolist()
+
+
+RULES = {"greedy": accept_greedy, "sample": accept_sample, "typical": accept_typical, "tolerance": accept_tolerance}
+LOSSLESS = {"greedy": True, "sample": True, "typical": False, "tolerance": False}
 
 
 def get_rule(name: str):

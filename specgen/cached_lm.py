@@ -81,7 +81,8 @@ class CachedLM:
 
     @torch.inference_mode()
     def prefill(self, rows: list[list[int]]) -> torch.Tensor:
-        """Start a batch from token lists of any lengths (left-padded inside); returns last-token logits [batch, vocab]."""
+        """Start a batch from token lists of any lengths (left-padded inside); returns the last tokens' logits
+        [batch, vocab]."""
         lengths = torch.tensor([len(r) for r in rows], device=self.device)
         width = int(lengths.max())
         tokens = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)

@@ -62,17 +62,18 @@ def validate(prompts: list[list[int]], max_new_tokens: int, num_draft_tokens: in
 def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None = None,
            sampling: Sampling = Sampling(), max_new_tokens: int = 128, num_draft_tokens: int = 8,
            eos_token_ids=(), stop: StopFn | None = None, generator: torch.Generator | None = None,
-           rule: str | None = None) -> Iterator[tuple[int, list[int]]]:
+           rule: str | None = None, rule_options: dict | None = None) -> Iterator[tuple[int, list[int]]]:
     """Decode a batch; yields (row, new tokens) as they are accepted and returns one Generation per row.
 
     Speculative output equals `ar` output: token for token under greedy, in distribution under `sample`.
+    `rule_options` go to the acceptance rule (e.g. {"tolerance": 3} for `tolerance`).
     """
     validate(prompts, max_new_tokens, num_draft_tokens)
     rule_name = rule or ("greedy" if sampling.greedy else "sample")
     accept = get_rule(rule_name)
     if rule_name == "greedy" and not sampling.greedy:
         raise ValueError("greedy acceptance needs temperature 0; with temperature > 0 use rule='sample'")
-    if rule_name != "greedy" and sampling.greedy:
+    if rule_name in ("sample", "typical") and sampling.greedy:
         raise ValueError(f"acceptance rule {rule_name!r} samples: give a temperature > 0, or use rule='greedy'")
     longest = max(len(p) for p in prompts) + max_new_tokens
     target.check_length(longest)
@@ -135,7 +136,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
             valid &= ancestry(parents, valid)[1] < remaining[:, None]
         with timer("verify"):
             logits = target.step(tokens, parents, valid)  # [batch, nodes, vocab]
-        paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator)
+        paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator, **(rule_options or {}))
         target.commit(paths)
         toks = tokens.tolist()
         emitted = [[toks[b][i] for i in path[1:]] + [nxt[b]] for b, path in enumerate(paths)]

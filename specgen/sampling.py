@@ -27,7 +27,7 @@ class Sampling:
         return self.temperature == 0.0
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Target (or draft) distribution after temperature, top-k and top-p; logits [..., vocab] -> probs [..., vocab] fp32."""
+        """Target (or draft) distribution after temperature, top-k and top-p: logits [..., vocab] -> fp32 probs."""
         assert not self.greedy, "greedy decoding takes the argmax, not a distribution"
         logits = logits.float() / self.temperature
         if self.top_k and self.top_k < logits.shape[-1]:

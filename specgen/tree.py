@@ -17,7 +17,7 @@ class DraftTree:
     tokens: torch.Tensor  # [batch, nodes] long
     parents: torch.Tensor  # [batch, nodes] long, -1 = child of the root
     valid: torch.Tensor  # [batch, nodes] bool; invalid nodes are padding and are never accepted
-    q: torch.Tensor | None = None  # [batch, nodes, vocab] draft probabilities each token was drawn from; None = deterministic
+    q: torch.Tensor | None = None  # [batch, nodes, vocab]: what each token was drawn from; None: deterministic
 
     @property
     def size(self) -> int:
@@ -43,7 +43,8 @@ class DraftTree:
         return DraftTree(self.tokens[:, :keep_nodes], self.parents[:, :keep_nodes], self.valid[:, :keep_nodes], q)
 
     def with_root(self, roots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The verification tree: root (last emitted token, [batch]) at index 0, drafts after it; tokens, parents, valid."""
+        """The verification tree (tokens, parents, valid): the root (last emitted token, [batch]) at index 0, then
+        the drafts."""
         b = roots.shape[0]
         tokens = torch.cat([roots[:, None], self.tokens], 1)
         parents = torch.cat([torch.full((b, 1), -1, device=roots.device, dtype=torch.long), self.parents + 1], 1)

@@ -21,7 +21,8 @@ def test_bench_text_writes_table_json_and_plot(tmp_path):
         np.concatenate(docs).astype(np.uint16).tofile(tmp_path / f"heldout.{domain}.bin")
     out = tmp_path / "out"
     rc = main(["bench", "text", "--model", str(tmp_path / "target"), "--draft", str(tmp_path / "ar"),
-               "--pard-draft", str(tmp_path / "pard"), "--heads", str(tmp_path / "medusa"), "--corpus", str(tmp_path), "--prompts", "2",
+               "--pard-draft", str(tmp_path / "pard"), "--heads", str(tmp_path / "medusa"), "--corpus", str(tmp_path),
+               "--prompts", "2",
                "--prompt-len", "16", "--max-new-tokens", "12", "--parity-tokens", "12", "--ks", "4",
                "--assist-ks", "2", "4", "--temperatures", "0", "--dtype", "float32", "--out", str(out)])
     assert rc == 0

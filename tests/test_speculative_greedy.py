@@ -72,3 +72,13 @@ def test_batch_rows_leave_holes_not_cuts():
     for a, t in zip(alone, together):
         assert t.token_ids == a.token_ids
         assert t.stats.mean_accepted == pytest.approx(a.stats.mean_accepted)
+
+
+def test_tolerance_one_is_exact_and_wider_tolerance_is_reported_lossy(models):
+    target, drafts = models
+    ref = run(target, PROMPTS, "ar", max_new_tokens=20)
+    exact = run(target, PROMPTS, "medusa", drafts, max_new_tokens=20, rule="tolerance", rule_options={"tolerance": 1})
+    assert [e.token_ids for e in exact] == [r.token_ids for r in ref]
+    wide = run(target, PROMPTS, "medusa", drafts, max_new_tokens=20, rule="tolerance", rule_options={"tolerance": 5})
+    assert all(w.stats.lossless is False and w.stats.acceptance == "tolerance" for w in wide)
+    assert sum(w.stats.mean_accepted for w in wide) >= sum(e.stats.mean_accepted for e in exact)

@@ -7,7 +7,7 @@ import json
 from modalities.batch import Outcome
 
 SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "method", "num_draft_tokens",
-            "acceptance")
+            "acceptance", "tolerance")
 
 
 class TextJobs:

@@ -168,7 +168,7 @@ def parity_pass(args, prompts, results: Results):
     table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k)
     for domain, ps in prompts.items():
         group = f"{domain}, T=0"
-        for i, p in enumerate(ps):
+        for p in ps:
             ref = table["ar"](p, 0)[0]
             for name, fn in table.items():
                 results.parity(group, name, fn(p, 0)[0] == ref)

@@ -90,7 +90,7 @@ def bible():
     try:
         out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"the `bible` command failed ({e}): install the Debian packages first:\n  {APT}")
+        raise SystemExit(f"the `bible` command failed ({e}): install the Debian packages first:\n  {APT}") from e
     chapters: dict[str, list[str]] = {}
     for line in out.splitlines():
         m = re.match(r"^(\w+?)(\d+):(\d+) (.*)$", line)

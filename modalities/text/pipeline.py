@@ -95,7 +95,7 @@ class TextPipeline:
 
     def _run(self, prompts: list[str], max_new_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=None,
              stop: list[str] | str | None = None, method: str | None = None, num_draft_tokens: int | None = None,
-             acceptance: str | None = None):
+             acceptance: str | None = None, tolerance: int | None = None):
         sampling = Sampling(temperature, top_k, top_p)
         rows = [self.encode(p) for p in prompts]
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -104,9 +104,10 @@ class TextPipeline:
         generator = None
         if seed is not None:
             generator = torch.Generator(self.target.device).manual_seed(seed)
-        it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens,
-                    self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens, self.eos_token_ids,
-                    self._stop_fn(stops) if stops else None, generator, acceptance)
+        k = self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens
+        it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens, k,
+                    self.eos_token_ids, self._stop_fn(stops) if stops else None, generator, acceptance,
+                    tolerance_options(acceptance, tolerance))
         return it, stops
 
     def _stop_fn(self, stops: list[str]):
@@ -129,7 +130,7 @@ class TextPipeline:
 
         kwargs: max_new_tokens, temperature (0 = greedy), top_k, top_p, seed, stop (strings), method,
         num_draft_tokens, acceptance (default: greedy at temperature 0, else the lossless sample rule; `typical`
-        is lossy and reported so in the stats).
+        and `tolerance` are lossy and reported so in the stats), tolerance (k for acceptance="tolerance").
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -157,6 +158,17 @@ class TextPipeline:
                 shown = safe
         if len(self.last.text) > shown:
             yield self.last.text[shown:]
+
+
+def tolerance_options(acceptance: str | None, tolerance: int | None) -> dict | None:
+    """Options for the acceptance rule: `tolerance` (k >= 1) goes with acceptance="tolerance" only."""
+    if tolerance is None:
+        return None
+    if acceptance != "tolerance":
+        raise ValueError("tolerance only applies with acceptance='tolerance'")
+    if not isinstance(tolerance, int) or tolerance < 1:
+        raise ValueError(f"tolerance must be an integer >= 1 (1 is exact greedy matching), got {tolerance!r}")
+    return {"tolerance": tolerance}
 
 
 def held_back(text: str, stops: list[str]) -> int:

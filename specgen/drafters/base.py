@@ -24,7 +24,7 @@ class Drafter(ABC):
         final hidden states over the left-padded prompts [batch, width, dim], for drafters that need them)."""
         self.sampling, self.vocab, self.device, self.generator = sampling, vocab, device, generator
 
-    def check_length(self, total: int):
+    def check_length(self, total: int):  # noqa: B027 (optional hook: most drafters have no length limit)
         """Refuse sequences longer than the drafter can handle."""
 
     @abstractmethod

@@ -126,7 +126,6 @@ class BeamDrafter(HeadDrafter):
     def propose(self, k: int) -> DraftTree:
         heads, w = self.heads, self.beam_width
         depth = min(k, heads.num_heads)
-        b = self.h.shape[0]
         s = heads.state(heads.embed(self.root), None)  # [batch, dim]
         logp = heads.logits(self.h, s).float().log_softmax(-1)  # [batch, vocab]
         score, tok = logp.topk(w, -1)  # [batch, w]

@@ -8,7 +8,6 @@ Sec. 2.3.2; Hydra++, Ankner et al. 2024, teacher loss).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -75,7 +74,7 @@ class Discriminator(torch.nn.Module):
 def discriminator_loss(disc: Discriminator, hidden, head_logits, target_logits):
     """KOALA (Zhang et al. 2024, Sec. 3.2): the target's distributions are real, the heads' (detached) fake."""
     bce, loss = F.binary_cross_entropy_with_logits, 0.0
-    for i, head, teacher in aligned(head_logits, target_logits):
+    for _, head, teacher in aligned(head_logits, target_logits):
         h = hidden[:, : head.shape[1]].float()
         r, f = disc(h, teacher.float().softmax(-1)), disc(h, head.detach().float().softmax(-1))
         loss = loss + bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
@@ -85,7 +84,7 @@ def discriminator_loss(disc: Discriminator, hidden, head_logits, target_logits):
 def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
     """The heads' adversarial loss: how well their distributions pass for the target's."""
     loss = 0.0
-    for i, head, _ in aligned(head_logits, target_logits):
+    for _, head, _ in aligned(head_logits, target_logits):
         g = disc(hidden[:, : head.shape[1]].float(), head.float().softmax(-1))
         loss = loss + F.binary_cross_entropy_with_logits(g, torch.ones_like(g))
     return loss
