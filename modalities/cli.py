@@ -172,6 +172,15 @@ def run_batch_text(args):
     print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
 
 
+def add_demo(sub):
+    from demos import app
+
+    p = sub.add_parser("demo", help="the Gradio demo app (a tab per modality)", description=app.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    app.add_arguments(p)
+    p.set_defaults(run=app.launch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specgen", description="speculative generation for text, speech, "
                                      "image and rap models")
@@ -180,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training(sub)
     add_bench(sub)
     add_batch(sub)
+    add_demo(sub)
     return parser
 
 

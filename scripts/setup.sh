@@ -11,6 +11,16 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   quiet .venv/bin/pip install -q --upgrade pip
   quiet .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
-if ! .venv/bin/python -c "import specgen, transformers, scipy, pytest, ruff" 2>/dev/null; then
+if ! .venv/bin/python -c "import specgen, demos, transformers, gradio, scipy, pytest, ruff, playwright" 2>/dev/null
+then
   quiet .venv/bin/pip install -q -e ".[dev]"
+fi
+# the browser test drives Debian's Chromium (no browser download: this machine reaches package registries only)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    quiet apt-get update -qq
+    quiet apt-get install -y -qq --no-install-recommends chromium
+  else
+    echo "chromium is missing and this is not root: sudo apt-get install chromium (the browser test needs it)"
+  fi
 fi

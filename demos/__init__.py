@@ -1,0 +1,1 @@
+"""Gradio demos: `specgen demo` or `python demos/app.py`."""
