@@ -49,8 +49,8 @@ class FlowDecoder(nn.Module):
         h = self.body(h, src_key_padding_mask=pad)
         return self.out(h[:, p:])
 
-    def loss(self, tokens: torch.Tensor, mel: torch.Tensor, prompt: torch.Tensor, frame_mask: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, tokens: torch.Tensor, mel: torch.Tensor, prompt: torch.Tensor,
+             frame_mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """OT-CFM: x_t = (1 - (1 - s) t) x0 + t x1, target velocity x1 - (1 - s) x0; mel [b, F, mels] is x1."""
         s = self.config["sigma_min"]
         b = mel.shape[0]
@@ -90,6 +90,3 @@ class FlowDecoder(nn.Module):
         model = cls(json.load(open(meta)))
         model.load_state_dict(load_file(os.path.join(path, "flow.safetensors")))
         return model.eval()
-
-
-
