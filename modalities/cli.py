@@ -102,6 +102,42 @@ def speedup(out, ar) -> float:
     return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
 
 
+def add_speech(sub):
+    p = sub.add_parser("speech", help="text to speech with VADUSA speculative decoding")
+    p.add_argument("--model", default="models/zoo/speech-tts", help="speech model folder")
+    p.add_argument("--text", required=True)
+    p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used; any sample rate)")
+    p.add_argument("--method", default="vadusa", choices=["vadusa", "ar"])
+    p.add_argument("--tolerance", type=int, default=3, help="VADUSA tolerance k (1 = exact)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-seconds", type=float, default=20.0)
+    p.add_argument("--out", required=True, help="output WAV")
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_speech)
+
+
+def run_speech(args):
+    from modalities.speech.pipeline import SpeechPipeline
+
+    if not args.out.lower().endswith(".wav"):
+        raise ValueError(f"--out must name a .wav file, got {args.out!r}")
+    tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
+                       temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds)
+    res.save(args.out)
+    record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
+              "stats": res.stats.as_dict()}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"wrote {args.out}: {record['seconds']:.2f} s of audio, real-time factor {res.real_time_factor:.2f}, "
+              f"mean accepted {res.stats.mean_accepted:.2f} ({res.stats.acceptance})", file=sys.stderr)
+
+
 def add_training(sub):
     from specgen.training import heads, lm, pard
 
@@ -186,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "image and rap models")
     sub = parser.add_subparsers(dest="command", required=True)
     add_text(sub)
+    add_speech(sub)
     add_training(sub)
     add_bench(sub)
     add_batch(sub)

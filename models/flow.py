@@ -9,7 +9,6 @@ import math
 import os
 
 import torch
-
 from safetensors.torch import load_file, save_file
 from torch import nn
 

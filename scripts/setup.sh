@@ -15,12 +15,16 @@ if ! .venv/bin/python -c "import specgen, demos, transformers, gradio, scipy, py
 then
   quiet .venv/bin/pip install -q -e ".[dev]"
 fi
-# the browser test drives Debian's Chromium (no browser download: this machine reaches package registries only)
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian tools the tests use: Chromium for the browser test (no browser download: only package registries are
+# reachable here), espeak-ng for phonemes and voices
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     quiet apt-get update -qq
-    quiet apt-get install -y -qq --no-install-recommends chromium
+    quiet apt-get install -y -qq --no-install-recommends "${need[@]}"
   else
-    echo "chromium is missing and this is not root: sudo apt-get install chromium (the browser test needs it)"
+    echo "missing and this is not root: sudo apt-get install ${need[*]} (the tests need them)"
   fi
 fi

@@ -62,11 +62,13 @@ def validate(prompts: list[list[int]], max_new_tokens: int, num_draft_tokens: in
 def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None = None,
            sampling: Sampling = Sampling(), max_new_tokens: int = 128, num_draft_tokens: int = 8,
            eos_token_ids=(), stop: StopFn | None = None, generator: torch.Generator | None = None,
-           rule: str | None = None, rule_options: dict | None = None) -> Iterator[tuple[int, list[int]]]:
+           rule: str | None = None, rule_options: dict | None = None,
+           allowed: torch.Tensor | None = None) -> Iterator[tuple[int, list[int]]]:
     """Decode a batch; yields (row, new tokens) as they are accepted and returns one Generation per row.
 
     Speculative output equals `ar` output: token for token under greedy, in distribution under `sample`.
-    `rule_options` go to the acceptance rule (e.g. {"tolerance": 3} for `tolerance`).
+    `rule_options` go to the acceptance rule (e.g. {"tolerance": 3} for `tolerance`). `allowed` [vocab] bool
+    restricts what the target may say (speech tokens only, say): the rest get -inf before any processing.
     """
     validate(prompts, max_new_tokens, num_draft_tokens)
     rule_name = rule or ("greedy" if sampling.greedy else "sample")
@@ -85,6 +87,11 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
     finish = ["length"] * n
     rounds = [0] * n
     timer = Timer(target.device)
+    block = None if allowed is None else ~allowed.to(target.device)
+
+    def restrict(logits: torch.Tensor) -> torch.Tensor:
+        return logits if block is None else logits.masked_fill(block, float("-inf"))
+
     t0 = time.perf_counter()
     draft_forwards0 = drafter.forwards if drafter else 0
 
@@ -110,7 +117,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         target.keep_hidden()
     if max_new_tokens > 0:
         with timer("prefill"):
-            first = sampling.pick(target.prefill(prompts), generator).tolist()
+            first = sampling.pick(restrict(target.prefill(prompts)), generator).tolist()
         live = []
         for r in range(n):
             kept, done = emit(r, first[r : r + 1])
@@ -135,7 +142,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         if tokens.shape[1] > 1:  # nodes past a row's budget would only be thrown away
             valid &= ancestry(parents, valid)[1] < remaining[:, None]
         with timer("verify"):
-            logits = target.step(tokens, parents, valid)  # [batch, nodes, vocab]
+            logits = restrict(target.step(tokens, parents, valid))  # [batch, nodes, vocab]
         paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator, **(rule_options or {}))
         target.commit(paths)
         toks = tokens.tolist()

@@ -82,3 +82,14 @@ def test_tolerance_one_is_exact_and_wider_tolerance_is_reported_lossy(models):
     wide = run(target, PROMPTS, "medusa", drafts, max_new_tokens=20, rule="tolerance", rule_options={"tolerance": 5})
     assert all(w.stats.lossless is False and w.stats.acceptance == "tolerance" for w in wide)
     assert sum(w.stats.mean_accepted for w in wide) >= sum(e.stats.mean_accepted for e in exact)
+
+
+@pytest.mark.parametrize("method", ["ar", "draft_model", "medusa"])
+def test_allowed_tokens_restrict_every_method_alike(models, method):
+    target, drafts = models
+    allowed = torch.zeros(97, dtype=torch.bool)
+    allowed[40:70] = True
+    ref = run(target, PROMPTS, "ar", max_new_tokens=15, allowed=allowed)
+    out = run(target, PROMPTS, method, drafts, max_new_tokens=15, allowed=allowed)
+    assert [o.token_ids for o in out] == [r.token_ids for r in ref]
+    assert all(40 <= t < 70 for o in out for t in o.token_ids)

@@ -1,0 +1,125 @@
+"""SpeechPipeline: text and a voice prompt in, speech out. Phonemes (espeak-ng) and the prompt's speech tokens
+form the prefix; the speech LM continues with speech tokens, decoded speculatively with VADUSA (draft heads,
+a tree shaped by the heads' measured accuracy, tolerance acceptance); the flow-matching decoder turns tokens
+plus the prompt's mel into mel frames, and Griffin-Lim turns those into audio."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.audio import griffin_lim, load_audio, log_mel, save_audio
+from models.flow import FlowDecoder
+from models.speech_tokenizer import SpeechTokenizer
+from specgen import CachedLM, Sampling, Stats, generate, make_drafter
+from specgen.heads import load_heads
+from specgen.loading import check_path, load_causal_lm
+
+from .vocab import EOS, SpeechVocab
+
+PROMPT_SECONDS, MIN_PROMPT_SECONDS = 3.0, 1.0
+
+
+@dataclass
+class SpeechResult:
+    audio: np.ndarray  # [samples] float32 in [-1, 1]
+    sample_rate: int
+    stats: Stats  # of the token stage
+    tokens: list[int]  # speech tokens, one per mel frame
+    seconds_total: float = 0.0  # wall time of the whole call (tokens, flow matching, vocoder)
+
+    def save(self, path: str):
+        save_audio(path, self.audio, self.sample_rate)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds_total / max(len(self.audio) / self.sample_rate, 1e-9)
+
+
+def phonemize(text: str) -> str:
+    from .data import phonemes
+
+    return phonemes(text)
+
+
+class SpeechPipeline:
+    def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
+                 default_prompt: str | None = None):
+        self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
+        self.heads, self.default_prompt = heads, default_prompt
+        self.sample_rate = tokenizer.cfg.sample_rate
+        if len(vocab) != self.lm.vocab:
+            raise ValueError(f"the speech vocabulary has {len(vocab)} ids but the LM predicts {self.lm.vocab}: "
+                             f"they were not trained together")
+
+    @classmethod
+    def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
+        """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
+        check_path(os.path.join(path, "lm"), "speech LM")
+        lm = load_causal_lm(os.path.join(path, "lm"), device, dtype, what="speech LM")
+        heads_dir = os.path.join(path, "heads")
+        heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+        flow = FlowDecoder.load(os.path.join(path, "flow")).to(lm.device)
+        prompt = os.path.join(path, "prompt.wav")
+        vocab = SpeechVocab.load(os.path.join(path, "lm"))
+        tokenizer = SpeechTokenizer.load(os.path.join(path, "tokenizer"))
+        return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None)
+
+    def prompt(self, voice_prompt) -> np.ndarray:
+        """The first 3 s of the voice prompt (a path, or 16 kHz samples); clear errors for unusable prompts."""
+        if voice_prompt is None:
+            if self.default_prompt is None:
+                raise ValueError("no voice prompt given and this model ships none: pass voice_prompt='ref.wav'")
+            voice_prompt = self.default_prompt
+        audio = load_audio(voice_prompt, self.sample_rate, "voice prompt") if isinstance(voice_prompt, str) \
+            else np.asarray(voice_prompt, dtype=np.float32)
+        seconds = len(audio) / self.sample_rate
+        if seconds < MIN_PROMPT_SECONDS:
+            raise ValueError(f"the voice prompt is {seconds:.2f} s long: give at least {MIN_PROMPT_SECONDS:.0f} s "
+                             f"of speech ({PROMPT_SECONDS:.0f} s works best)")
+        if float(np.sqrt(np.mean(audio ** 2))) < 1e-4:
+            raise ValueError("the voice prompt is silent: give a recording of the voice to imitate")
+        return audio[: int(PROMPT_SECONDS * self.sample_rate)]
+
+    def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                 max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
+                 acceptance: str | None = None) -> SpeechResult:
+        """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
+        exact matching; larger tolerances accept more and are lossy (reported in stats)."""
+        import time
+
+        t0 = time.perf_counter()
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the text is empty: give something to say")
+        if method not in ("vadusa", "ar"):
+            raise ValueError(f"unknown method {method!r}: choose 'vadusa' or 'ar'")
+        if method == "vadusa" and self.heads is None:
+            raise ValueError("this speech model ships no VADUSA heads: use method='ar' or train heads")
+        phoneme_ids = self.vocab.encode_phonemes(phonemize(text))
+        if not phoneme_ids:
+            raise ValueError(f"no speakable phonemes in {text!r}: give English words")
+        audio = torch.from_numpy(self.prompt(voice_prompt))
+        prompt_mel = log_mel(audio, self.tokenizer.cfg)
+        prompt_tokens = self.tokenizer.encode_mel(prompt_mel)
+        ids = self.vocab.prefix(phoneme_ids, prompt_tokens.tolist())
+        sampling = Sampling(temperature, top_k, top_p)
+        drafter = make_drafter("medusa", self.heads) if method == "vadusa" else None
+        rule, options = acceptance, None
+        if method == "vadusa" and acceptance is None:
+            rule, options = "tolerance", {"tolerance": tolerance}
+        gen = torch.Generator(self.lm.device).manual_seed(seed)
+        budget = int(max_seconds * self.tokenizer.cfg.frames_per_second)
+        out = generate(self.lm, [ids], drafter, sampling, budget, num_draft_tokens, [EOS], None, gen, rule, options,
+                       self.vocab.allowed)[0]
+        tokens = self.vocab.speech_tokens(out.token_ids)
+        if not tokens:
+            raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
+        tok = torch.tensor(tokens, device=self.lm.device)
+        mel = self.flow.sample(tok[None], prompt_mel[None].to(self.lm.device), steps=flow_steps, seed=seed)[0]
+        wave = griffin_lim(mel.float().cpu(), self.tokenizer.cfg).numpy()
+        peak = float(np.abs(wave).max()) or 1.0
+        return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
+                            time.perf_counter() - t0)
