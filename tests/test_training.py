@@ -87,3 +87,20 @@ def test_train_lm_resumes_and_pard_adapts_the_export(tmp_path):
     assert pipe.method == "pard"
     out = pipe.generate("def", max_new_tokens=10)
     assert out.token_ids == pipe.generate("def", max_new_tokens=10, method="ar").token_ids
+
+
+def test_train_lm_on_sequences_learns_only_after_the_prefix(tmp_path):
+    """A .pt file of sequences with loss masks (speech, image, rap): labels start at loss_from."""
+    from modalities.cli import main
+    from specgen.training.data import SequenceSet
+
+    seqs = [{"ids": [1, 5, 6, 7, 3, 20 + i % 5, 21, 22, 2], "loss_from": 5} for i in range(20)]
+    torch.save(seqs, tmp_path / "train.pt")
+    x, labels, mask = SequenceSet(str(tmp_path / "train.pt")).batch(0, 4)
+    assert (labels[:, :5] == -100).all() and (labels[:, 5:] == x[:, 5:]).all() and mask.all()
+    assert main(["train-lm", "--preset", "draft-5m", "--vocab", "40", "--train", str(tmp_path / "train.pt"),
+                 "--heldout", str(tmp_path / "train.pt"), "--out", str(tmp_path / "run"), "--context", "32",
+                 "--steps", "2", "--batch", "2", "--eval-windows", "2", "--mixed-precision", "no", "--cpu"]) == 0
+    assert main(["train-lm", "--preset", "draft-5m", "--train", str(tmp_path / "train.pt"), "--heldout",
+                 str(tmp_path / "train.pt"), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "lm")]) == 0
+    assert (tmp_path / "lm" / "config.json").is_file()

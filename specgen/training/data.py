@@ -42,3 +42,32 @@ class TokenMix:
             start = rng.integers(0, len(a) - self.length)
             rows.append(np.asarray(a[start : start + self.length], dtype=np.int64))
         return torch.from_numpy(np.stack(rows))
+
+
+class SequenceSet:
+    """Whole sequences (a saved list of {"ids": [...], "loss_from": i}) batched with right padding; labels are -100
+    before `loss_from` (the conditioning prefix) and on padding. Batch i of a seed is always the same."""
+
+    def __init__(self, path: str, seed: int = 0, pad_id: int = 0):
+        if not os.path.isfile(path):
+            raise ValueError(f"sequence file {path!r} does not exist: build it first")
+        self.items = torch.load(path)
+        if not self.items:
+            raise ValueError(f"{path} holds no sequences")
+        self.seed, self.pad_id = seed, pad_id
+        self.length = max(len(x["ids"]) for x in self.items)
+
+    def batch(self, step: int, size: int, seed: int | None = None):
+        """inputs [size, L], labels [size, L], attention mask [size, L]."""
+        rng = np.random.default_rng([self.seed if seed is None else seed, step])
+        picks = [self.items[i] for i in rng.integers(0, len(self.items), size)]
+        width = max(len(x["ids"]) for x in picks)
+        inputs = torch.full((size, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((size, width), -100, dtype=torch.long)
+        mask = torch.zeros(size, width, dtype=torch.long)
+        for r, x in enumerate(picks):
+            n = len(x["ids"])
+            inputs[r, :n] = torch.tensor(x["ids"])
+            labels[r, x["loss_from"]:n] = inputs[r, x["loss_from"]:n]
+            mask[r, :n] = 1
+        return inputs, labels, mask

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from .data import TokenMix
+from .data import SequenceSet, TokenMix
 
 # name: (hidden, layers, heads, kv heads, intermediate)
 PRESETS = {
@@ -68,11 +68,32 @@ def save_checkpoint(out: str, model, optimizer, state: dict):
 
 
 @torch.no_grad()
-def heldout_loss(model, windows: torch.Tensor, batch: int) -> float:
+def heldout_loss(model, held: tuple, batch: int, device) -> float:
+    """Mean loss over fixed held-out (inputs, labels, mask)."""
     model.eval()
-    losses = [model(input_ids=w, labels=w).loss.item() for w in windows.split(batch)]
+    x, labels, mask = held
+    losses = []
+    for i in range(0, len(x), batch):
+        m = mask[i : i + batch].to(device) if mask is not None else None
+        losses.append(model(input_ids=x[i : i + batch].to(device), labels=labels[i : i + batch].to(device),
+                            attention_mask=m).loss.item())
     model.train()
     return sum(losses) / len(losses)
+
+
+def open_data(spec: str, seq: int, seed: int, pad_id: int):
+    """Token files (random windows; labels are the inputs) or a .pt file of sequences with loss masks."""
+    if spec.endswith(".pt"):
+        return SequenceSet(spec, seed, pad_id)
+    return TokenMix(spec, seq, seed=seed)
+
+
+def batch_of(data, step: int, size: int, seed: int | None = None):
+    """inputs, labels, attention mask (None for token windows) for one step."""
+    if isinstance(data, SequenceSet):
+        return data.batch(step, size, seed)
+    x = data.batch(step, size, seed)
+    return x, x, None
 
 
 def train(args):
@@ -82,16 +103,21 @@ def train(args):
 
     torch.manual_seed(args.seed)
     acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    data = TokenMix(args.train, args.seq, seed=args.seed)
-    heldout = TokenMix(args.heldout, args.seq, seed=args.seed).batch(0, args.eval_windows, seed=4321)
+    if not args.tokenizer and not args.vocab:
+        raise ValueError("give --tokenizer (text) or --vocab (other tokens)")
+    pad, bos, eos = 0, 1, 2
+    if args.tokenizer:
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        pad, bos, eos = tok.pad_token_id or 0, tok.bos_token_id, tok.eos_token_id
+    data = open_data(args.train, args.seq, args.seed, pad)
+    heldout = batch_of(open_data(args.heldout, args.seq, args.seed, pad), 0, args.eval_windows, seed=4321)
     ckpt = os.path.join(args.out, "checkpoint")
     if os.path.isdir(ckpt):
         model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
         state = json.load(open(os.path.join(ckpt, "state.json")))
     else:
-        cfg = llama_config(args.preset, len(tok), args.context, bos_token_id=tok.bos_token_id,
-                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        cfg = llama_config(args.preset, args.vocab or len(tok), args.context, bos_token_id=bos, eos_token_id=eos,
+                           pad_token_id=pad)
         model = LlamaForCausalLM(cfg)
         state = {"step": 0, "tokens": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
@@ -107,9 +133,9 @@ def train(args):
         step = state["step"]
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        x = data.batch(step, args.batch).to(acc.device)
+        x, labels, mask = (t.to(acc.device) if t is not None else None for t in batch_of(data, step, args.batch))
         t0 = time.time()
-        loss = model(input_ids=x, labels=x).loss
+        loss = model(input_ids=x, labels=labels, attention_mask=mask).loss
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -121,7 +147,7 @@ def train(args):
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
         done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
         if state["step"] % args.eval_every == 0 or done:
-            ev = heldout_loss(acc.unwrap_model(model), heldout.to(acc.device), args.batch)
+            ev = heldout_loss(acc.unwrap_model(model), heldout, args.batch, acc.device)
             state["log"].append({"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
                                  "heldout_loss": ev, "seconds": round(state["seconds"], 1)})
             acc.print(f"\nstep {state['step']}: train {loss.item():.3f} held-out {ev:.3f}")
@@ -135,8 +161,9 @@ def train(args):
     return state
 
 
-def export(run_dir: str, tokenizer: str, dest: str, dtype: str = "bfloat16"):
-    """The run's last checkpoint as a zoo checkpoint: weights in `dtype`, the tokenizer, and the training log."""
+def export(run_dir: str, tokenizer: str | None, dest: str, dtype: str = "bfloat16"):
+    """The run's last checkpoint as a zoo checkpoint: weights in `dtype`, the tokenizer (if any), the training
+    log, and the CARD.md already at `dest`."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     ckpt = os.path.join(run_dir, "checkpoint")
@@ -146,7 +173,8 @@ def export(run_dir: str, tokenizer: str, dest: str, dtype: str = "bfloat16"):
     tmp = dest.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
+    if tokenizer:
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
     shutil.copy(os.path.join(ckpt, "state.json"), os.path.join(tmp, "training_log.json"))
     card = os.path.join(dest, "CARD.md")
     if os.path.isfile(card):
@@ -157,9 +185,12 @@ def export(run_dir: str, tokenizer: str, dest: str, dtype: str = "bfloat16"):
 
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--preset", default="text-30m", choices=sorted(PRESETS))
-    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
-    p.add_argument("--heldout", required=True, help="held-out token files")
-    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--train", required=True, help="token files with weights (a.bin:1,b.bin:1), or a .pt file of "
+                                                 "sequences with loss masks (speech, image, rap)")
+    p.add_argument("--heldout", required=True, help="held-out token files, or a .pt file of sequences")
+    p.add_argument("--tokenizer", help="HF tokenizer folder: its size and special ids (text models)")
+    p.add_argument("--vocab", type=int, help="vocabulary size for non-text tokens (speech, image); special ids are "
+                                              "then the project's convention: pad 0, <s> 1, </s> 2")
     p.add_argument("--out", required=True, help="run folder (checkpoints; reruns resume from it)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=8)
