@@ -18,24 +18,33 @@ from ..cached_lm import CachedLM, listen_hidden
 from ..heads.base import KINDS
 from ..loop import generate
 from ..sampling import Sampling
-from .data import TokenMix
+from .data import SequenceSet, TokenMix
 from .lm import lr_at, plain_args
 
 
-def self_distillation_data(target, data: TokenMix, count: int, prompt_len: int, new_tokens: int,
-                           temperature: float, batch: int, seed: int) -> torch.Tensor:
-    """`count` sequences [count, prompt_len + new_tokens]: data prompts continued by the target itself."""
+def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[list[int]]:
+    """Prompts for the target to continue: windows of token files, or the prefixes of a sequence set."""
+    if isinstance(data, SequenceSet):
+        rng = torch.Generator().manual_seed(seed * 100003 + i)
+        picks = torch.randint(len(data.items), (size,), generator=rng).tolist()
+        return [data.items[j]["ids"][: data.items[j]["loss_from"]] for j in picks]
+    return data.batch(i, size, seed=seed)[:, :prompt_len].tolist()
+
+
+def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens: int,
+                           temperature: float, batch: int, seed: int) -> list[list[int]]:
+    """`count` sequences: data prompts continued by the target itself (`new_tokens` each, or until EOS)."""
     from tqdm import tqdm
 
     lm = CachedLM(target)
     gen = torch.Generator(lm.device).manual_seed(seed)
     rows = []
     for i in tqdm(range(0, count, batch), desc="target continuations"):
-        prompts = data.batch(i, min(batch, count - i), seed=seed)[:, :prompt_len].tolist()
+        prompts = prompts_from(data, i, min(batch, count - i), prompt_len, seed)
         outs = generate(lm, prompts, None, Sampling(temperature) if temperature else Sampling(),
                         max_new_tokens=new_tokens, generator=gen)
         rows += [p + o.token_ids for p, o in zip(prompts, outs)]
-    return torch.tensor(rows)
+    return rows
 
 
 def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor):
@@ -134,13 +143,18 @@ def train(args):
     os.makedirs(args.out, exist_ok=True)
     data_path = os.path.join(args.out, "selfdistill.pt")
     if os.path.isfile(data_path):
-        seqs = torch.load(data_path)
+        rows = torch.load(data_path)
     else:
-        mix = TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
-        seqs = self_distillation_data(target, mix, args.sequences, args.prompt_len, args.new_tokens,
+        data = SequenceSet(args.data, args.seed) if args.data.endswith(".pt") else \
+            TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
+        rows = self_distillation_data(target, data, args.sequences, args.prompt_len, args.new_tokens,
                                       args.temperature, args.gen_batch, args.seed)
-        torch.save(seqs, data_path + ".tmp")
+        torch.save(rows, data_path + ".tmp")
         os.replace(data_path + ".tmp", data_path)
+    longest = max(len(r) for r in rows)
+    rows = [r for r in rows if 2 * len(r) >= longest]  # rows cut short by an early EOS teach little
+    width = min(len(r) for r in rows)  # one length, so batches need no padding
+    seqs = torch.tensor([r[:width] for r in rows])
     held, seqs = seqs[: args.heldout_sequences], seqs[args.heldout_sequences :]
     hidden_size = target.get_output_embeddings().weight.shape[1]
     config = {"hidden_size": hidden_size, "num_heads": args.num_heads, "target": os.path.basename(
@@ -219,7 +233,8 @@ def train(args):
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--target", required=True, help="the frozen target (HF folder)")
     p.add_argument("--kind", default="medusa", choices=sorted(KINDS))
-    p.add_argument("--data", required=True, help="token files for prompts: a.bin:1,b.bin:1")
+    p.add_argument("--data", required=True, help="prompts: token files (a.bin:1,b.bin:1; windows of --prompt-len) "
+                                                "or a .pt sequence set (its conditioning prefixes)")
     p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
