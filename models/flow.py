@@ -1,5 +1,5 @@
-"""Conditional flow matching from speech tokens to mel frames (OT-CFM, Lipman et al. 2023; Tong et al. 2024),
-conditioned in context on a voice prompt's mel, as in Voicebox/E2 (Le et al. 2023): the prompt's clean frames
+"""Conditional flow matching from speech tokens to normalised mel frames (OT-CFM: Lipman et al. 2023, Tong et
+al. 2024), conditioned in context on a voice prompt's mel, as in Voicebox/E2 (Le et al. 2023): the prompt's clean frames
 come first, the frames to generate follow, and a bidirectional transformer predicts the velocity of the latter.
 Tokens are one per frame, so no duration model is needed. Sampling takes a few Euler steps."""
 from __future__ import annotations

@@ -21,17 +21,23 @@ class SpeechTokenizer:
     def size(self) -> int:
         return self.centroids.shape[0]
 
+    def normalize(self, mel: torch.Tensor) -> torch.Tensor:
+        """log-mel -> per-band z-scores (the space of the centroids and of the flow-matching decoder)."""
+        return (mel - self.mean.to(mel)) / self.std.to(mel)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.to(z) + self.mean.to(z)
+
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel [frames, n_mels] -> tokens [frames] (nearest centroid)."""
-        z = (mel - self.mean) / self.std
-        return torch.cdist(z, self.centroids).argmin(-1)
+        return torch.cdist(self.normalize(mel), self.centroids).argmin(-1)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         return self.encode_mel(log_mel(audio, self.cfg))
 
     def decode_mel(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [frames] -> the centroids' log-mel [frames, n_mels]."""
-        return self.centroids[tokens] * self.std + self.mean
+        return self.denormalize(self.centroids[tokens])
 
     def save(self, path: str):
         os.makedirs(path, exist_ok=True)

@@ -118,8 +118,9 @@ class SpeechPipeline:
         if not tokens:
             raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
         tok = torch.tensor(tokens, device=self.lm.device)
-        mel = self.flow.sample(tok[None], prompt_mel[None].to(self.lm.device), steps=flow_steps, seed=seed)[0]
-        wave = griffin_lim(mel.float().cpu(), self.tokenizer.cfg).numpy()
+        z = self.flow.sample(tok[None], self.tokenizer.normalize(prompt_mel)[None].to(self.lm.device),
+                             steps=flow_steps, seed=seed)[0]
+        wave = griffin_lim(self.tokenizer.denormalize(z.float().cpu()), self.tokenizer.cfg).numpy()
         peak = float(np.abs(wave).max()) or 1.0
         return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
                             time.perf_counter() - t0)

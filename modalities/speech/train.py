@@ -1,0 +1,158 @@
+"""Train the speech model's parts from the clips `modalities.speech.data` built. Steps, in order:
+
+    python -m modalities.speech.train tokenizer --data data/speech --out models/zoo/speech-tts
+    python -m modalities.speech.train sequences --data data/speech --out models/zoo/speech-tts
+    specgen train-lm --preset text-12m --vocab V --train data/speech/train.pt --heldout data/speech/heldout.pt \\
+        --out runs/speech-lm --context 1024 --seq 1024            (V is printed by the sequences step)
+    specgen train-lm ... --export models/zoo/speech-tts/lm ; then copy speech_vocab.json into it
+    python -m modalities.speech.train flow --data data/speech --out models/zoo/speech-tts --steps 3000
+    specgen train-heads --target models/zoo/speech-tts/lm --kind medusa --data data/speech/train.pt \\
+        --out models/zoo/speech-tts/heads --temperature 1.0 --new-tokens 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+
+import torch
+
+from models.audio import MelConfig, load_audio, log_mel
+from models.flow import FlowDecoder
+from models.speech_tokenizer import SpeechTokenizer
+
+from .pipeline import PROMPT_SECONDS
+from .vocab import EOS, SpeechVocab
+
+
+def clips(data: str, split: str) -> list[dict]:
+    path = os.path.join(data, f"{split}.jsonl")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path} is missing: build the clips first (python -m modalities.speech.data)")
+    return [json.loads(ln) for ln in open(path, encoding="utf-8")]
+
+
+def mel_of(clip: dict, tok: SpeechTokenizer | None = None) -> torch.Tensor:
+    cfg = tok.cfg if tok else MelConfig()
+    return log_mel(torch.from_numpy(load_audio(clip["path"], cfg.sample_rate)), cfg)
+
+
+def fit_tokenizer(data: str, out: str, size: int, clips_used: int, seed: int):
+    train = clips(data, "train")
+    random.Random(seed).shuffle(train)
+    mels = [mel_of(c) for c in train[:clips_used]]
+    t0 = time.time()
+    tok = SpeechTokenizer.fit(mels, size=size, seed=seed)
+    tok.save(os.path.join(out, "tokenizer"))
+    frames = torch.cat(mels)
+    err = (tok.decode_mel(tok.encode_mel(frames)) - frames).pow(2).mean().item()
+    print(f"k-means {size} over {len(frames)} frames in {time.time() - t0:.0f} s; log-mel MSE of centroids {err:.3f} "
+          f"(frame variance {frames.var(0).mean().item():.3f})")
+
+
+def build_sequences(data: str, out: str, seed: int):
+    """Per clip: <s> phonemes <sep> 3 s of another clip by the same voice <sep> speech tokens </s>."""
+    tok = SpeechTokenizer.load(os.path.join(out, "tokenizer"))
+    rng = random.Random(seed)
+    splits = {s: clips(data, s) for s in ("train", "heldout")}
+    vocab = SpeechVocab.from_texts([c["phonemes"] for c in splits["train"]], tok.size)
+    prompt_frames = int(PROMPT_SECONDS * tok.cfg.frames_per_second)
+    for split, items in splits.items():
+        tokens = {c["id"]: tok.encode_mel(mel_of(c, tok)).tolist() for c in items}
+        by_voice: dict[str, list[str]] = {}
+        for c in items:
+            by_voice.setdefault(c["voice"], []).append(c["id"])
+        seqs = []
+        for c in items:
+            others = [i for i in by_voice[c["voice"]] if i != c["id"]] or [c["id"]]
+            prompt = tokens[rng.choice(others)][:prompt_frames]
+            prefix = vocab.prefix(vocab.encode_phonemes(c["phonemes"]), prompt)
+            seqs.append({"ids": prefix + vocab.speech_ids(tokens[c["id"]]) + [EOS], "loss_from": len(prefix),
+                         "id": c["id"]})
+        torch.save(seqs, os.path.join(data, f"{split}.pt"))
+        print(f"{split}: {len(seqs)} sequences, longest {max(len(s['ids']) for s in seqs)} tokens")
+    os.makedirs(os.path.join(out, "lm"), exist_ok=True)
+    vocab.save(os.path.join(out, "lm"))
+    print(f"vocabulary: {len(vocab)} ids ({len(vocab.phonemes)} phoneme symbols, {tok.size} speech tokens)")
+
+
+def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
+               max_minutes: float):
+    """OT-CFM on (tokens, mel) crops with a 3 s prompt from another clip by the same voice; resumable."""
+    from tqdm import tqdm
+
+    tok = SpeechTokenizer.load(os.path.join(out, "tokenizer"))
+    train = clips(data, "train")
+    mels = {c["id"]: mel_of(c, tok) for c in tqdm(train, desc="mels")}
+    by_voice: dict[str, list[str]] = {}
+    for c in train:
+        by_voice.setdefault(c["voice"], []).append(c["id"])
+    ckpt = os.path.join(out, "flow.run.pt")
+    flow = FlowDecoder({"vocab": tok.size, "n_mels": tok.cfg.n_mels})
+    opt = torch.optim.AdamW(flow.parameters(), lr=lr)
+    state = {"step": 0, "log": []}
+    if os.path.isfile(ckpt):
+        saved = torch.load(ckpt)
+        flow.load_state_dict(saved["flow"])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+    g = torch.Generator().manual_seed(seed)
+    prompt_frames = int(PROMPT_SECONDS * tok.cfg.frames_per_second)
+    t_start = time.time()
+    bar = tqdm(total=steps, initial=state["step"], desc="flow")
+    while state["step"] < steps and (time.time() - t_start) / 60 < max_minutes:
+        rng = random.Random(seed * 1000003 + state["step"])
+        picks = [rng.choice(train) for _ in range(batch)]
+        width = min(max_frames, min(len(mels[c["id"]]) for c in picks))
+        targets, prompts = [], []
+        for c in picks:
+            m = mels[c["id"]]
+            start = rng.randrange(0, len(m) - width + 1)
+            targets.append(m[start : start + width])
+            p = mels[rng.choice(by_voice[c["voice"]])][:prompt_frames]
+            prompts.append(torch.nn.functional.pad(p, (0, 0, 0, prompt_frames - len(p)), value=p.min().item()))
+        mel, prompt = torch.stack(targets), torch.stack(prompts)
+        tokens = tok.encode_mel(mel.flatten(0, 1)).view(batch, width)
+        loss = flow.loss(tokens, tok.normalize(mel), tok.normalize(prompt), generator=g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if state["step"] % 100 == 0:
+            state["log"].append({"step": state["step"], "loss": loss.item()})
+            torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
+    torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
+    os.replace(ckpt + ".tmp", ckpt)
+    flow.save(os.path.join(out, "flow"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["tokenizer", "sequences", "flow"])
+    ap.add_argument("--data", default="data/speech")
+    ap.add_argument("--out", default="models/zoo/speech-tts")
+    ap.add_argument("--size", type=int, default=512, help="tokenizer: k-means codebook size")
+    ap.add_argument("--clips", type=int, default=600, help="tokenizer: clips to fit on")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--max-frames", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-minutes", type=float, default=1e9)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.step == "tokenizer":
+        fit_tokenizer(a.data, a.out, a.size, a.clips, a.seed)
+    elif a.step == "sequences":
+        build_sequences(a.data, a.out, a.seed)
+    else:
+        train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
+
+
+if __name__ == "__main__":
+    main()
