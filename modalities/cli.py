@@ -163,6 +163,12 @@ def add_bench(sub):
     t = kinds.add_parser("text", help="text methods beside transformers baselines", description=text_bench.__doc__)
     text_bench.add_arguments(t)
     t.set_defaults(run=text_bench.bench)
+    from modalities.speech import bench as speech_bench
+
+    s = kinds.add_parser("speech", help="ar against VADUSA tolerances: speed and quality",
+                         description=speech_bench.__doc__)
+    speech_bench.add_arguments(s)
+    s.set_defaults(run=speech_bench.bench)
 
 
 def add_batch(sub):

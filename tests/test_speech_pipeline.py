@@ -82,3 +82,25 @@ def test_cli_speech_writes_a_wav_and_refuses_bad_input(speech_dir, tmp_path, cap
     assert out.is_file() and rec["seconds"] > 0 and "mean_accepted" in rec["stats"]
     assert main(["speech", "--model", str(speech_dir), "--text", "", "--out", str(tmp_path / "x.wav")]) == 2
     assert "text is empty" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
+
+
+def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
+    import json
+
+    from modalities.cli import main
+
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    rows = []
+    for i, f0 in enumerate((150, 170, 220)):
+        path = data / "clips" / f"h{i}.wav"
+        save_audio(str(path), tone(1.5, 16000, f0), 16000)
+        rows.append({"id": f"h{i}", "text": "Hello there.", "voice": "v0" if i < 2 else "v1", "path": str(path)})
+    (data / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert main(["bench", "speech", "--model", str(speech_dir), "--data", str(data), "--sentences", "2",
+                 "--tolerances", "1", "3", "--max-seconds", "0.4", "--out", str(out)]) == 0
+    result = json.loads((out / "speech.json").read_text())["rows"]
+    assert [r["method"] for r in result] == ["ar", "vadusa k=1", "vadusa k=3"]
+    assert all(r["mcd"] > 0 and -1 <= r["speaker_sim"] <= 1 for r in result)
+    assert (out / "speech-ar.wav").is_file() and (out / "speech.png").is_file()

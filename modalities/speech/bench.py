@@ -1,0 +1,99 @@
+"""`specgen bench speech`: `ar` sampling against VADUSA at several tolerances, on held-out sentences spoken by
+held-out voices. Per row: real-time factor, token-stage speedup over `ar`, mean accepted length, mel-cepstral
+distortion (DTW) against the reference recording of the same sentence and voice, and the cepstral speaker
+similarity to the voice prompt. Example WAVs of the first sentence are written beside the table."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from models.audio import load_audio, save_audio
+from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
+from specgen.bench import markdown_table, plot_speedups
+
+COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
+           ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
+           ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("mcd", "MCD dB (lower better)",
+                                                                      lambda v: f"{v:.2f}"),
+           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
+
+
+def cases(data: str, count: int) -> list[tuple[dict, dict]]:
+    """(clip to re-speak, prompt clip by the same voice) pairs from the held-out split."""
+    path = os.path.join(data, "heldout.jsonl")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing: build the speech set first (python -m modalities.speech.data)")
+    clips = [json.loads(ln) for ln in open(path, encoding="utf-8")]
+    by_voice: dict[str, list[dict]] = {}
+    for c in clips:
+        by_voice.setdefault(c["voice"], []).append(c)
+    out = []
+    for c in clips:
+        others = [o for o in by_voice[c["voice"]] if o["id"] != c["id"]]
+        if others:
+            out.append((c, others[0]))
+        if len(out) == count:
+            break
+    return out
+
+
+def bench(args) -> str:
+    from .pipeline import SpeechPipeline
+
+    tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    methods = [("ar", dict(method="ar"))] + [(f"vadusa k={k}", dict(method="vadusa", tolerance=k))
+                                           for k in args.tolerances]
+    tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
+                    "lossless": True} for name, _ in methods}
+    os.makedirs(args.out, exist_ok=True)
+    pairs = cases(args.data, args.sentences)
+    tts.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], method="ar", max_seconds=0.5)  # warm-up
+    for i, (clip, prompt) in enumerate(pairs):
+        reference = load_audio(clip["path"], tts.sample_rate)
+        prompt_audio = load_audio(prompt["path"], tts.sample_rate)
+        for name, kw in methods:
+            res = tts.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
+                               seed=args.seed + i, max_seconds=args.max_seconds, **kw)
+            t = tally[name]
+            t["wall"] += res.seconds_total
+            t["audio"] += len(res.audio) / res.sample_rate
+            t["tokens"] += res.stats.new_tokens
+            t["token_s"] += res.stats.wall_s
+            t["acc"].append(res.stats.mean_accepted)
+            t["mcd"].append(mel_cepstral_distortion(res.audio, reference))
+            t["sim"].append(speaker_similarity(res.audio, prompt_audio))
+            t["lossless"] &= res.stats.lossless
+            if i == 0:
+                save_audio(os.path.join(args.out, f"speech-{name.replace(' ', '').replace('=', '')}.wav"),
+                           res.audio, res.sample_rate)
+        print(f"sentence {i + 1}/{len(pairs)} done", flush=True)
+    ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
+    rows = [{"group": "speech", "method": name, "rtf": t["wall"] / t["audio"],
+             "speedup": (t["tokens"] / t["token_s"]) / ar_rate, "mean_accepted": float(np.mean(t["acc"])),
+             "mcd": float(np.mean(t["mcd"])), "speaker_sim": float(np.mean(t["sim"])),
+             "lossless": "yes" if t["lossless"] else "no"} for name, t in tally.items()]
+    with open(os.path.join(args.out, "speech.json"), "w") as f:
+        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
+                   "rows": rows}, f, indent=1)
+    md = markdown_table(rows, COLUMNS)
+    with open(os.path.join(args.out, "speech.md"), "w") as f:
+        f.write(md + "\n")
+    plot_speedups(rows, os.path.join(args.out, "speech.png"), "speech token stage: speedup over ar")
+    print(md)
+    return md
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="models/zoo/speech-tts")
+    p.add_argument("--data", default="data/speech")
+    p.add_argument("--sentences", type=int, default=12)
+    p.add_argument("--tolerances", type=int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-seconds", type=float, default=12.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--out", default="bench_out")
