@@ -23,7 +23,7 @@ def test_sparse_tree_keeps_prefixes_in_breadth_first_order():
     assert depth[index[(0, 1)]] == 1 and rank[index[(0, 1)]] == 1 and parent[index[(0, 1)]] == index[(0,)]
 
 
-@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter"])
+@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk"])
 def test_one_training_step_lowers_the_distillation_loss(kind):
     target = tiny_model("llama", layers=2)
     heads = random_heads(target, kind)
@@ -38,7 +38,7 @@ def test_one_training_step_lowers_the_distillation_loss(kind):
     assert after.item() < before.item()
 
 
-@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter"])
+@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk"])
 def test_train_heads_then_decode_with_them(tmp_path, kind):
     tok = tiny_tokenizer(vocab=300)
     target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
@@ -52,7 +52,7 @@ def test_train_heads_then_decode_with_them(tmp_path, kind):
                  "--mixed-precision", "no", "--cpu"]) == 0
     pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
     assert pipe.method == kind
-    assert len(pipe.draft.config["topk_accuracy"]) == 4
+    assert len(pipe.draft.config["topk_accuracy"]) == len(pipe.draft.offsets)
     spec = pipe.generate("def f", max_new_tokens=20)
     assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids
     lossy = pipe.generate("def f", max_new_tokens=20, temperature=1.0, acceptance="typical", seed=0)
@@ -79,3 +79,36 @@ def test_koala_discriminator_learns_and_the_heads_feel_it():
     assert discriminator_loss(disc, hidden, heads.train_logits(hidden, x), logits).item() < d_before.item()
     fooling_loss(disc, hidden, heads.train_logits(hidden, x), logits).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.parameters())
+
+
+def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
+    from specgen import CachedLM, Sampling, generate
+    from specgen.drafters import HawkDrafter
+
+    target = tiny_model("llama", layers=2)
+    heads = random_heads(target, "hawk")
+    heads.config["width"] = 4
+    drafter = HawkDrafter(heads)
+    seen = []
+    original = drafter.accept
+
+    def accept(emitted, paths, hidden=None):
+        original(emitted, paths, hidden)
+        seen.append((drafter.root_pos[0], sorted(drafter.cache[0])))
+
+    drafter.accept = accept
+    generate(CachedLM(target), [[5, 6, 7, 8]], drafter, max_new_tokens=30)
+    assert seen and any(keys for _, keys in seen)
+    for root, keys in seen:
+        assert all(k > root for k in keys)  # never a guess for a position already decided
+    # a cached run right after the root joins the tree as a chain
+    lm = CachedLM(target)
+    lm.keep_hidden()
+    lm.prefill([[5, 6, 7, 8]])
+    drafter.start([[5, 6, 7, 8]], [9], Sampling(), 97, torch.device("cpu"), None, lm.hidden)
+    drafter.cache[0] = {drafter.root_pos[0] + 1: 11, drafter.root_pos[0] + 2: 12, drafter.root_pos[0] + 3: 13}
+    tree = drafter.propose(4)
+    toks, pars = tree.tokens[0].tolist(), tree.parents[0].tolist()
+    i11 = next(i for i, t in enumerate(toks) if t == 11 and pars[i] == -1)
+    i12 = next(i for i, t in enumerate(toks) if t == 12 and pars[i] == i11)
+    assert any(t == 13 and pars[i] == i12 for i, t in enumerate(toks))

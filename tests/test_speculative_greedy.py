@@ -5,7 +5,7 @@ import torch
 from specgen import CachedLM, generate, make_drafter
 from tiny import ARCHS, perturbed, random_heads, tiny_model
 
-HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter"]
+HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter", "hawk"]
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from .base import Drafter, ModelDrafter
 from .draft_model import DraftModelDrafter
-from .heads import BeamDrafter, HydraDrafter, MedusaDrafter
+from .heads import BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
 from .ngram import NgramDrafter
 from .pard import PardDrafter, pard_token_of
 
 MODEL_DRAFTERS = {"pard": PardDrafter, "draft_model": DraftModelDrafter}
-HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": MedusaDrafter, "redrafter": BeamDrafter}
+HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": MedusaDrafter, "redrafter": BeamDrafter,
+                 "hawk": HawkDrafter}
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
 
 
@@ -37,4 +38,4 @@ def make_drafter(method: str, draft=None) -> Drafter | None:
 
 
 __all__ = ["Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
-           "HydraDrafter", "BeamDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS"]
+           "HydraDrafter", "BeamDrafter", "HawkDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS"]

@@ -25,7 +25,7 @@ class HeadDrafter(Drafter):
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         self.heads = heads
         self.name = heads.kind
-        accuracy = heads.config.get("topk_accuracy") or default_accuracy(heads.num_heads)
+        accuracy = (heads.config.get("topk_accuracy") or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
         accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
         self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
@@ -162,3 +162,96 @@ def prefix_tree(beams: list[list[list[int]]], device) -> DraftTree:
     for i, (t, p) in enumerate(rows):
         tokens[i, : len(t)], parents[i, : len(p)], valid[i, : len(t)] = torch.tensor(t), torch.tensor(p), True
     return DraftTree(tokens.to(device), parents.to(device), valid.to(device))
+
+
+class HawkDrafter(HeadDrafter):
+    """Hawk: the horizontal heads fill the sparse tree as in Medusa; every accepted node's vertical heads leave
+    guesses for the positions rows below in a speculation cache. When the raster reaches a run of cached
+    positions, that run joins the tree as one more chain under the root (merged with the other candidates as a
+    prefix tree). Cache entries for positions already decided are dropped.
+
+    `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
+    never cached or proposed from the cache."""
+
+    def __init__(self, heads: DraftHeads, tree_size: int = 32):
+        super().__init__(heads, tree_size)
+        self.n_h = heads.num_heads
+
+    def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
+        super().start(prompts, first, sampling, vocab, device, generator, hidden)
+        self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
+        self.image_start = [len(p) for p in prompts]
+        self.cache: list[dict[int, int]] = [{} for _ in prompts]  # position -> guessed token
+        self.remember(self.h, [[pos - 1] for pos in self.root_pos])
+
+    def remember(self, hidden_rows: torch.Tensor, positions: list[list[int]]):
+        """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions."""
+        if hidden_rows.dim() == 2:
+            hidden_rows = hidden_rows[:, None]
+        w = self.heads.config["width"]
+        with torch.inference_mode():
+            guesses = torch.stack([self.lm_head_of(s, hidden_rows) for s in self.heads.vertical], -1)  # [b, n, v]
+        for b, (row, cache) in enumerate(zip(guesses.tolist(), self.cache)):
+            for (pos, per_head) in zip(positions[b], row):
+                for d, tok in enumerate(per_head):
+                    target = pos + 1 + w * (d + 1)
+                    if target >= self.image_start[b]:
+                        cache.setdefault(target, tok)  # the nearest (first) guess for a position wins
+
+    def lm_head_of(self, stack, hidden):
+        return self.heads.lm_head(stack(hidden)).argmax(-1)
+
+    @torch.inference_mode()
+    def propose(self, k: int) -> DraftTree:
+        _, depth, rank, parent = self.tree(k)
+        logits = self.heads(self.h)[:, : self.n_h]  # horizontal heads only: [batch, heads, vocab]
+        self.forwards += 1
+        top = logits[:, : max(depth) + 1].topk(max(rank) + 1, dim=-1).indices
+        tokens = top[:, depth, rank].tolist()
+        rows = []
+        for b in range(len(tokens)):
+            paths = {}  # candidate path (tuple of tokens) -> node, merged into one prefix tree
+            seqs = []
+            for i in range(len(depth)):
+                seqs.append((seqs[parent[i]] if parent[i] >= 0 else ()) + (tokens[b][i],))
+            run, pos = [], self.root_pos[b] + 1
+            while len(run) < k and pos in self.cache[b]:  # the cached run right after the root
+                run.append(self.cache[b][pos])
+                pos += 1
+            for j in range(1, len(run) + 1):
+                seqs.append(tuple(run[:j]))
+            toks, pars = [], []
+            for s in seqs:
+                for j in range(1, len(s) + 1):
+                    if s[:j] not in paths:
+                        paths[s[:j]] = len(toks)
+                        toks.append(s[j - 1])
+                        pars.append(paths[s[: j - 1]] if j > 1 else -1)
+            rows.append((toks, pars))
+        n = max(len(t) for t, _ in rows)
+        tok_t = torch.zeros(len(rows), n, dtype=torch.long)
+        par_t = torch.full((len(rows), n), -1, dtype=torch.long)
+        val_t = torch.zeros(len(rows), n, dtype=torch.bool)
+        for i, (t, p) in enumerate(rows):
+            tok_t[i, : len(t)], par_t[i, : len(p)], val_t[i, : len(t)] = torch.tensor(t), torch.tensor(p), True
+        dev = self.h.device
+        return DraftTree(tok_t.to(dev), par_t.to(dev), val_t.to(dev))
+
+    def accept(self, emitted, paths, hidden=None):
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        width = max(len(p) for p in paths)
+        idx = torch.tensor([p + [p[-1]] * (width - len(p)) for p in paths], device=hidden.device)
+        accepted_hidden = hidden[rows[:, None], idx]  # [batch, width, dim]
+        positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
+                     (width - len(p)) for b, p in enumerate(paths)]
+        super().accept(emitted, paths, hidden)
+        self.remember(accepted_hidden, positions)
+        for b, e in enumerate(emitted):
+            self.root_pos[b] += len(e)
+            self.cache[b] = {p: t for p, t in self.cache[b].items() if p > self.root_pos[b]}  # drop decided ones
+
+    def select(self, rows):
+        super().select(rows)
+        self.root_pos = [self.root_pos[r] for r in rows]
+        self.image_start = [self.image_start[r] for r in rows]
+        self.cache = [self.cache[r] for r in rows]

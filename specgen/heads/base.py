@@ -47,6 +47,11 @@ class DraftHeads(nn.Module, ABC):
     def num_heads(self) -> int:
         return self.config["num_heads"]
 
+    @property
+    def offsets(self) -> list[int]:
+        """Head j at position t guesses the token at t + 1 + offsets[j] (Medusa-style heads: t+2, t+3, ...)."""
+        return list(range(1, self.num_heads + 1))
+
     @abstractmethod
     def train_logits(self, hidden, tokens):
         """Teacher-forced training view: hidden [batch, L, dim] and tokens [batch, L] -> logits

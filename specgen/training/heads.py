@@ -47,20 +47,22 @@ def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens
     return rows
 
 
-def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor):
-    """Per head i: head i's guesses at positions t and the target's logits for the same tokens (its prediction at
-    t+1+i), over the positions where both exist. head_logits [b, L, heads, V], target_logits [b, L, V]."""
+def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor, offsets: list[int] | None = None):
+    """Per head j: its guesses at positions t and the target's logits for the same tokens (the target's prediction
+    at t + offsets[j]; offsets default to 1, 2, ... for heads that guess t+2, t+3, ...), where both exist.
+    head_logits [b, L, heads, V], target_logits [b, L, V]."""
     length = head_logits.shape[1]
-    for i in range(head_logits.shape[2]):
-        span = length - 1 - i
+    for j, off in enumerate(offsets or range(1, head_logits.shape[2] + 1)):
+        span = length - off
         if span > 0:
-            yield i, head_logits[:, :span, i], target_logits[:, 1 + i : 1 + i + span]
+            yield j, head_logits[:, :span, j], target_logits[:, off : off + span]
 
 
-def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8):
-    """Sum over heads i of decay**i * KL(target || head i); returns the loss and each head's mean KL."""
+def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8,
+                 offsets: list[int] | None = None):
+    """Sum over heads j of decay**j * KL(target || head j); returns the loss and each head's mean KL."""
     total, per_head = 0.0, []
-    for i, head, teacher in aligned(head_logits, target_logits):
+    for i, head, teacher in aligned(head_logits, target_logits, offsets):
         kl = F.kl_div(F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1), log_target=True,
                       reduction="none").sum(-1).mean()
         per_head.append(kl.item())
@@ -102,19 +104,15 @@ def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
 @torch.no_grad()
 def topk_accuracy(heads, target, seqs: torch.Tensor, ranks: int = 8, batch: int = 8) -> list[list[float]]:
     """accuracy[d][r]: how often head d's rank-r token is the target's greedy choice (calibrates the tree)."""
-    hits = torch.zeros(heads.num_heads, ranks)
-    counts = torch.zeros(heads.num_heads)
+    offsets = heads.offsets
+    hits = torch.zeros(len(offsets), ranks)
+    counts = torch.zeros(len(offsets))
     for x in seqs.split(batch):
         hidden, logits = capture_hidden(target, x)
         best = logits.argmax(-1)  # [b, L]
         top = heads.train_logits(hidden, x).topk(ranks, -1).indices  # [b, L, heads, ranks]
-        length = x.shape[1]
-        for d in range(heads.num_heads):
-            span = length - 1 - d
-            if span <= 0:
-                continue
-            want = best[:, 1 + d : 1 + d + span]
-            hits[d] += (top[:, :span, d] == want[..., None]).float().sum((0, 1)).cpu()
+        for d, guess, want in aligned(top, best, offsets):
+            hits[d] += (guess == want[..., None]).float().sum((0, 1)).cpu()
             counts[d] += want.numel()
     return (hits / counts.clamp(min=1)[:, None]).tolist()
 
@@ -194,7 +192,7 @@ def train(args):
             hidden, target_logits = capture_hidden(target, x)
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
-            loss, per_head = distill_loss(head_logits, target_logits)
+            loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets)
         if adversarial:  # the discriminator learns first, then the heads learn to fool the updated one
             d_opt.zero_grad(set_to_none=True)
             with acc.autocast():
