@@ -58,17 +58,18 @@ def accept_greedy(logits, tokens, parents, valid, q=None, sampling=None, generat
     return paths, nxt
 
 
-def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generator=None):
+def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generator=None, mass=None):
     """Lossless speculative sampling (Leviathan et al. 2023; Chen et al. 2023), with SpecInfer's recursive
     rejection when a node has several drafted children (Miao et al. 2024).
 
     p: target distribution at a node, q: the draft distribution a child was drawn from (one-hot when the drafter
     is deterministic). Accept child x with min(1, p(x)/q(x)); on rejection p <- norm(max(p - q, 0)) and try the next
     child; when none is left, draw the next token from p. Children of one node must be drawn independently.
+    `mass(p, x)` replaces p(x) in the test (relaxed acceptance); without it the rule is exact.
     """
     p_all = sampling.probs(logits)  # [batch, nodes, vocab]
     if is_chain(parents):
-        return sample_chain(p_all, tokens, valid, q, generator)
+        return sample_chain(p_all, tokens, valid, q, generator, mass)
     toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
     paths, nxt = [], []
     for b in range(p_all.shape[0]):
@@ -82,7 +83,8 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
                 qc = q[b, c - 1] if q is not None else None
                 qx = qc[x] if qc is not None else 1.0
                 u = torch.rand((), generator=generator, device=p.device)
-                if u * qx < p[x]:  # u < p(x)/q(x), without dividing by a zero q(x)
+                px = p[x] if mass is None else mass(p, torch.tensor(x, device=p.device))
+                if u * qx < px:  # u < p(x)/q(x), without dividing by a zero q(x)
                     node, moved = c, True
                     path.append(c)
                     p = p_all[b, c]
@@ -95,13 +97,13 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
     return paths, nxt
 
 
-def sample_chain(p_all, tokens, valid, q, generator):
+def sample_chain(p_all, tokens, valid, q, generator, mass=None):
     """`accept_sample` for chains, all rows and depths at once: draft i is kept while u_i q_i(x_i) < p_i(x_i)
     holds for it and every draft before it; the next token comes from the residual at the first rejection, or
     from p at the end of the chain."""
     b, n = tokens.shape[0], tokens.shape[1] - 1
     x = tokens[:, 1:]  # [batch, n] drafts; p_all[:, i] is the target at draft i+1's parent
-    px = p_all[:, :-1].gather(2, x[..., None])[..., 0]
+    px = p_all[:, :-1].gather(2, x[..., None])[..., 0] if mass is None else mass(p_all[:, :-1], x)
     qx = q.gather(2, x[..., None])[..., 0] if q is not None else torch.ones_like(px)
     u = torch.rand(b, n, generator=generator, device=p_all.device)
     accepted = accepted_run((u * qx < px) & valid[:, 1:])  # [batch]
@@ -188,8 +190,32 @@ def accept_tolerance(logits, tokens, parents, valid, q, sampling: Sampling, gene
     return paths, sampling.pick(last, generator).tolist()
 
 
-RULES = {"greedy": accept_greedy, "sample": accept_sample, "typical": accept_typical, "tolerance": accept_tolerance}
-LOSSLESS = {"greedy": True, "sample": True, "typical": False, "tolerance": False}
+def relaxed_mass(p: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, delta: float) -> torch.Tensor:
+    """p(x) plus the mass of x's nearest neighbours, nearest first, as long as the added mass stays within delta.
+    p [..., vocab], x [...], neighbours [vocab, k] (ids by closeness, -1 = none) -> [...]."""
+    near = neighbours.to(p.device)[x]  # [..., k]
+    got = p.gather(-1, near.clamp(min=0)) * (near >= 0)
+    keep = got.cumsum(-1) <= delta
+    return p.gather(-1, x[..., None])[..., 0] + (got * keep).sum(-1)
+
+
+def accept_relaxed(logits, tokens, parents, valid, q, sampling: Sampling, generator=None, neighbours=None,
+                   delta: float = 0.2):
+    """LANTERN-style relaxed acceptance (Jang et al. 2024, "LANTERN: Accelerating Visual Autoregressive Models
+    with Relaxed Speculative Decoding"). LOSSY: a draft x is tested with p(x) plus the probability of its nearest
+    codebook neighbours (each neighbour's mass counted while the total added stays within delta, which bounds
+    the total-variation shift per position), instead of p(x) alone. `neighbours` [vocab, k]: ids by latent
+    distance, -1 for none (text and special ids have none, so they are tested exactly)."""
+    if neighbours is None:
+        raise ValueError("relaxed acceptance needs each token's codebook neighbours: "
+                         "rule_options={'neighbours': ids [vocab, k]}")
+    return accept_sample(logits, tokens, parents, valid, q, sampling, generator,
+                         mass=lambda p, x: relaxed_mass(p, x, neighbours, delta))
+
+
+RULES = {"greedy": accept_greedy, "sample": accept_sample, "typical": accept_typical, "tolerance": accept_tolerance,
+         "relaxed": accept_relaxed}
+LOSSLESS = {"greedy": True, "sample": True, "typical": False, "tolerance": False, "relaxed": False}
 
 
 def get_rule(name: str):

@@ -75,7 +75,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
     accept = get_rule(rule_name)
     if rule_name == "greedy" and not sampling.greedy:
         raise ValueError("greedy acceptance needs temperature 0; with temperature > 0 use rule='sample'")
-    if rule_name in ("sample", "typical") and sampling.greedy:
+    if rule_name in ("sample", "typical", "relaxed") and sampling.greedy:
         raise ValueError(f"acceptance rule {rule_name!r} samples: give a temperature > 0, or use rule='greedy'")
     longest = max(len(p) for p in prompts) + max_new_tokens
     target.check_length(longest)

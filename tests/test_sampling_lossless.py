@@ -120,3 +120,25 @@ def test_recursive_rejection_over_several_children_is_lossless(drawn):
     observed = torch.bincount(torch.tensor(first), minlength=vocab).tolist()
     expected = dict(enumerate(p_logits.softmax(0).double().tolist()))
     assert chi_square_p(dict(enumerate(observed)), expected, n) > ALPHA
+
+
+def test_relaxed_acceptance_with_zero_delta_is_exact_and_reported_lossy(models):
+    """delta 0 counts no neighbour: the distribution is the target's; a large delta shifts it, and says so."""
+    from specgen.acceptance import relaxed_mass
+
+    target, drafts = models
+    sampling = Sampling(temperature=1.0)
+    neighbours = torch.tensor([[(v + 1) % VOCAB, (v + 2) % VOCAB] for v in range(VOCAB)])
+    expected = exact_distribution(target, sampling)
+    gen = torch.Generator().manual_seed(11)
+    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, make_drafter("draft_model", drafts["draft_model"]),
+                    sampling, max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule="relaxed",
+                    rule_options={"neighbours": neighbours, "delta": 0.0})
+    counts = {}
+    for o in outs:
+        counts[tuple(o.token_ids[:DEPTH])] = counts.get(tuple(o.token_ids[:DEPTH]), 0) + 1
+    assert chi_square_p(counts, expected, SAMPLES) > ALPHA
+    assert outs[0].stats.lossless is False and outs[0].stats.acceptance == "relaxed"
+    p = torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert relaxed_mass(p, torch.tensor(0), neighbours, 0.15).item() == pytest.approx(0.6)  # one neighbour fits
+    assert relaxed_mass(p, torch.tensor(0), neighbours, 0.25).item() == pytest.approx(0.7)  # both fit
