@@ -204,6 +204,12 @@ def add_bench(sub):
                          description=speech_bench.__doc__)
     speech_bench.add_arguments(s)
     s.set_defaults(run=speech_bench.bench)
+    from modalities.image import bench as image_bench
+
+    i = kinds.add_parser("image", help="ar against Hawk variants: speed, adherence, diversity",
+                         description=image_bench.__doc__)
+    image_bench.add_arguments(i)
+    i.set_defaults(run=image_bench.bench)
 
 
 def add_batch(sub):

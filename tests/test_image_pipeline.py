@@ -62,3 +62,17 @@ def test_cli_image_writes_a_png(gen, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["samples"] == 2 and (tmp_path / "x.png").is_file()
     assert main(["image", "--model", root, "--prompt", "a dog", "--out", str(tmp_path / "y.png")]) == 2
     assert "does not know" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
+
+
+def test_bench_image_runs_every_variant(gen, tmp_path):
+    import json
+
+    from modalities.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "image", "--model", str(gen.root), "--captions", "1", "--samples", "2", "--grid-rows",
+                 "1", "--out", str(out)]) == 0
+    rows = json.loads((out / "image.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["ar", "hawk horizontal", "hawk horizontal+vertical", "hawk + relaxed"]
+    assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)
+    assert (out / "image-samples.png").is_file()

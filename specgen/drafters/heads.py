@@ -173,9 +173,10 @@ class HawkDrafter(HeadDrafter):
     `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
     never cached or proposed from the cache."""
 
-    def __init__(self, heads: DraftHeads, tree_size: int = 32):
+    def __init__(self, heads: DraftHeads, tree_size: int = 32, vertical: bool = True):
         super().__init__(heads, tree_size)
         self.n_h = heads.num_heads
+        self.vertical = vertical  # False: horizontal heads only (the ablation)
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
@@ -215,7 +216,7 @@ class HawkDrafter(HeadDrafter):
             for i in range(len(depth)):
                 seqs.append((seqs[parent[i]] if parent[i] >= 0 else ()) + (tokens[b][i],))
             run, pos = [], self.root_pos[b] + 1
-            while len(run) < k and pos in self.cache[b]:  # the cached run right after the root
+            while self.vertical and len(run) < k and pos in self.cache[b]:  # the cached run right after the root
                 run.append(self.cache[b][pos])
                 pos += 1
             for j in range(1, len(run) + 1):
@@ -245,7 +246,8 @@ class HawkDrafter(HeadDrafter):
         positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
                      (width - len(p)) for b, p in enumerate(paths)]
         super().accept(emitted, paths, hidden)
-        self.remember(accepted_hidden, positions)
+        if self.vertical:
+            self.remember(accepted_hidden, positions)
         for b, e in enumerate(emitted):
             self.root_pos[b] += len(e)
             self.cache[b] = {p: t for p, t in self.cache[b].items() if p > self.root_pos[b]}  # drop decided ones

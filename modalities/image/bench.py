@@ -1,0 +1,87 @@
+"""`specgen bench image`: `ar`, Hawk with horizontal heads only, Hawk with horizontal and vertical heads, and
+Hawk with relaxed (LANTERN-style) acceptance, on held-out captions. Per row: token-stage speedup over `ar`,
+mean accepted length, prompt adherence (the scene checker's verdict on every sample), and diversity (mean
+pixel distance between samples of one caption). A grid of samples is written beside the table."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from specgen.bench import markdown_table, plot_speedups
+
+from .scenes import check
+from .train import scenes
+
+COLUMNS = [("method", "method", str), ("tokens_per_s", "tokens/s", lambda v: f"{v:.1f}"),
+           ("speedup", "speedup vs ar", lambda v: f"{v:.2f}x"), ("mean_accepted", "mean accepted",
+                                                                 lambda v: f"{v:.2f}"),
+           ("adherence", "adherence", lambda v: f"{v:.1%}"), ("diversity", "diversity", lambda v: f"{v:.3f}"),
+           ("lossless", "lossless", str)]
+
+METHODS = {"ar": dict(method="ar"), "hawk horizontal": dict(method="hawk", vertical=False),
+           "hawk horizontal+vertical": dict(method="hawk"),
+           "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
+
+
+def bench(args) -> str:
+    from .pipeline import ImagePipeline
+
+    gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=True)]
+    tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in METHODS}
+    gen.generate(captions[0], method="ar", samples=1, temperature=args.temperature)  # warm-up
+    grid = []
+    for i, caption in enumerate(captions):
+        for name, kw in METHODS.items():
+            res = gen.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                               samples=args.samples, seed=args.seed + i, **kw)
+            t = tally[name]
+            t["tokens"] += res.stats.new_tokens * len(res.images)
+            t["seconds"] += res.stats.wall_s
+            t["acc"].append(res.stats.mean_accepted)
+            t["ok"] += [check(im, caption)["all"] for im in res.images]
+            pix = [np.asarray(im, dtype=np.float32) / 255 for im in res.images]
+            t["div"] += [float(np.abs(a - b).mean()) for a, b in itertools.combinations(pix, 2)]
+            t["lossless"] &= res.stats.lossless
+            if i < args.grid_rows:
+                grid.append(res.grid())
+        print(f"caption {i + 1}/{len(captions)} done", flush=True)
+    base = tally["ar"]["tokens"] / tally["ar"]["seconds"]
+    rows = [{"group": "image", "method": m, "tokens_per_s": t["tokens"] / t["seconds"],
+             "speedup": t["tokens"] / t["seconds"] / base, "mean_accepted": float(np.mean(t["acc"])),
+             "adherence": float(np.mean(t["ok"])), "diversity": float(np.mean(t["div"])) if t["div"] else 0.0,
+             "lossless": "yes" if t["lossless"] else "no"} for m, t in tally.items()]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "image.json"), "w") as f:
+        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
+                   "captions": captions, "rows": rows}, f, indent=1)
+    md = markdown_table(rows, COLUMNS)
+    with open(os.path.join(args.out, "image.md"), "w") as f:
+        f.write(md + "\n")
+    plot_speedups(rows, os.path.join(args.out, "image.png"), "image tokens: speedup over ar")
+    if grid:  # rows: captions x methods, each a strip of samples
+        w, h = grid[0].size
+        sheet = Image.new("RGB", (w, h * len(grid)), (255, 255, 255))
+        for r, g in enumerate(grid):
+            sheet.paste(g, (0, r * h))
+        sheet.save(os.path.join(args.out, "image-samples.png"))
+    print(md)
+    return md
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="models/zoo/image-scenes")
+    p.add_argument("--captions", type=int, default=16, help="held-out captions")
+    p.add_argument("--samples", type=int, default=4, help="images per caption and method")
+    p.add_argument("--cfg-scale", type=float, default=3.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--grid-rows", type=int, default=2, help="captions shown in the sample sheet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--out", default="bench_out")
