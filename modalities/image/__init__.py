@@ -1,1 +1,4 @@
-"""Image: text-to-image over VQ tokens with Hawk spatial draft heads (scenes and their checker so far)."""
+"""Image: text-to-image over VQ tokens with Hawk spatial draft heads."""
+from .pipeline import ImagePipeline, ImageResult
+
+__all__ = ["ImagePipeline", "ImageResult"]
