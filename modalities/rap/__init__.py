@@ -1,0 +1,1 @@
+"""Rap: Freestyler-style lyrics and a beat in, rapped vocals out (data builder so far)."""
