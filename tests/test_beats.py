@@ -47,3 +47,25 @@ def test_rap_verses_rhyme_in_pairs():
     last = [ln.split()[-1] for ln in lines]
     assert len(lines) == 4 and last[0] != last[1] and last[2] != last[3]
     assert rhyme_key(last[0]) == rhyme_key(last[1]) and rhyme_key(last[2]) == rhyme_key(last[3])
+
+
+def test_accompaniment_tokens_find_the_tempo_and_the_drums():
+    from modalities.rap.accompaniment import TEMPO_MIN, accompaniment_tokens
+
+    for bpm in (84, 96, 108):
+        audio, beats = beat(bpm, 4, seed=bpm)
+        tokens, found, grid = accompaniment_tokens(audio)
+        assert abs(found - bpm) <= 1.0 and tokens[0] == round(found) - TEMPO_MIN
+        assert abs(len(grid) - 4 * 4 * 2) <= 2  # eighth notes of four bars
+        assert len(set(tokens[1:])) >= 2  # kicks, snares and hats differ
+
+
+def test_silent_or_pulseless_beats_are_refused():
+    import pytest
+
+    from modalities.rap.accompaniment import accompaniment_tokens
+
+    with pytest.raises(ValueError, match="silent"):
+        accompaniment_tokens(np.zeros(SR * 3, dtype=np.float32))
+    with pytest.raises(ValueError, match="too few drum hits"):
+        accompaniment_tokens(np.sin(np.arange(SR * 3) / 5).astype(np.float32) * 0.3)

@@ -62,7 +62,7 @@ def onsets(audio: np.ndarray, sr: int = SR, hop: int = 160, threshold: float = 0
     idx = np.arange(n_fft)[None] + hop * np.arange(frames)[:, None]
     mag = np.abs(np.fft.rfft(audio[idx] * np.hanning(n_fft), axis=1))
     flux = np.maximum(0.0, np.diff(np.log1p(mag), axis=0)).sum(1)
-    if flux.max() <= 0:
+    if flux.max() < 1.0:  # no frame gains real energy anywhere: steady sound, no hits
         return np.zeros(0)
     flux /= flux.max()
     peaks = [i for i in range(1, len(flux) - 1) if flux[i] > threshold and flux[i] >= flux[i - 1]
