@@ -1,1 +1,4 @@
-"""Rap: Freestyler-style lyrics and a beat in, rapped vocals out (data builder so far)."""
+"""Rap: Freestyler-style lyrics and a beat in, rapped vocals out, the token stage decoded speculatively."""
+from .pipeline import RapPipeline, RapResult
+
+__all__ = ["RapPipeline", "RapResult"]

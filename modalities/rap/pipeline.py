@@ -1,0 +1,133 @@
+"""RapPipeline (Freestyler, Ning et al. 2024): lyrics, a beat and a voice prompt in, rapped vocals and the mix out.
+The token LM writes vocal speech tokens for the beat's whole length, decoded speculatively with draft heads; the
+flow-matching decoder turns them plus the prompt's mel into mel frames; Griffin-Lim makes audio; the vocals are
+mixed back over the beat."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.audio import griffin_lim, load_audio, log_mel, save_audio
+from models.flow import FlowDecoder
+from models.speech_tokenizer import SpeechTokenizer
+from modalities.speech.pipeline import phonemize
+from specgen import CachedLM, Sampling, Stats, generate, make_drafter
+from specgen.heads import load_heads
+from specgen.loading import check_path, load_causal_lm
+
+from .accompaniment import accompaniment_tokens
+from .vocab import LINE, RapVocab
+
+PROMPT_SECONDS, MIN_PROMPT_SECONDS, MAX_WORDS_PER_LINE = 3.0, 1.0, 8
+
+
+@dataclass
+class RapResult:
+    vocals: np.ndarray
+    mix: np.ndarray
+    sample_rate: int
+    stats: Stats  # of the token stage
+    tokens: list[int]
+    bpm: float
+    seconds_total: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds_total / max(len(self.mix) / self.sample_rate, 1e-9)
+
+    def save(self, path: str, stem: str = "mix"):
+        if stem not in ("mix", "vocals"):
+            raise ValueError(f"stem must be 'mix' or 'vocals', got {stem!r}")
+        save_audio(path, self.mix if stem == "mix" else self.vocals, self.sample_rate)
+
+
+def lyric_lines(lyrics: str) -> list[str]:
+    lines = [ln.strip() for ln in lyrics.splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError("the lyrics are empty: give one line of lyrics per bar")
+    for ln in lines:
+        if len(ln.split()) > MAX_WORDS_PER_LINE:
+            raise ValueError(f"the line {ln!r} has {len(ln.split())} words; a line is one bar, at most "
+                             f"{MAX_WORDS_PER_LINE} words (one per eighth note): split it")
+    return lines
+
+
+class RapPipeline:
+    def __init__(self, lm, vocab: RapVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
+                 default_prompt: str | None = None):
+        self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
+        self.heads, self.default_prompt = heads, default_prompt
+        self.sample_rate = tokenizer.cfg.sample_rate
+        if len(vocab) != self.lm.vocab:
+            raise ValueError(f"the rap vocabulary has {len(vocab)} ids but the LM predicts {self.lm.vocab}: "
+                             f"they were not trained together")
+
+    @classmethod
+    def from_pretrained(cls, path: str, device=None, dtype=None) -> "RapPipeline":
+        """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
+        check_path(os.path.join(path, "lm"), "rap LM")
+        lm = load_causal_lm(os.path.join(path, "lm"), device, dtype, what="rap LM")
+        heads_dir = os.path.join(path, "heads")
+        heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+        prompt = os.path.join(path, "prompt.wav")
+        return cls(lm, RapVocab.load(os.path.join(path, "lm")), SpeechTokenizer.load(os.path.join(path, "tokenizer")),
+                   FlowDecoder.load(os.path.join(path, "flow")).to(lm.device), heads,
+                   prompt if os.path.isfile(prompt) else None)
+
+    def voice(self, voice_prompt) -> np.ndarray:
+        if voice_prompt is None:
+            if self.default_prompt is None:
+                raise ValueError("no voice prompt given and this model ships none: pass voice_prompt='ref.wav'")
+            voice_prompt = self.default_prompt
+        audio = load_audio(voice_prompt, self.sample_rate, "voice prompt")
+        loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-9))
+        audio = audio[loud[0] :] if len(loud) else audio  # start at the voice, not at leading silence
+        if len(audio) / self.sample_rate < MIN_PROMPT_SECONDS or float(np.sqrt(np.mean(audio ** 2))) < 1e-4:
+            raise ValueError(f"the voice prompt needs at least {MIN_PROMPT_SECONDS:.0f} s of voice "
+                             f"({PROMPT_SECONDS:.0f} s works best)")
+        return audio[: int(PROMPT_SECONDS * self.sample_rate)]
+
+    def generate(self, lyrics: str, accompaniment: str, voice_prompt: str | None = None, method: str = "heads",
+                 temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,
+                 num_draft_tokens: int = 8, acceptance: str | None = None, tolerance: int | None = None,
+                 beat_gain: float = 0.6) -> RapResult:
+        """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
+        `accompaniment` in the prompt's voice. method: heads (speculative) or ar."""
+        t0 = time.perf_counter()
+        if method not in ("heads", "ar"):
+            raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")
+        if method == "heads" and self.heads is None:
+            raise ValueError("this rap model ships no draft heads: use method='ar'")
+        lines = lyric_lines(lyrics)
+        beat = load_audio(accompaniment, self.sample_rate, "beat")
+        acc, bpm, grid = accompaniment_tokens(beat, self.sample_rate)
+        bars = len(grid) // 8
+        if len(lines) > bars - 1:
+            raise ValueError(f"the lyrics have {len(lines)} lines but the beat has room for {max(bars - 1, 0)} "
+                             f"(one bar each after a one-bar intro, {bars} bars at {bpm:.0f} BPM): shorten the "
+                             f"lyrics or give a longer beat")
+        prompt_audio = torch.from_numpy(self.voice(voice_prompt))
+        prompt_mel = log_mel(prompt_audio, self.tokenizer.cfg)
+        ids = self.vocab.prefix(LINE.join(phonemize(ln) for ln in lines), acc,
+                                self.tokenizer.encode_mel(prompt_mel).tolist())
+        frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
+        drafter = make_drafter(self.heads.kind, self.heads) if method == "heads" else None
+        options = {"tolerance": tolerance} if tolerance is not None else None
+        gen = torch.Generator(self.lm.device).manual_seed(seed)
+        out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
+                       gen, acceptance, options, self.vocab.allowed)[0]
+        tokens = self.vocab.speech_tokens(out.token_ids)
+        tok = torch.tensor(tokens, device=self.lm.device)
+        z = self.flow.sample(tok[None], self.tokenizer.normalize(prompt_mel)[None].to(self.lm.device),
+                             steps=flow_steps, seed=seed)[0]
+        vocals = griffin_lim(self.tokenizer.denormalize(z.float().cpu()), self.tokenizer.cfg).numpy()
+        vocals = np.pad(vocals, (0, max(0, len(beat) - len(vocals))))[: len(beat)]
+        vocals = 0.8 * vocals / max(float(np.abs(vocals).max()), 1e-6)
+        mix = vocals + beat_gain * beat
+        mix = (mix / max(1.0, float(np.abs(mix).max()) / 0.98)).astype(np.float32)
+        return RapResult(vocals.astype(np.float32), mix, self.sample_rate, out.stats, tokens, bpm,
+                         time.perf_counter() - t0)
