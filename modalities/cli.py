@@ -250,6 +250,12 @@ def add_bench(sub):
                          description=image_bench.__doc__)
     image_bench.add_arguments(i)
     i.set_defaults(run=image_bench.bench)
+    from modalities.rap import bench as rap_bench
+
+    r = kinds.add_parser("rap", help="rap token stage: ar against draft heads; alignment and quality",
+                         description=rap_bench.__doc__)
+    rap_bench.add_arguments(r)
+    r.set_defaults(run=rap_bench.bench)
 
 
 def add_batch(sub):

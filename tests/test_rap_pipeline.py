@@ -80,3 +80,26 @@ def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
     assert main(["rap", "--model", str(rap_dir), "--lyrics-file", str(tmp_path / "none.txt"), "--beat",
                  str(rap_dir / "beat.wav"), "--out", str(tmp_path / "x.wav")]) == 2
     assert "cannot read --lyrics-file" in capsys.readouterr().err
+
+
+def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path):
+    import json
+
+    from modalities.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    drums, beats = beat(96, 3, seed=2)
+    rows = []
+    for i in range(2):
+        save_audio(str(data / f"b{i}.wav"), drums, 16000)
+        save_audio(str(data / f"v{i}.wav"), tone(7.8, 150 + 20 * i), 16000)
+        rows.append({"id": f"s{i}", "lyrics": LYRICS.splitlines(), "voice": "v", "beat": str(data / f"b{i}.wav"),
+                     "vocals": str(data / f"v{i}.wav"), "beat_times": beats.tolist(), "onsets": [2.5]})
+    (data / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert main(["bench", "rap", "--model", str(rap_dir), "--data", str(data), "--songs", "1", "--out",
+                 str(out)]) == 0
+    result = json.loads((out / "rap.json").read_text())["rows"]
+    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads"]
+    assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads.wav").is_file()

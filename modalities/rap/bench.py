@@ -1,0 +1,85 @@
+"""`specgen bench rap`: on held-out songs, the token stage decoded with `ar` and with draft heads: token-stage
+speedup and mean accepted length, end-to-end real-time factor, beat alignment (share of vocal word onsets
+within 50 ms of an eighth note) for the reference vocals and each method, mel-cepstral distortion against the
+reference vocals, and cepstral speaker similarity to the prompt. Two example mixes are written beside it."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from models.audio import load_audio, save_audio
+from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
+from specgen.bench import markdown_table, plot_speedups
+
+from .beats import beat_alignment, word_onsets
+from .train import songs
+
+COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
+           ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("rtf", "real-time factor",
+                                                                       lambda v: f"{v:.2f}"),
+           ("alignment", "beat alignment", lambda v: f"{v:.1%}"), ("mcd", "MCD dB", lambda v: f"{v:.2f}"),
+           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}")]
+
+
+def bench(args) -> str:
+    from .pipeline import RapPipeline
+
+    rap = RapPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    items = songs(args.data, "heldout")[: args.songs]
+    by_voice: dict[str, list[dict]] = {}
+    for s in songs(args.data, "heldout"):
+        by_voice.setdefault(s["voice"], []).append(s)
+    methods = {"ar": dict(method="ar"), "heads": dict(method="heads")}
+    tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "mcd": [],
+                 "sim": []} for m in methods}
+    reference_alignment = []
+    os.makedirs(args.out, exist_ok=True)
+    for i, s in enumerate(items):
+        prompt = next((o for o in by_voice[s["voice"]] if o["id"] != s["id"]), s)["vocals"]
+        ref = load_audio(s["vocals"], rap.sample_rate)
+        grid = np.array(s["beat_times"])
+        reference_alignment.append(beat_alignment(word_onsets(ref), grid))
+        for name, kw in methods.items():
+            res = rap.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
+                               seed=args.seed + i, **kw)
+            t = tally[name]
+            t["tokens"] += res.stats.new_tokens
+            t["token_s"] += res.stats.wall_s
+            t["wall"] += res.seconds_total
+            t["audio"] += len(res.mix) / res.sample_rate
+            t["acc"].append(res.stats.mean_accepted)
+            t["align"].append(beat_alignment(word_onsets(res.vocals), grid))
+            t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
+            t["sim"].append(speaker_similarity(res.vocals, load_audio(prompt, rap.sample_rate)))
+            if i < 2:
+                save_audio(os.path.join(args.out, f"rap-{i}-{name}.wav"), res.mix, res.sample_rate)
+        print(f"song {i + 1}/{len(items)} done", flush=True)
+    ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
+    rows = [{"group": "rap", "method": "reference vocals", "alignment": float(np.mean(reference_alignment))}]
+    rows += [{"group": "rap", "method": m, "speedup": t["tokens"] / t["token_s"] / ar_rate,
+              "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"],
+              "alignment": float(np.mean(t["align"])), "mcd": float(np.mean(t["mcd"])),
+              "speaker_sim": float(np.mean(t["sim"]))} for m, t in tally.items()]
+    with open(os.path.join(args.out, "rap.json"), "w") as f:
+        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
+                   "rows": rows}, f, indent=1)
+    md = markdown_table(rows, COLUMNS)
+    with open(os.path.join(args.out, "rap.md"), "w") as f:
+        f.write(md + "\n")
+    plot_speedups([r for r in rows if r.get("speedup")], os.path.join(args.out, "rap.png"), "rap token stage")
+    print(md)
+    return md
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--model", default="models/zoo/rap")
+    p.add_argument("--data", default="data/rap")
+    p.add_argument("--songs", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--out", default="bench_out")
