@@ -1,26 +1,14 @@
 """ImagePipeline end to end on tiny random parts: Hawk greedy equals ar greedy with CFG on, images come out,
 relaxed acceptance is reported lossy, and captions outside the model's words are refused."""
 import pytest
-import torch
 
-from models.vq import ImageTokenizer
 from modalities.image.pipeline import ImagePipeline
-from modalities.image.vocab import ImageVocab
-from tiny import random_heads, tiny_model
+from tiny import tiny_image_parts
 
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
-    root = tmp_path_factory.mktemp("image")
-    vocab = ImageVocab(codes=32)
-    lm = tiny_model("llama", vocab=len(vocab), context=300, layers=2)
-    lm.save_pretrained(root / "lm")
-    vocab.save(str(root / "lm"))
-    heads = random_heads(lm, "hawk")
-    heads.config["width"] = 16
-    heads.save(str(root / "heads"))
-    torch.manual_seed(0)
-    ImageTokenizer(block_out_channels=(16, 16, 16), num_vq_embeddings=32, norm_num_groups=8).save(str(root / "vq"))
+    root = tiny_image_parts(tmp_path_factory.mktemp("image"))
     pipe = ImagePipeline.from_pretrained(str(root))
     pipe.root = root
     return pipe

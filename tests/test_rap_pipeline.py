@@ -2,38 +2,19 @@
 last as long as the beat and mix without clipping, and unusable input gets clear errors."""
 import numpy as np
 import pytest
-import torch
 
-from models.audio import log_mel, save_audio
-from models.flow import FlowDecoder
-from models.speech_tokenizer import SpeechTokenizer
+from models.audio import save_audio
 from modalities.rap.beats import beat
 from modalities.rap.pipeline import RapPipeline
 from modalities.rap.vocab import RapVocab
-from modalities.speech.pipeline import phonemize
-from tiny import random_heads, tiny_model
+from tiny import tiny_speech_parts, tone
 
 LYRICS = "we walk the road today\nand sing the night away"
 
 
-def tone(seconds, f0=180.0, sr=16000):
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def rap_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rap")
-    vocab = RapVocab.from_texts([phonemize(ln) for ln in LYRICS.splitlines()], 16)
-    lm = tiny_model("llama", vocab=len(vocab), context=1024, layers=2)
-    lm.save_pretrained(root / "lm")
-    vocab.save(str(root / "lm"))
-    random_heads(lm, "medusa").save(str(root / "heads"))
-    SpeechTokenizer.fit([log_mel(torch.from_numpy(tone(1.0, f))) for f in (120, 200, 300)], size=16,
-                        iters=5).save(str(root / "tokenizer"))
-    torch.manual_seed(0)
-    FlowDecoder({"vocab": 16, "dim": 32, "layers": 1, "heads": 2}).save(str(root / "flow"))
-    save_audio(str(root / "prompt.wav"), tone(2.5), 16000)
+    root = tiny_speech_parts(tmp_path_factory.mktemp("rap"), RapVocab, LYRICS.splitlines(), context=1024)
     save_audio(str(root / "beat.wav"), beat(96, 3, seed=2)[0], 16000)
     return root
 

@@ -2,35 +2,22 @@
 input gets clear errors."""
 import numpy as np
 import pytest
-import torch
 
-from models.audio import log_mel, save_audio
-from models.flow import FlowDecoder
-from models.speech_tokenizer import SpeechTokenizer
-from modalities.speech.pipeline import SpeechPipeline, phonemize
+from models.audio import save_audio
+from modalities.speech.pipeline import SpeechPipeline
 from modalities.speech.vocab import SpeechVocab
-from tiny import random_heads, tiny_model
+from tiny import tiny_speech_parts
+from tiny import tone as tiny_tone
 
 
 def tone(seconds, sr, f0=180.0):
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    return tiny_tone(seconds, f0, sr)
 
 
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speech")
-    vocab = SpeechVocab.from_texts([phonemize(s) for s in ("Hello there.", "The quick brown fox jumps.")], 16)
-    lm = tiny_model("llama", vocab=len(vocab), context=512, layers=2)
-    lm.save_pretrained(root / "lm")
-    vocab.save(str(root / "lm"))
-    random_heads(lm, "medusa").save(str(root / "heads"))
-    mels = [log_mel(torch.from_numpy(tone(1.0, 16000, f))) for f in (120, 180, 260)]
-    SpeechTokenizer.fit(mels, size=16, iters=5).save(str(root / "tokenizer"))
-    torch.manual_seed(0)
-    FlowDecoder({"vocab": 16, "dim": 32, "layers": 1, "heads": 2}).save(str(root / "flow"))
-    save_audio(str(root / "prompt.wav"), tone(2.0, 22050), 22050)  # another rate: resampled on load
-    return root
+    return tiny_speech_parts(tmp_path_factory.mktemp("speech"), SpeechVocab,
+                             ["Hello there.", "The quick brown fox jumps."])
 
 
 @pytest.fixture(scope="module")

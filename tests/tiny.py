@@ -70,3 +70,49 @@ def tiny_tokenizer(vocab: int = 97):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(TEXT * 5, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", mask_token="<mask>")
+
+
+def tone(seconds: float, f0: float = 180.0, sr: int = 16000):
+    """A test tone with a slow tremolo, float32."""
+    import numpy as np
+
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def tiny_speech_parts(root, vocab_cls, texts, context: int = 512):
+    """An LM over `vocab_cls` (speech or rap vocabulary), random medusa heads, a fitted speech tokenizer, a flow
+    decoder and a prompt.wav, saved under `root` in the layout the speech and rap pipelines load."""
+    from models.audio import log_mel, save_audio
+    from models.flow import FlowDecoder
+    from models.speech_tokenizer import SpeechTokenizer
+    from modalities.speech.pipeline import phonemize
+
+    vocab = vocab_cls.from_texts([phonemize(t) for t in texts], 16)
+    lm = tiny_model("llama", vocab=len(vocab), context=context, layers=2)
+    lm.save_pretrained(root / "lm")
+    vocab.save(str(root / "lm"))
+    random_heads(lm, "medusa").save(str(root / "heads"))
+    mels = [log_mel(torch.from_numpy(tone(1.0, f))) for f in (120, 180, 260)]
+    SpeechTokenizer.fit(mels, size=16, iters=5).save(str(root / "tokenizer"))
+    torch.manual_seed(0)
+    FlowDecoder({"vocab": 16, "dim": 32, "layers": 1, "heads": 2}).save(str(root / "flow"))
+    save_audio(str(root / "prompt.wav"), tone(2.5, 180, 22050), 22050)  # another rate: resampled on load
+    return root
+
+
+def tiny_image_parts(root):
+    """An image LM, random Hawk heads and a small VQ tokenizer under `root`, as the image pipeline loads them."""
+    from models.vq import ImageTokenizer
+    from modalities.image.vocab import ImageVocab
+
+    vocab = ImageVocab(codes=32)
+    lm = tiny_model("llama", vocab=len(vocab), context=300, layers=2)
+    lm.save_pretrained(root / "lm")
+    vocab.save(str(root / "lm"))
+    heads = random_heads(lm, "hawk")
+    heads.config["width"] = 16
+    heads.save(str(root / "heads"))
+    torch.manual_seed(0)
+    ImageTokenizer(block_out_channels=(16, 16, 16), num_vq_embeddings=32, norm_num_groups=8).save(str(root / "vq"))
+    return root
