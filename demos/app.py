@@ -15,6 +15,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "zoo")
 TEXT_DEFAULTS = {"model": os.path.join(ZOO, "text-30m"), "draft": os.path.join(ZOO, "text-pard-5m"),
                  "heads": [os.path.join(ZOO, f"text-30m-{k}") for k in ("medusa", "hydra", "koala", "redrafter")]}
+MODELS = {"speech": os.path.join(ZOO, "speech-tts"), "image": os.path.join(ZOO, "image-scenes"),
+          "rap": os.path.join(ZOO, "rap")}
+
+
+class Lazy:
+    """A pipeline loaded on first use from a model folder; a clear message while the folder does not exist."""
+
+    def __init__(self, kind: str, path: str, loader):
+        self.kind, self.path, self.loader, self._obj = kind, path, loader, None
+
+    @property
+    def available(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def get(self):
+        if self._obj is None:
+            if not self.available:
+                raise ValueError(f"no {self.kind} model at {self.path} yet: train it (see the README) or start the "
+                                 f"demo with --{self.kind}-model PATH")
+            self._obj = self.loader(self.path)
+        return self._obj
 
 
 class TextDemo:
@@ -58,15 +79,16 @@ class TextDemo:
         return spec, ar
 
 
-def stats_table(spec, ar, method: str) -> str:
-    speed = spec.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
+def stats_table(spec, ar, method: str, extra: list[tuple[str, str, str]] = ()) -> str:
+    """Markdown: the speculative run's token-stage figures beside ar's (spec and ar are Stats)."""
+    speed = spec.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s else float("nan")
     rows = [("", method, "ar"), ("---", "---", "---"),
-            ("tokens/s", f"{spec.stats.tokens_per_s:.1f}", f"{ar.stats.tokens_per_s:.1f}"),
+            ("tokens/s", f"{spec.tokens_per_s:.1f}", f"{ar.tokens_per_s:.1f}"),
             ("speedup over ar", f"**{speed:.2f}x**", "1.00x"),
-            ("mean accepted per target forward", f"{spec.stats.mean_accepted:.2f}", f"{ar.stats.mean_accepted:.2f}"),
-            ("new tokens", str(spec.stats.new_tokens), str(ar.stats.new_tokens)),
-            ("target forwards", str(spec.stats.target_forwards), str(ar.stats.target_forwards)),
-            ("lossless", "yes" if spec.stats.lossless else f"no ({spec.stats.acceptance})", "yes")]
+            ("mean accepted per target forward", f"{spec.mean_accepted:.2f}", f"{ar.mean_accepted:.2f}"),
+            ("new tokens", str(spec.new_tokens), str(ar.new_tokens)),
+            ("target forwards", str(spec.target_forwards), str(ar.target_forwards)),
+            ("lossless", "yes" if spec.lossless else f"no ({spec.acceptance})", "yes"), *extra]
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
@@ -74,7 +96,7 @@ def problem(e: Exception) -> str:
     return f"**Could not generate:** {e}"
 
 
-def build_app(text: TextDemo):
+def build_app(text: TextDemo, models: dict[str, Lazy]):
     import gradio as gr
 
     with gr.Blocks(title="specgen") as app:
@@ -100,10 +122,121 @@ def build_app(text: TextDemo):
                     spec, ar = text.run(prompt, method, temperature, k, max_new, progress)
                 except ValueError as e:  # bad input: say so in the page, keep the page usable
                     return "", "", problem(e)
-                return spec.text, ar.text, stats_table(spec, ar, method)
+                return spec.text, ar.text, stats_table(spec.stats, ar.stats, method)
 
             go.click(on_text, [prompt, method, temperature, k, max_new], [spec_out, ar_out, stats])
+        speech_tab(gr, models["speech"])
+        image_tab(gr, models["image"])
+        rap_tab(gr, models["rap"])
     return app
+
+
+def side_by_side(gr, kind: str, component, label: str):
+    with gr.Row():
+        return (component(label=f"Speculative ({label})", elem_id=f"{kind}-spec"),
+                component(label="ar", elem_id=f"{kind}-ar"))
+
+
+def note_if_missing(gr, lazy: Lazy):
+    if not lazy.available:
+        gr.Markdown(f"*No {lazy.kind} model at `{lazy.path}` yet: the tab will say so when you generate.*")
+
+
+def speech_tab(gr, lazy: Lazy):
+    with gr.Tab("Speech"):
+        note_if_missing(gr, lazy)
+        with gr.Row():
+            text = gr.Textbox(label="Text", value="The quick brown fox jumps over the lazy dog.", lines=3,
+                              elem_id="speech-text")
+            with gr.Column():
+                prompt = gr.Audio(label="Voice prompt (3 s used; empty: the model's own)", type="filepath")
+                tolerance = gr.Slider(1, 8, value=3, step=1, label="VADUSA tolerance (1 = exact)")
+                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
+                longest = gr.Slider(1, 20, value=6, step=1, label="At most (seconds)")
+        go = gr.Button("Generate", variant="primary", elem_id="speech-generate")
+        spec_out, ar_out = side_by_side(gr, "speech", gr.Audio, "VADUSA")
+        stats = gr.Markdown(elem_id="speech-stats")
+
+        def run(text, prompt, tolerance, temperature, longest, progress=gr.Progress()):
+            try:
+                tts = lazy.get()
+                kw = dict(voice_prompt=prompt or None, temperature=temperature, max_seconds=float(longest))
+                progress(0.1, desc="vadusa")
+                spec = tts.generate(text, method="vadusa", tolerance=int(tolerance), **kw)
+                progress(0.55, desc="ar")
+                ar = tts.generate(text, method="ar", **kw)
+            except ValueError as e:
+                return None, None, problem(e)
+            extra = [("real-time factor", f"{spec.real_time_factor:.2f}", f"{ar.real_time_factor:.2f}")]
+            return ((spec.sample_rate, spec.audio), (ar.sample_rate, ar.audio),
+                    stats_table(spec.stats, ar.stats, f"vadusa k={int(tolerance)}", extra))
+
+        go.click(run, [text, prompt, tolerance, temperature, longest], [spec_out, ar_out, stats])
+
+
+def image_tab(gr, lazy: Lazy):
+    with gr.Tab("Image"):
+        note_if_missing(gr, lazy)
+        with gr.Row():
+            caption = gr.Textbox(label="Caption", value="a small red circle left of a large blue square",
+                                 elem_id="image-prompt")
+            with gr.Column():
+                cfg = gr.Slider(1.0, 6.0, value=3.0, step=0.5, label="CFG scale")
+                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
+                relaxed = gr.Checkbox(label="Relaxed acceptance (LANTERN, lossy)", value=False)
+                seed = gr.Number(label="Seed", value=0, precision=0)
+        go = gr.Button("Generate", variant="primary", elem_id="image-generate")
+        spec_out, ar_out = side_by_side(gr, "image", gr.Image, "Hawk")
+        stats = gr.Markdown(elem_id="image-stats")
+
+        def run(caption, cfg, temperature, relaxed, seed, progress=gr.Progress()):
+            try:
+                gen = lazy.get()
+                kw = dict(cfg_scale=cfg, temperature=temperature, seed=int(seed))
+                progress(0.1, desc="hawk")
+                spec = gen.generate(caption, method="hawk", acceptance="relaxed" if relaxed else None, **kw)
+                progress(0.55, desc="ar")
+                ar = gen.generate(caption, method="ar", **kw)
+            except ValueError as e:
+                return None, None, problem(e)
+            return spec.image.resize((256, 256)), ar.image.resize((256, 256)), stats_table(spec.stats, ar.stats,
+                                                                                            "hawk")
+
+        go.click(run, [caption, cfg, temperature, relaxed, seed], [spec_out, ar_out, stats])
+
+
+def rap_tab(gr, lazy: Lazy):
+    with gr.Tab("Rap"):
+        note_if_missing(gr, lazy)
+        with gr.Row():
+            lyrics = gr.Textbox(label="Lyrics (one line per bar)", lines=4, elem_id="rap-lyrics",
+                                value="we walk the road today\nand sing the night away")
+            with gr.Column():
+                beat = gr.Audio(label="Beat", type="filepath", elem_id="rap-beat")
+                prompt = gr.Audio(label="Voice prompt (empty: the model's own)", type="filepath")
+                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
+        go = gr.Button("Generate", variant="primary", elem_id="rap-generate")
+        spec_out, ar_out = side_by_side(gr, "rap", gr.Audio, "draft heads")
+        stats = gr.Markdown(elem_id="rap-stats")
+
+        def run(lyrics, beat, prompt, temperature, progress=gr.Progress()):
+            if not beat:
+                return None, None, problem(ValueError("no beat: upload a drum loop (WAV)"))
+            try:
+                rap = lazy.get()
+                progress(0.1, desc="heads")
+                spec = rap.generate(lyrics, beat, voice_prompt=prompt or None, method="heads",
+                                    temperature=temperature)
+                progress(0.55, desc="ar")
+                ar = rap.generate(lyrics, beat, voice_prompt=prompt or None, method="ar", temperature=temperature)
+            except ValueError as e:
+                return None, None, problem(e)
+            extra = [("real-time factor", f"{spec.real_time_factor:.2f}", f"{ar.real_time_factor:.2f}"),
+                     ("tempo", f"{spec.bpm:.0f} BPM", f"{ar.bpm:.0f} BPM")]
+            return ((spec.sample_rate, spec.mix), (ar.sample_rate, ar.mix),
+                    stats_table(spec.stats, ar.stats, "heads", extra))
+
+        go.click(run, [lyrics, beat, prompt, temperature], [spec_out, ar_out, stats])
 
 
 def add_arguments(p: argparse.ArgumentParser):
@@ -112,10 +245,19 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--text-model", default=TEXT_DEFAULTS["model"])
     p.add_argument("--text-draft", default=TEXT_DEFAULTS["draft"])
     p.add_argument("--text-heads", nargs="*", default=TEXT_DEFAULTS["heads"])
+    for kind, path in MODELS.items():
+        p.add_argument(f"--{kind}-model", default=path)
 
 
 def launch(args, block: bool = True):
-    app = build_app(TextDemo(args.text_model, args.text_draft, args.text_heads))
+    from modalities.image import ImagePipeline
+    from modalities.rap import RapPipeline
+    from modalities.speech import SpeechPipeline
+
+    models = {"speech": Lazy("speech", args.speech_model, SpeechPipeline.from_pretrained),
+              "image": Lazy("image", args.image_model, ImagePipeline.from_pretrained),
+              "rap": Lazy("rap", args.rap_model, RapPipeline.from_pretrained)}
+    app = build_app(TextDemo(args.text_model, args.text_draft, args.text_heads), models)
     app.queue().launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
                        show_error=False)
     return app

@@ -8,7 +8,13 @@ import types
 import pytest
 
 from demos.app import launch
-from tiny import perturbed, random_heads, tiny_model, tiny_tokenizer
+from models.audio import save_audio
+from modalities.rap.beats import beat
+from modalities.rap.vocab import RapVocab
+from modalities.speech.vocab import SpeechVocab
+from tiny import (perturbed, random_heads, tiny_image_parts, tiny_model, tiny_speech_parts, tiny_tokenizer)
+
+LYRICS = "we walk the road today\nand sing the night away"
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
@@ -29,16 +35,25 @@ def url(tmp_path_factory):
         model.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     random_heads(target, "medusa").save(str(root / "medusa"))
+    for kind in ("speech", "image", "rap"):
+        (root / kind).mkdir()
+    tiny_speech_parts(root / "speech", SpeechVocab, ["The quick brown fox jumps over the lazy dog."])
+    tiny_image_parts(root / "image")
+    tiny_speech_parts(root / "rap", RapVocab, LYRICS.splitlines(), context=1024)
+    save_audio(str(root / "beat.wav"), beat(96, 3, seed=2)[0], 16000)
     port = free_port()
     args = types.SimpleNamespace(host="127.0.0.1", port=port, text_model=str(root / "target"),
-                                 text_draft=str(root / "pard"), text_heads=[str(root / "medusa")])
+                                 text_draft=str(root / "pard"), text_heads=[str(root / "medusa")],
+                                 speech_model=str(root / "speech"), image_model=str(root / "image"),
+                                 rap_model=str(root / "rap"))
     app = launch(args, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", root
     app.close()
 
 
 @pytest.fixture(scope="module")
 def page(url):
+    address, _ = url
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "Debian chromium is missing: bash scripts/setup.sh installs it"
@@ -47,7 +62,7 @@ def page(url):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url)
+        page.goto(address)
         yield page
         browser.close()
 
@@ -72,3 +87,39 @@ def test_text_tab_reports_bad_input_in_the_page(page):
                            timeout=30_000)
     assert "Traceback" not in page.content()
     page.screenshot(path=os.path.join(ARTIFACTS, "demo-text-error.png"), full_page=True)
+
+
+def wait_for_stats(page, kind):
+    page.wait_for_function(f"document.querySelector('#{kind}-stats').innerText.includes('speedup')",
+                           timeout=120_000)
+    return page.inner_text(f"#{kind}-stats")
+
+
+def test_speech_tab_plays_both_versions(page):
+    page.get_by_role("tab", name="Speech").click()
+    page.click("#speech-generate")
+    stats = wait_for_stats(page, "speech")
+    assert "real-time factor" in stats
+    assert page.locator("#speech-spec audio, #speech-spec [data-testid='waveform-controls']").count() >= 1
+    page.screenshot(path=os.path.join(ARTIFACTS, "demo-speech.png"), full_page=True)
+
+
+def test_image_tab_shows_both_images(page):
+    page.get_by_role("tab", name="Image").click()
+    page.click("#image-generate")
+    wait_for_stats(page, "image")
+    assert page.locator("#image-spec img").count() == 1 and page.locator("#image-ar img").count() == 1
+    page.screenshot(path=os.path.join(ARTIFACTS, "demo-image.png"), full_page=True)
+
+
+def test_rap_tab_needs_a_beat_then_mixes(page, url):
+    _, root = url
+    page.get_by_role("tab", name="Rap").click()
+    page.click("#rap-generate")
+    page.wait_for_function("document.querySelector('#rap-stats').innerText.includes('no beat')", timeout=30_000)
+    page.set_input_files("#rap-beat input[type=file]", str(root / "beat.wav"))
+    page.wait_for_timeout(1500)
+    page.click("#rap-generate")
+    stats = wait_for_stats(page, "rap")
+    assert "BPM" in stats
+    page.screenshot(path=os.path.join(ARTIFACTS, "demo-rap.png"), full_page=True)
