@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 
@@ -165,3 +166,30 @@ def run_batch(jobs_path: str, out_dir: str, handler, shard: str | None = None, b
     bar.close()
     return counts
 
+
+
+class MediaJobs:
+    """Jobs for the speech, image and rap pipelines, one at a time: `call(pipe, **fields)` makes a result whose
+    `save(path)` writes the job's file (`<id>.<ext>`); `fields` are the job's line less its id."""
+
+    def __init__(self, pipe, call, fields: tuple[str, ...], required: tuple[str, ...], ext: str):
+        self.pipe, self.call, self.fields, self.required, self.ext = pipe, call, fields, required, ext
+
+    def settings(self, spec: dict):
+        unknown = set(spec) - {"id", *self.fields}
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}: a job takes id and {list(self.fields)}")
+        missing = [f for f in self.required if not spec.get(f)]
+        if missing:
+            raise ValueError(f"missing field(s) {missing}")
+        return object()  # never equal to another job's: media jobs run one at a time
+
+    def run(self, batch):
+        (jid, spec), = batch
+        res = self.call(self.pipe, **{k: v for k, v in spec.items() if k != "id"})
+        name = f"{jid}.{self.ext}"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, name)
+            res.save(path)
+            data = open(path, "rb").read()
+        return [Outcome({"status": "ok", "file": name, "stats": res.stats.as_dict()}, {name: data})]

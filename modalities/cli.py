@@ -279,6 +279,21 @@ def add_batch(sub):
     t.add_argument("--device")
     t.add_argument("--dtype")
     t.set_defaults(run=run_batch_text)
+    for kind, model, fields in (
+            ("speech", "models/zoo/speech-tts", "text (required), voice_prompt, method, tolerance, temperature, "
+                                                "top_k, seed, max_seconds"),
+            ("image", "models/zoo/image-scenes", "prompt (required), cfg_scale, temperature, top_k, method, seed, "
+                                                 "samples, acceptance"),
+            ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, temperature, "
+                                      "seed")):
+        m = kinds.add_parser(kind, help=f"{kind} jobs: {{{fields}}} per line")
+        m.add_argument("--model", default=model)
+        m.add_argument("--input", required=True)
+        m.add_argument("--out", required=True)
+        m.add_argument("--shard")
+        m.add_argument("--device")
+        m.add_argument("--dtype")
+        m.set_defaults(run=run_batch_media, kind=kind)
 
 
 def run_batch_text(args):
@@ -308,6 +323,30 @@ def add_demo(sub):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     app.add_arguments(p)
     p.set_defaults(run=app.launch)
+
+
+MEDIA_JOBS = {
+    "speech": ("modalities.speech", "SpeechPipeline", ("text", "voice_prompt", "method", "tolerance", "temperature",
+                                                       "top_k", "seed", "max_seconds"), ("text",), "wav"),
+    "image": ("modalities.image", "ImagePipeline", ("prompt", "cfg_scale", "temperature", "top_k", "method", "seed",
+                                                    "samples", "acceptance"), ("prompt",), "png"),
+    "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "temperature",
+                                              "seed"), ("lyrics", "accompaniment"), "wav"),
+}
+
+
+def run_batch_media(args):
+    import importlib
+
+    from modalities.batch import MediaJobs, parse_shard, run_batch
+
+    parse_shard(args.shard)
+    module, cls, fields, required, ext = MEDIA_JOBS[args.kind]
+    pipe = getattr(importlib.import_module(module), cls).from_pretrained(args.model, device=args.device,
+                                                                         dtype=args.dtype)
+    jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**kw), fields, required, ext)
+    counts = run_batch(args.input, args.out, jobs, args.shard)
+    print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,3 +64,20 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
     assert [r["method"] for r in rows] == ["ar", "hawk horizontal", "hawk horizontal+vertical", "hawk + relaxed"]
     assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)
     assert (out / "image-samples.png").is_file()
+
+
+def test_batch_image_writes_pngs_and_records_bad_jobs(gen, tmp_path):
+    import json
+
+    from modalities.cli import main
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join([json.dumps({"id": "a", "prompt": "a small red circle", "seed": 1}),
+                               json.dumps({"id": "b", "prompt": "a purple dog"}),
+                               json.dumps({"id": "c", "caption": "a red circle"})]) + "\n")
+    assert main(["batch", "image", "--model", str(gen.root), "--input", str(jobs), "--out",
+                 str(tmp_path / "out")]) == 0
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "out/results.jsonl").read_text().splitlines())}
+    assert recs["a"]["status"] == "ok" and (tmp_path / "out/a.png").stat().st_size > 100
+    assert recs["b"]["status"] == "error" and "does not know" in recs["b"]["error"]
+    assert recs["c"]["status"] == "error" and "unknown field" in recs["c"]["error"]

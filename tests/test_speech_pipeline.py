@@ -91,3 +91,18 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
     assert [r["method"] for r in result] == ["ar", "vadusa k=1", "vadusa k=3"]
     assert all(r["mcd"] > 0 and -1 <= r["speaker_sim"] <= 1 for r in result)
     assert (out / "speech-ar.wav").is_file() and (out / "speech.png").is_file()
+
+
+def test_batch_speech_writes_wavs(speech_dir, tmp_path):
+    import json
+
+    from modalities.cli import main
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "hi", "text": "Hello there.", "max_seconds": 0.4}) + "\n"
+                    + json.dumps({"id": "none", "text": ""}) + "\n")
+    assert main(["batch", "speech", "--model", str(speech_dir), "--input", str(jobs), "--out",
+                 str(tmp_path / "out")]) == 0
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "out/results.jsonl").read_text().splitlines())}
+    assert recs["hi"]["status"] == "ok" and (tmp_path / "out/hi.wav").stat().st_size > 44
+    assert recs["none"]["status"] == "error"
