@@ -108,3 +108,19 @@ def save_audio(path: str, audio, sample_rate: int):
     tmp = f"{path}.tmp{os.getpid()}.wav"
     sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
     os.replace(tmp, path)
+
+
+def voice_prompt(source, sample_rate: int, seconds: float = 3.0, min_seconds: float = 1.0) -> np.ndarray:
+    """The first `seconds` of voice in a prompt (a path, or samples at `sample_rate`), leading silence skipped;
+    a clear ValueError for a missing, unreadable, too short or silent prompt."""
+    audio = load_audio(source, sample_rate, "voice prompt") if isinstance(source, str) \
+        else np.asarray(source, dtype=np.float32)
+    peak = float(np.abs(audio).max()) if len(audio) else 0.0
+    if peak < 1e-4:
+        raise ValueError("the voice prompt is silent: give a recording of the voice to imitate")
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * peak)
+    audio = audio[loud[0] :]
+    if len(audio) / sample_rate < min_seconds:
+        raise ValueError(f"the voice prompt has {len(audio) / sample_rate:.2f} s of voice: give at least "
+                         f"{min_seconds:.0f} s ({seconds:.0f} s works best)")
+    return audio[: int(seconds * sample_rate)]

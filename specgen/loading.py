@@ -43,3 +43,13 @@ def load_tokenizer(path: str, what: str = "model"):
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"the {what} at {path!r} has no usable tokenizer ({e}): save one beside the weights with "
                          f"tokenizer.save_pretrained(path)") from e
+
+
+def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM"):
+    """A model folder's `lm/` (a causal LM) and, when present, its `heads/` (draft heads trained on that LM)."""
+    from .heads import load_heads
+
+    lm = load_causal_lm(os.path.join(folder, "lm"), device, dtype, what=what)
+    heads_dir = os.path.join(folder, "heads")
+    heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+    return lm, heads

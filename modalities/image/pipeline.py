@@ -13,8 +13,7 @@ from PIL import Image
 from models.vq import ImageTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
 from specgen.guidance import GuidedLM
-from specgen.heads import load_heads
-from specgen.loading import check_path, load_causal_lm
+from specgen.loading import load_lm_and_heads
 
 from .vocab import ImageVocab
 
@@ -65,10 +64,7 @@ class ImagePipeline:
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "ImagePipeline":
         """A folder with lm/ (+ image_vocab.json), vq/ and optionally heads/ (Hawk)."""
-        check_path(os.path.join(path, "lm"), "image LM")
-        lm = load_causal_lm(os.path.join(path, "lm"), device, dtype, what="image LM")
-        heads_dir = os.path.join(path, "heads")
-        heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+        lm, heads = load_lm_and_heads(path, device, dtype, what="image LM")
         tokenizer = ImageTokenizer.load(os.path.join(path, "vq"))
         return cls(lm, ImageVocab.load(os.path.join(path, "lm")), tokenizer, heads)
 

@@ -12,13 +12,10 @@ import json
 import os
 import random
 import re
-import subprocess
-import tempfile
-
 import numpy as np
 
-from models.audio import load_audio, save_audio
-from modalities.speech.data import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes
+from models.audio import save_audio
+from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
 from .beats import SR, beat
 
@@ -33,7 +30,7 @@ def rhyme_key(word: str) -> str | None:
 
 def word_pool(corpus: str, split: str, seed: int, size: int = 400) -> tuple[list[list[str]], dict[str, list[str]]]:
     """Short word runs (line openings) and rhyme groups of common words, from the corpus's prose."""
-    from modalities.text.corpus import read_docs
+    from models.corpus import read_docs
 
     docs = [re.findall(r"[a-z]+", d["text"].lower()) for d in read_docs(os.path.join(corpus, f"{split}.jsonl"),
                                                                            "prose")]
@@ -63,10 +60,7 @@ def verse(runs, groups, rng: random.Random) -> list[str]:
 
 def spoken_word(word: str, voice: str, pitch: int) -> np.ndarray:
     """One word from espeak-ng, leading and trailing silence trimmed, so its onset is its first sample."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "230", "-p", str(pitch), "-w", f.name, word], check=True,
-                       capture_output=True)
-        x = load_audio(f.name, SR)
+    x = speak(word, voice, pitch, 230, SR)
     loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())
     return x[loud[0] : loud[-1] + 1] if len(loud) else x
 

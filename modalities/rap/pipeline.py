@@ -11,13 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import griffin_lim, load_audio, log_mel, save_audio
+from models.audio import griffin_lim, load_audio, log_mel, save_audio, voice_prompt
 from models.flow import FlowDecoder
 from models.speech_tokenizer import SpeechTokenizer
-from modalities.speech.pipeline import phonemize
+from models.espeak import phonemes as phonemize
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
-from specgen.heads import load_heads
-from specgen.loading import check_path, load_causal_lm
+from specgen.loading import load_lm_and_heads
 
 from .accompaniment import accompaniment_tokens
 from .vocab import LINE, RapVocab
@@ -69,27 +68,18 @@ class RapPipeline:
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "RapPipeline":
         """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
-        check_path(os.path.join(path, "lm"), "rap LM")
-        lm = load_causal_lm(os.path.join(path, "lm"), device, dtype, what="rap LM")
-        heads_dir = os.path.join(path, "heads")
-        heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+        lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM")
         prompt = os.path.join(path, "prompt.wav")
         return cls(lm, RapVocab.load(os.path.join(path, "lm")), SpeechTokenizer.load(os.path.join(path, "tokenizer")),
                    FlowDecoder.load(os.path.join(path, "flow")).to(lm.device), heads,
                    prompt if os.path.isfile(prompt) else None)
 
-    def voice(self, voice_prompt) -> np.ndarray:
-        if voice_prompt is None:
+    def voice(self, voice_prompt_path) -> np.ndarray:
+        if voice_prompt_path is None:
             if self.default_prompt is None:
                 raise ValueError("no voice prompt given and this model ships none: pass voice_prompt='ref.wav'")
-            voice_prompt = self.default_prompt
-        audio = load_audio(voice_prompt, self.sample_rate, "voice prompt")
-        loud = np.flatnonzero(np.abs(audio) > 0.02 * max(float(np.abs(audio).max()), 1e-9))
-        audio = audio[loud[0] :] if len(loud) else audio  # start at the voice, not at leading silence
-        if len(audio) / self.sample_rate < MIN_PROMPT_SECONDS or float(np.sqrt(np.mean(audio ** 2))) < 1e-4:
-            raise ValueError(f"the voice prompt needs at least {MIN_PROMPT_SECONDS:.0f} s of voice "
-                             f"({PROMPT_SECONDS:.0f} s works best)")
-        return audio[: int(PROMPT_SECONDS * self.sample_rate)]
+            voice_prompt_path = self.default_prompt
+        return voice_prompt(voice_prompt_path, self.sample_rate, PROMPT_SECONDS, MIN_PROMPT_SECONDS)
 
     def generate(self, lyrics: str, accompaniment: str, voice_prompt: str | None = None, method: str = "heads",
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,

@@ -18,7 +18,7 @@ import torch
 
 from models.audio import load_audio
 from models.speech_tokenizer import SpeechTokenizer
-from modalities.speech.vocab import EOS
+from models.specials import EOS
 
 from .accompaniment import accompaniment_tokens
 from .vocab import LINE, RapVocab

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from modalities.speech.vocab import BOS, SEP, SPECIALS
+from models.specials import BOS, SEP, SPECIALS
 
 from .accompaniment import TOKENS as ACCOMPANIMENT_TOKENS
 

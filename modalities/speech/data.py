@@ -12,25 +12,21 @@ import json
 import os
 import random
 import re
-import subprocess
-import tempfile
 import zlib
 
 import numpy as np
 
-from models.audio import load_audio, resample, save_audio
+from models.audio import resample, save_audio
+from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
 SAMPLE_RATE = 16000
-ESPEAK_TRAIN = [f"{lang}+{v}" for lang in ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan")
-                for v in ("f1", "f2", "f3", "m1", "m2", "m3", "m4")]
-ESPEAK_HELDOUT = ["en-gb-x-rp+f4", "en-us+m7", "en-gb-x-gbcwmd+f5"]
 PIPER_TRAIN = ["piper-joe@0.85", "piper-joe@1.0", "piper-joe@1.2"]  # length scales: one speaker, three paces
 PIPER_HELDOUT = ["piper-joe@1.1"]
 
 
 def sentences(corpus: str, split: str, seed: int) -> list[str]:
     """Short plain sentences (5-18 words, letters and light punctuation) from the prose of a corpus split."""
-    from modalities.text.corpus import read_docs
+    from models.corpus import read_docs
 
     path = os.path.join(corpus, f"{split}.jsonl")
     if not os.path.isfile(path):
@@ -47,13 +43,6 @@ def sentences(corpus: str, split: str, seed: int) -> list[str]:
     return out
 
 
-def phonemes(text: str) -> str:
-    """espeak-ng's IPA for a sentence (en-us), one string."""
-    out = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True,
-                         check=True).stdout
-    return " ".join(out.split())
-
-
 class Synth:
     def __init__(self):
         self.piper = None
@@ -61,11 +50,7 @@ class Synth:
     def __call__(self, voice: str, text: str, rng: random.Random) -> np.ndarray:
         if voice.startswith("piper"):
             return self.piper_clip(float(voice.split("@")[1]), text, rng)
-        pitch, rate = rng.choice([35, 50, 65]), rng.choice([135, 150, 165])
-        with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-w", f.name, text],
-                           check=True, capture_output=True)
-            return load_audio(f.name, SAMPLE_RATE)
+        return speak(text, voice, rng.choice([35, 50, 65]), rng.choice([135, 150, 165]), SAMPLE_RATE)
 
     def piper_clip(self, length_scale: float, text: str, rng: random.Random) -> np.ndarray:
         from piper import PiperVoice, SynthesisConfig

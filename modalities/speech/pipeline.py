@@ -10,14 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import griffin_lim, load_audio, log_mel, save_audio
+from models.audio import griffin_lim, log_mel, save_audio, voice_prompt as load_voice_prompt
+from models.espeak import phonemes as phonemize
 from models.flow import FlowDecoder
 from models.speech_tokenizer import SpeechTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
-from specgen.heads import load_heads
-from specgen.loading import check_path, load_causal_lm
+from specgen.loading import load_lm_and_heads
 
-from .vocab import EOS, SpeechVocab
+from models.specials import EOS
+
+from .vocab import SpeechVocab
 
 PROMPT_SECONDS, MIN_PROMPT_SECONDS = 3.0, 1.0
 
@@ -38,12 +40,6 @@ class SpeechResult:
         return self.seconds_total / max(len(self.audio) / self.sample_rate, 1e-9)
 
 
-def phonemize(text: str) -> str:
-    from .data import phonemes
-
-    return phonemes(text)
-
-
 class SpeechPipeline:
     def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
                  default_prompt: str | None = None):
@@ -57,10 +53,7 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
         """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
-        check_path(os.path.join(path, "lm"), "speech LM")
-        lm = load_causal_lm(os.path.join(path, "lm"), device, dtype, what="speech LM")
-        heads_dir = os.path.join(path, "heads")
-        heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+        lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM")
         flow = FlowDecoder.load(os.path.join(path, "flow")).to(lm.device)
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
@@ -73,15 +66,7 @@ class SpeechPipeline:
             if self.default_prompt is None:
                 raise ValueError("no voice prompt given and this model ships none: pass voice_prompt='ref.wav'")
             voice_prompt = self.default_prompt
-        audio = load_audio(voice_prompt, self.sample_rate, "voice prompt") if isinstance(voice_prompt, str) \
-            else np.asarray(voice_prompt, dtype=np.float32)
-        seconds = len(audio) / self.sample_rate
-        if seconds < MIN_PROMPT_SECONDS:
-            raise ValueError(f"the voice prompt is {seconds:.2f} s long: give at least {MIN_PROMPT_SECONDS:.0f} s "
-                             f"of speech ({PROMPT_SECONDS:.0f} s works best)")
-        if float(np.sqrt(np.mean(audio ** 2))) < 1e-4:
-            raise ValueError("the voice prompt is silent: give a recording of the voice to imitate")
-        return audio[: int(PROMPT_SECONDS * self.sample_rate)]
+        return load_voice_prompt(voice_prompt, self.sample_rate, PROMPT_SECONDS, MIN_PROMPT_SECONDS)
 
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,

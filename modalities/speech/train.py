@@ -24,7 +24,9 @@ from models.flow import FlowDecoder
 from models.speech_tokenizer import SpeechTokenizer
 
 from .pipeline import PROMPT_SECONDS
-from .vocab import EOS, SpeechVocab
+from models.specials import EOS
+
+from .vocab import SpeechVocab
 
 
 def clips(data: str, split: str) -> list[dict]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<sep>", "<mask>"]
-PAD, BOS, EOS, SEP, MASK = range(len(SPECIALS))
+from models.specials import BOS, EOS, SEP, SPECIALS
 
 
 class SpeechVocab:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io
 import json
 import os
 import re
@@ -16,6 +15,8 @@ import subprocess
 import sysconfig
 import tarfile
 from pathlib import Path
+
+from models.corpus import read_docs  # noqa: F401 (read here by the builders of other modalities too)
 
 APT = ("apt-get install -y --no-install-recommends linux-source-6.1 dict-gcide python3.11-doc bible-kjv "
        "bible-kjv-text jargon-text")
@@ -141,15 +142,6 @@ def build(out: str, seed: int = 0, heldout_percent: float = 2.0, code_mb: float 
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump({"seed": seed, "heldout_percent": heldout_percent, "chars": counts}, f, indent=1)
     return counts
-
-
-def read_docs(path: str, domain: str | None = None):
-    """Documents from a corpus split (.jsonl), optionally one domain."""
-    with io.open(path, encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            if domain is None or d["domain"] == domain:
-                yield d
 
 
 def main(argv=None):

@@ -143,7 +143,8 @@ class BeamDrafter(HeadDrafter):
 
 
 def prefix_tree(beams: list[list[list[int]]], device) -> DraftTree:
-    """Beams [batch][beam][depth] merged into one prefix tree per row (padded with invalid nodes)."""
+    """Token sequences [batch][sequence][depth] (of any lengths) merged into one prefix tree per row: shared
+    prefixes become one node, so siblings are distinct tokens; rows are padded with invalid nodes."""
     rows = []
     for row in beams:
         index, toks, pars = {}, [], []
@@ -211,32 +212,15 @@ class HawkDrafter(HeadDrafter):
         tokens = top[:, depth, rank].tolist()
         rows = []
         for b in range(len(tokens)):
-            paths = {}  # candidate path (tuple of tokens) -> node, merged into one prefix tree
-            seqs = []
+            seqs: list[list[int]] = []  # every candidate path as its tokens, merged below into one prefix tree
             for i in range(len(depth)):
-                seqs.append((seqs[parent[i]] if parent[i] >= 0 else ()) + (tokens[b][i],))
+                seqs.append((seqs[parent[i]] if parent[i] >= 0 else []) + [tokens[b][i]])
             run, pos = [], self.root_pos[b] + 1
             while self.vertical and len(run) < k and pos in self.cache[b]:  # the cached run right after the root
                 run.append(self.cache[b][pos])
                 pos += 1
-            for j in range(1, len(run) + 1):
-                seqs.append(tuple(run[:j]))
-            toks, pars = [], []
-            for s in seqs:
-                for j in range(1, len(s) + 1):
-                    if s[:j] not in paths:
-                        paths[s[:j]] = len(toks)
-                        toks.append(s[j - 1])
-                        pars.append(paths[s[: j - 1]] if j > 1 else -1)
-            rows.append((toks, pars))
-        n = max(len(t) for t, _ in rows)
-        tok_t = torch.zeros(len(rows), n, dtype=torch.long)
-        par_t = torch.full((len(rows), n), -1, dtype=torch.long)
-        val_t = torch.zeros(len(rows), n, dtype=torch.bool)
-        for i, (t, p) in enumerate(rows):
-            tok_t[i, : len(t)], par_t[i, : len(p)], val_t[i, : len(t)] = torch.tensor(t), torch.tensor(p), True
-        dev = self.h.device
-        return DraftTree(tok_t.to(dev), par_t.to(dev), val_t.to(dev))
+            rows.append(seqs + ([run] if run else []))
+        return prefix_tree(rows, self.h.device)
 
     def accept(self, emitted, paths, hidden=None):
         rows = torch.arange(hidden.shape[0], device=hidden.device)

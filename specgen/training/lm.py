@@ -162,25 +162,28 @@ def train(args):
 
 
 def export(run_dir: str, tokenizer: str | None, dest: str, dtype: str = "bfloat16"):
-    """The run's last checkpoint as a zoo checkpoint: weights in `dtype`, the tokenizer (if any), the training
-    log, and the CARD.md already at `dest`."""
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    """The run's last checkpoint as a zoo checkpoint: weights in `dtype`, the tokenizer (if any) and the training
+    log; files already at `dest` that the export does not write (CARD.md, a vocabulary file) are kept. Written
+    to a temporary folder and swapped in."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ckpt = os.path.join(run_dir, "checkpoint")
     if not os.path.isdir(ckpt):
         raise ValueError(f"no checkpoint in {run_dir!r}: train first")
-    model = LlamaForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype))
     tmp = dest.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     if tokenizer:
         AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
     shutil.copy(os.path.join(ckpt, "state.json"), os.path.join(tmp, "training_log.json"))
-    card = os.path.join(dest, "CARD.md")
-    if os.path.isfile(card):
-        shutil.copy(card, os.path.join(tmp, "CARD.md"))
+    if os.path.isdir(dest):
+        for name in os.listdir(dest):
+            if not os.path.exists(os.path.join(tmp, name)) and os.path.isfile(os.path.join(dest, name)):
+                shutil.copy(os.path.join(dest, name), os.path.join(tmp, name))
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+    return model
 
 
 def add_arguments(p: argparse.ArgumentParser):

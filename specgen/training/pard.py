@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TokenMix
+from .lm import export as export_lm
 from .lm import lr_at, plain_args, save_checkpoint
 
 
@@ -148,23 +148,9 @@ def heldout_by_group(model, windows: torch.Tensor, mask_id: int, k: int) -> list
 
 
 def export(run_dir: str, init: str, dest: str, dtype: str = "bfloat16"):
-    """The adapted draft as a zoo checkpoint with `pard_token` in its config, plus tokenizer and training log."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    ckpt = os.path.join(run_dir, "checkpoint")
-    if not os.path.isdir(ckpt):
-        raise ValueError(f"no checkpoint in {run_dir!r}: train first")
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype))
+    """The adapted draft as a zoo checkpoint (`pard_token` in its config), with the initial draft's tokenizer."""
+    model = export_lm(run_dir, init, dest, dtype)
     assert getattr(model.config, "pard_token", None) is not None
-    tmp = dest.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(init).save_pretrained(tmp)
-    shutil.copy(os.path.join(ckpt, "state.json"), os.path.join(tmp, "training_log.json"))
-    if os.path.isfile(os.path.join(dest, "CARD.md")):
-        shutil.copy(os.path.join(dest, "CARD.md"), os.path.join(tmp, "CARD.md"))
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
 
 
 def add_arguments(p: argparse.ArgumentParser):
