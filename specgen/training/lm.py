@@ -98,7 +98,6 @@ def batch_of(data, step: int, size: int, seed: int | None = None):
 
 def train(args):
     from accelerate import Accelerator
-    from tqdm import tqdm
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     torch.manual_seed(args.seed)
@@ -126,31 +125,46 @@ def train(args):
     model, optimizer = acc.prepare(model, optimizer)
     params = sum(p.numel() for p in model.parameters())
     acc.print(f"{args.preset}: {params / 1e6:.1f}M parameters, resuming at step {state['step']}")
+    def batch_loss(step: int):
+        x, labels, mask = (t.to(acc.device) if t is not None else None for t in batch_of(data, step, args.batch))
+        return model(input_ids=x, labels=labels, attention_mask=mask).loss, {"tokens": x.numel()}
+
+    def evaluate():
+        return {"heldout_loss": heldout_loss(acc.unwrap_model(model), heldout, args.batch, acc.device)}
+
+    return fit(acc, model, optimizer, state, args, batch_loss, evaluate)
+
+
+def fit(acc, model, optimizer, state: dict, args, batch_loss, evaluate) -> dict:
+    """The loop every recipe shares: learning-rate schedule, step with clipping, progress bar, evaluation every
+    `args.eval_every` steps, a checkpoint every `args.save_minutes`, and a saved stop after `args.max_minutes`.
+    batch_loss(step) -> (loss, counters to add to the state, e.g. {"tokens": n}); evaluate() -> log fields."""
+    from tqdm import tqdm
+
     model.train()
-    t_start, t_save = time.time(), time.time()
+    t_start = t_save = time.time()
     bar = tqdm(total=args.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
     while state["step"] < args.steps:
-        step = state["step"]
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        x, labels, mask = (t.to(acc.device) if t is not None else None for t in batch_of(data, step, args.batch))
+            g["lr"] = lr_at(state["step"], args.steps, args.lr, args.warmup)
         t0 = time.time()
-        loss = model(input_ids=x, labels=labels, attention_mask=mask).loss
+        loss, counters = batch_loss(state["step"])
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
-        state["tokens"] += x.numel()
+        for key, n in counters.items():
+            state[key] = state.get(key, 0) + n
         state["seconds"] += time.time() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
         done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
         if state["step"] % args.eval_every == 0 or done:
-            ev = heldout_loss(acc.unwrap_model(model), heldout, args.batch, acc.device)
-            state["log"].append({"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
-                                 "heldout_loss": ev, "seconds": round(state["seconds"], 1)})
-            acc.print(f"\nstep {state['step']}: train {loss.item():.3f} held-out {ev:.3f}")
+            entry = {"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
+                     "seconds": round(state["seconds"], 1), **evaluate()}
+            state["log"].append(entry)
+            acc.print(f"\n{json.dumps(entry)}")
         if done or time.time() - t_save > args.save_minutes * 60:
             if acc.is_main_process:
                 save_checkpoint(args.out, acc.unwrap_model(model), optimizer, state)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from .data import TokenMix
 from .lm import export as export_lm
-from .lm import lr_at, plain_args, save_checkpoint
+from .lm import fit, plain_args
 
 
 def cod_layout(length: int, groups: int, retention: float, floor: float, rng: np.random.Generator):
@@ -64,7 +63,6 @@ def pard_batch(windows: torch.Tensor, mask_id: int, group: torch.Tensor, pos: to
 
 def train(args):
     from accelerate import Accelerator
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(args.seed)
@@ -86,44 +84,21 @@ def train(args):
     if os.path.isfile(os.path.join(ckpt, "optimizer.pt")):
         optimizer.load_state_dict(torch.load(os.path.join(ckpt, "optimizer.pt")))
     model, optimizer = acc.prepare(model, optimizer)
-    model.train()
-    t_start, t_save = time.time(), time.time()
-    bar = tqdm(total=args.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
-    while state["step"] < args.steps:
-        step = state["step"]
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+
+    def batch_loss(step: int):
         rng = np.random.default_rng([args.seed, step, 7])
         group, pos = cod_layout(args.seq, args.k, args.retention, args.floor, rng)
         x = data.batch(step, args.batch)
         inputs, positions, attn, labels = (t.to(acc.device) for t in pard_batch(x, mask_id, group, pos))
-        t0 = time.time()
         logits = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
-        state["tokens"] += inputs.numel()
-        state["real_tokens"] += x.numel()
-        state["seconds"] += time.time() - t0
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", seq=inputs.shape[1])
-        done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
-        if state["step"] % args.eval_every == 0 or done:
-            per_group = heldout_by_group(acc.unwrap_model(model), heldout.to(acc.device), mask_id, args.k)
-            state["log"].append({"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
-                                 "heldout_loss_by_group": per_group, "seconds": round(state["seconds"], 1)})
-            acc.print(f"\nstep {state['step']}: held-out loss by group {[round(v, 2) for v in per_group]}")
-        if done or time.time() - t_save > args.save_minutes * 60:
-            if acc.is_main_process:
-                save_checkpoint(args.out, acc.unwrap_model(model), optimizer, state)
-            t_save = time.time()
-        if done:
-            break
-    bar.close()
-    return state
+        return loss, {"tokens": inputs.numel(), "real_tokens": x.numel()}
+
+    def evaluate():
+        return {"heldout_loss_by_group": heldout_by_group(acc.unwrap_model(model), heldout.to(acc.device), mask_id,
+                                                          args.k)}
+
+    return fit(acc, model, optimizer, state, args, batch_loss, evaluate)
 
 
 @torch.no_grad()
