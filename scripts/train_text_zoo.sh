@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
+# folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
+# Usage: bash scripts/train_text_zoo.sh [corpus|target|draft|pard|export|bench]...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=.venv/bin/specgen
+D=data/text
+MIX="$D/train.code.bin:1,$D/train.prose.bin:1"
+HELD="$D/heldout.code.bin,$D/heldout.prose.bin"
+TOK=models/zoo/text-tokenizer
+MINUTES=${MINUTES:-1000000}
+for step in "$@"; do
+  case $step in
+    corpus)
+      .venv/bin/python -m modalities.text.corpus --out $D
+      [ -f $TOK/tokenizer.json ] || .venv/bin/python -m modalities.text.tokenizer --corpus $D --out $TOK --vocab 8192
+      .venv/bin/python -m modalities.text.tokenizer --corpus $D --tokenizer $TOK --encode ;;
+    target)
+      $S train-lm --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-30m \
+        --steps 5000 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
+    draft)
+      $S train-lm --preset draft-5m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-draft-5m \
+        --steps 1200 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
+    pard)
+      $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m \
+        --k 8 --retention 0.7 --floor 0.2 --steps 800 --batch 8 --seq 256 --eval-every 200 --max-minutes "$MINUTES" ;;
+    export)
+      [ -d runs/text-30m/checkpoint ] && $S train-lm --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK \
+        --out runs/text-30m --export models/zoo/text-30m
+      [ -d runs/text-draft-5m/checkpoint ] && $S train-lm --preset draft-5m --train $MIX --heldout $HELD \
+        --tokenizer $TOK --out runs/text-draft-5m --export models/zoo/text-draft-5m
+      [ -d runs/text-pard-5m/checkpoint ] && $S train-pard --init models/zoo/text-draft-5m --train $MIX \
+        --heldout $HELD --out runs/text-pard-5m --export models/zoo/text-pard-5m
+      true ;;
+    bench)
+      $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
+        --prompts 8 --max-new-tokens 128 --dtype bfloat16 --out bench_out ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done
