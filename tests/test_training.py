@@ -104,3 +104,22 @@ def test_train_lm_on_sequences_learns_only_after_the_prefix(tmp_path):
     assert main(["train-lm", "--preset", "draft-5m", "--train", str(tmp_path / "train.pt"), "--heldout",
                  str(tmp_path / "train.pt"), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "lm")]) == 0
     assert (tmp_path / "lm" / "config.json").is_file()
+
+
+def test_cod_bench_measures_both_layouts(tmp_path):
+    import json
+
+    from modalities.text.cod_bench import main as cod_bench
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(vocab=300)
+    model = tiny_model("llama", vocab=len(tok), context=64)
+    model.save_pretrained(tmp_path / "draft")
+    tok.save_pretrained(tmp_path / "draft")
+    np.random.default_rng(0).integers(4, len(tok), 4000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    cod_bench(["--init", str(tmp_path / "draft"), "--train", f"{tmp_path}/train.bin:1", "--seq", "32", "--batch",
+               "2", "--steps", "2", "--out", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out/pard_cod.json").read_text())
+    cod, full = result["rows"].values()
+    assert 2.5 < cod["packed_per_real"] < full["packed_per_real"] < 8
+    assert result["saving"]["tokens_ratio"] > 1.5
