@@ -35,7 +35,7 @@ for step in "$@"; do
       true ;;
     bench)
       $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
-        --prompts 8 --max-new-tokens 128 --dtype bfloat16 --out bench_out ;;
+        --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done
