@@ -74,6 +74,9 @@ def run_text(args):
         settings["acceptance"] = args.acceptance
     if args.tolerance is not None:
         settings["tolerance"] = args.tolerance
+    if args.compare_ar:  # warm both methods up, so neither timing carries first-call costs
+        for method in (pipe.method, "ar"):
+            pipe.generate(prompts[0], method=method, max_new_tokens=min(4, args.max_new_tokens))
     for i in range(0, len(prompts), args.batch_size):
         batch = prompts[i : i + args.batch_size]
         outs = pipe.generate(batch, **settings)
