@@ -53,3 +53,10 @@ def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM"):
     heads_dir = os.path.join(folder, "heads")
     heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
     return lm, heads
+
+
+def check_vocabulary(vocab_size: int, lm_vocab: int, what: str):
+    """A token layout (speech, image, rap vocabulary) must match the LM it feeds."""
+    if vocab_size != lm_vocab:
+        raise ValueError(f"the {what} vocabulary has {vocab_size} ids but the LM predicts {lm_vocab}: they were not "
+                         f"trained together; load the LM and the vocabulary from one model folder")

@@ -81,3 +81,10 @@ def test_batch_image_writes_pngs_and_records_bad_jobs(gen, tmp_path):
     assert recs["a"]["status"] == "ok" and (tmp_path / "out/a.png").stat().st_size > 100
     assert recs["b"]["status"] == "error" and "does not know" in recs["b"]["error"]
     assert recs["c"]["status"] == "error" and "unknown field" in recs["c"]["error"]
+
+
+def test_a_vocabulary_that_does_not_match_the_lm_is_refused(gen):
+    from modalities.image.vocab import ImageVocab
+
+    with pytest.raises(ValueError, match="vocabulary has .* ids but the LM predicts"):
+        ImagePipeline(gen.lm.model, ImageVocab(codes=31), gen.tokenizer)

@@ -13,7 +13,7 @@ from PIL import Image
 from models.vq import ImageTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
 from specgen.guidance import GuidedLM
-from specgen.loading import load_lm_and_heads
+from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from .vocab import ImageVocab
 
@@ -57,9 +57,7 @@ def codebook_neighbours(codebook: torch.Tensor, vocab: ImageVocab, k: int = 8) -
 class ImagePipeline:
     def __init__(self, lm, vocab: ImageVocab, tokenizer: ImageTokenizer, heads=None):
         self.lm, self.vocab, self.tokenizer, self.heads = CachedLM(lm), vocab, tokenizer, heads
-        if len(vocab) != self.lm.vocab:
-            raise ValueError(f"the image vocabulary has {len(vocab)} ids but the LM predicts {self.lm.vocab}: "
-                             f"they were not trained together")
+        check_vocabulary(len(vocab), self.lm.vocab, "image")
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "ImagePipeline":

@@ -16,7 +16,7 @@ from models.flow import FlowDecoder
 from models.speech_tokenizer import SpeechTokenizer
 from models.espeak import phonemes as phonemize
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
-from specgen.loading import load_lm_and_heads
+from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from .accompaniment import accompaniment_tokens
 from .vocab import LINE, RapVocab
@@ -61,9 +61,7 @@ class RapPipeline:
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
         self.heads, self.default_prompt = heads, default_prompt
         self.sample_rate = tokenizer.cfg.sample_rate
-        if len(vocab) != self.lm.vocab:
-            raise ValueError(f"the rap vocabulary has {len(vocab)} ids but the LM predicts {self.lm.vocab}: "
-                             f"they were not trained together")
+        check_vocabulary(len(vocab), self.lm.vocab, "rap")
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "RapPipeline":

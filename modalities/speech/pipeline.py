@@ -15,7 +15,7 @@ from models.espeak import phonemes as phonemize
 from models.flow import FlowDecoder
 from models.speech_tokenizer import SpeechTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
-from specgen.loading import load_lm_and_heads
+from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from models.specials import EOS
 
@@ -46,9 +46,7 @@ class SpeechPipeline:
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
         self.heads, self.default_prompt = heads, default_prompt
         self.sample_rate = tokenizer.cfg.sample_rate
-        if len(vocab) != self.lm.vocab:
-            raise ValueError(f"the speech vocabulary has {len(vocab)} ids but the LM predicts {self.lm.vocab}: "
-                             f"they were not trained together")
+        check_vocabulary(len(vocab), self.lm.vocab, "speech")
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
