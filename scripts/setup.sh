@@ -11,9 +11,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   quiet .venv/bin/pip install -q --upgrade pip
   quiet .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0}
 fi
-if ! .venv/bin/python -c "import specgen, demos, transformers, gradio, scipy, pytest, ruff, playwright" 2>/dev/null
-then
+# (re)install the project whenever pyproject.toml changed since the last install
+stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat .venv/.specgen-deps 2>/dev/null)" != "$stamp" ] || ! .venv/bin/python -c "import specgen" 2>/dev/null; then
   quiet .venv/bin/pip install -q -e ".[dev]"
+  echo "$stamp" > .venv/.specgen-deps
 fi
 # Debian tools the tests use: Chromium for the browser test (no browser download: only package registries are
 # reachable here), espeak-ng for phonemes and voices
