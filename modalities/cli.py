@@ -105,6 +105,24 @@ def speedup(out, ar) -> float:
     return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
 
 
+def check_out(path: str, ext: str):
+    """Refuse an output name of the wrong kind before any work is done."""
+    if not path.lower().endswith(ext):
+        raise ValueError(f"--out must name a {ext} file, got {path!r}")
+
+
+def report(args, record: dict, summary: str):
+    """One JSON object on stdout with --json, else a one-line summary on stderr."""
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(summary, file=sys.stderr)
+
+
+def report_counts(counts: dict):
+    print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
+
+
 def add_speech(sub):
     p = sub.add_parser("speech", help="text to speech with VADUSA speculative decoding")
     p.add_argument("--model", default="models/zoo/speech-tts", help="speech model folder")
@@ -126,19 +144,16 @@ def add_speech(sub):
 def run_speech(args):
     from modalities.speech.pipeline import SpeechPipeline
 
-    if not args.out.lower().endswith(".wav"):
-        raise ValueError(f"--out must name a .wav file, got {args.out!r}")
+    check_out(args.out, ".wav")
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
                        temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds)
     res.save(args.out)
     record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
               "stats": res.stats.as_dict()}
-    if args.json:
-        print(json.dumps(record))
-    else:
-        print(f"wrote {args.out}: {record['seconds']:.2f} s of audio, real-time factor {res.real_time_factor:.2f}, "
-              f"mean accepted {res.stats.mean_accepted:.2f} ({res.stats.acceptance})", file=sys.stderr)
+    report(args, record, f"wrote {args.out}: {record['seconds']:.2f} s of audio, real-time factor "
+                         f"{res.real_time_factor:.2f}, mean accepted {res.stats.mean_accepted:.2f} "
+                         f"({res.stats.acceptance})")
 
 
 def add_image(sub):
@@ -162,18 +177,14 @@ def add_image(sub):
 def run_image(args):
     from modalities.image.pipeline import ImagePipeline
 
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file, got {args.out!r}")
+    check_out(args.out, ".png")
     gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = gen.generate(args.prompt, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                        method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance)
     res.save(args.out)
     record = {"out": args.out, "samples": len(res.images), "stats": res.stats.as_dict()}
-    if args.json:
-        print(json.dumps(record))
-    else:
-        print(f"wrote {args.out}: {len(res.images)} image(s), {res.stats.tokens_per_s:.1f} tokens/s, mean accepted "
-              f"{res.stats.mean_accepted:.2f} ({res.stats.acceptance})", file=sys.stderr)
+    report(args, record, f"wrote {args.out}: {len(res.images)} image(s), {res.stats.tokens_per_s:.1f} tokens/s, "
+                         f"mean accepted {res.stats.mean_accepted:.2f} ({res.stats.acceptance})")
 
 
 def add_rap(sub):
@@ -195,8 +206,7 @@ def add_rap(sub):
 def run_rap(args):
     from modalities.rap.pipeline import RapPipeline
 
-    if not args.out.lower().endswith(".wav"):
-        raise ValueError(f"--out must name a .wav file, got {args.out!r}")
+    check_out(args.out, ".wav")
     try:
         lyrics = open(args.lyrics_file, encoding="utf-8").read()
     except OSError as e:
@@ -209,11 +219,8 @@ def run_rap(args):
     res.save(args.out)
     record = {"out": args.out, "vocals": vocals_path, "bpm": res.bpm, "seconds": len(res.mix) / res.sample_rate,
               "real_time_factor": res.real_time_factor, "stats": res.stats.as_dict()}
-    if args.json:
-        print(json.dumps(record))
-    else:
-        print(f"wrote {args.out} and {vocals_path}: {record['seconds']:.1f} s at {res.bpm:.0f} BPM, real-time "
-              f"factor {res.real_time_factor:.2f}, mean accepted {res.stats.mean_accepted:.2f}", file=sys.stderr)
+    report(args, record, f"wrote {args.out} and {vocals_path}: {record['seconds']:.1f} s at {res.bpm:.0f} BPM, "
+                         f"real-time factor {res.real_time_factor:.2f}, mean accepted {res.stats.mean_accepted:.2f}")
 
 
 def add_training(sub):
@@ -316,7 +323,7 @@ def run_batch_text(args):
                                         dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
     jobs = TextJobs(pipe, {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature})
     counts = run_batch(args.input, args.out, jobs, args.shard, args.batch_size)
-    print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
+    report_counts(counts)
 
 
 def add_demo(sub):
@@ -349,7 +356,7 @@ def run_batch_media(args):
                                                                          dtype=args.dtype)
     jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**kw), fields, required, ext)
     counts = run_batch(args.input, args.out, jobs, args.shard)
-    print(f"{counts['done']} done, {counts['skipped']} already done, {counts['failed']} failed", file=sys.stderr)
+    report_counts(counts)
 
 
 def build_parser() -> argparse.ArgumentParser:
