@@ -16,8 +16,9 @@ for step in "$@"; do
       .venv/bin/python -m modalities.text.corpus --out $D
       [ -f $TOK/tokenizer.json ] || .venv/bin/python -m modalities.text.tokenizer --corpus $D --out $TOK --vocab 8192
       .venv/bin/python -m modalities.text.tokenizer --corpus $D --tokenizer $TOK --encode ;;
-    target)
-      $S train-lm --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-30m \
+    target)  # on a fresh machine (no runs/text-30m) it continues from the zoo export's step
+      INIT=(); [ -d runs/text-30m/checkpoint ] || INIT=(--init models/zoo/text-30m)
+      $S train-lm "${INIT[@]}" --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-30m \
         --steps 5000 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
     draft)
       $S train-lm --preset draft-5m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-draft-5m \

@@ -80,6 +80,10 @@ def test_train_lm_resumes_and_pard_adapts_the_export(tmp_path):
     state = json.loads((tmp_path / "run/checkpoint/state.json").read_text())
     assert state["step"] == 3 and state["tokens"] == 3 * 2 * 32  # resumed, not restarted
     assert main(lm + ["--export", str(tmp_path / "ar")]) == 0
+    again = ["train-lm", "--preset", "draft-5m", "--tokenizer", str(tmp_path / "tok"), "--out",
+             str(tmp_path / "run2"), "--context", "64", "--init", str(tmp_path / "ar"), *common]
+    assert main(again + ["--steps", "4"]) == 0  # a fresh machine: continue from the export, not from scratch
+    assert json.loads((tmp_path / "run2/checkpoint/state.json").read_text())["step"] == 4
     pard = ["train-pard", "--init", str(tmp_path / "ar"), "--out", str(tmp_path / "pard"), "--k", "4", *common]
     assert main(pard + ["--steps", "2"]) == 0
     assert main(pard + ["--export", str(tmp_path / "pard-draft")]) == 0

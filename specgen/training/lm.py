@@ -114,6 +114,11 @@ def train(args):
     if os.path.isdir(ckpt):
         model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
         state = json.load(open(os.path.join(ckpt, "state.json")))
+    elif args.init:  # continue from an exported checkpoint (a fresh optimizer; the schedule goes on at its step)
+        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32)
+        log = os.path.join(args.init, "training_log.json")
+        state = json.load(open(log)) if os.path.isfile(log) else {"step": 0, "tokens": 0, "seconds": 0.0, "log": []}
+        state["args"] = plain_args(args)
     else:
         cfg = llama_config(args.preset, args.vocab or len(tok), args.context, bos_token_id=bos, eos_token_id=eos,
                            pad_token_id=pad)
@@ -222,4 +227,6 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--max-minutes", type=float, default=1e9, help="stop (and save) after this long")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
+    p.add_argument("--init", help="without a checkpoint in --out: start from this exported model (e.g. a zoo "
+                                  "folder) and go on with its schedule from the step in its training_log.json")
     p.add_argument("--export", help="write the last checkpoint to this zoo folder (bf16) instead of training")
