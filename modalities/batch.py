@@ -107,6 +107,15 @@ def load_records(path: str) -> dict[str, dict]:
     return records
 
 
+def resume_records(path: str) -> dict[str, dict]:
+    """The records of an append-only JSONL file, rewritten without a line a killed run cut short, so that the
+    next append starts on a line of its own."""
+    records = load_records(path)
+    if os.path.isfile(path):
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in records.values()).encode())
+    return records
+
+
 def run_batch(jobs_path: str, out_dir: str, handler, shard: str | None = None, batch_size: int = 1,
               progress: bool = True) -> dict[str, int]:
     """Run every job of this shard not finished yet; returns counts of done, skipped and failed jobs.
@@ -119,8 +128,7 @@ def run_batch(jobs_path: str, out_dir: str, handler, shard: str | None = None, b
     jobs = read_jobs(jobs_path, (i, n))
     os.makedirs(out_dir, exist_ok=True)
     results = os.path.join(out_dir, "results.jsonl" if n == 1 else f"results.shard{i}of{n}.jsonl")
-    records = load_records(results)
-    write_atomic(results, "".join(json.dumps(r) + "\n" for r in records.values()).encode())  # drop a cut line
+    records = resume_records(results)
     todo = [j for j in jobs if j.id not in records]
     counts = {"done": 0, "skipped": len(jobs) - len(todo), "failed": 0}
     bar = tqdm(total=len(jobs), initial=counts["skipped"], disable=not progress, desc="jobs")

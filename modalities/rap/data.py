@@ -14,6 +14,7 @@ import random
 import re
 import numpy as np
 
+from modalities.batch import resume_records
 from models.audio import save_audio
 from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
@@ -97,7 +98,7 @@ def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0):
         folder = os.path.join(out, split)
         os.makedirs(folder, exist_ok=True)
         meta_path = os.path.join(out, f"{split}.jsonl")
-        done = {json.loads(ln)["id"] for ln in open(meta_path)} if os.path.isfile(meta_path) else set()
+        done = resume_records(meta_path)  # resume: keep what is there (a line cut by a kill is redone)
         with open(meta_path, "a", encoding="utf-8") as meta:
             for i in range(count):
                 lines, bpm, voice = verse(runs, groups, rng), rng.randint(80, 110), voices[i % len(voices)]

@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 
+from modalities.batch import resume_records
 from models.audio import resample, save_audio
 from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
@@ -72,9 +73,7 @@ def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0):
     for split, (texts, voices) in plan.items():
         os.makedirs(os.path.join(out, "clips", split), exist_ok=True)
         meta_path = os.path.join(out, f"{split}.jsonl")
-        done = {}
-        if os.path.isfile(meta_path):  # resume: keep what is there
-            done = {r["id"]: r for r in map(json.loads, open(meta_path, encoding="utf-8"))}
+        done = resume_records(meta_path)  # resume: keep what is there (a line cut by a kill is redone)
         with open(meta_path, "a", encoding="utf-8") as meta:
             for i, text in enumerate(texts):
                 voice = voices[i % len(voices)]  # every voice reads many sentences: prompts come from the same voice
