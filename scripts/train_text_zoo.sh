@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
-# Usage: bash scripts/train_text_zoo.sh [corpus|target|draft|pard|export|bench]...
+# Usage: bash scripts/train_text_zoo.sh [corpus|target|draft|pard|export|heads|bench]...
+# heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/specgen
@@ -34,9 +35,20 @@ for step in "$@"; do
       [ -d runs/text-pard-5m/checkpoint ] && $S train-pard --init models/zoo/text-draft-5m --train $MIX \
         --heldout $HELD --out runs/text-pard-5m --export models/zoo/text-pard-5m
       true ;;
+    heads)  # one set of greedy self-distillation continuations, shared by every kind
+      for kind in ${KINDS:-medusa hydra koala koala-noadv redrafter}; do
+        R=runs/text-30m-heads/$kind; mkdir -p $R
+        [ -f $R/selfdistill.pt ] || [ ! -f runs/text-30m-heads/medusa/selfdistill.pt ] \
+          || cp runs/text-30m-heads/medusa/selfdistill.pt $R/
+        EXTRA=(--kind "${kind%-noadv}"); [ "$kind" = koala-noadv ] && EXTRA+=(--adversarial-weight 0)
+        $S train-heads --target models/zoo/text-30m "${EXTRA[@]}" --data $MIX --out $R --temperature 0 \
+          --sequences 512 --new-tokens 128 --steps ${HEAD_STEPS:-600} --max-minutes "$MINUTES"
+        mkdir -p models/zoo/text-30m-heads/$kind && cp $R/heads.safetensors $R/heads.json models/zoo/text-30m-heads/$kind/
+      done ;;
     bench)
+      HEADS=(); for h in models/zoo/text-30m-heads/*/; do [ -f "$h/heads.json" ] && HEADS+=("${h%/}"); done
       $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
-        --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out ;;
+        --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out ${HEADS:+--heads "${HEADS[@]}"} ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

@@ -62,14 +62,30 @@ def build(data: str, out: str, tokenizer: str, seed: int = 0):
     print(f"vocabulary: {len(vocab)} ids")
 
 
+def write_prompt(data: str, out: str):
+    """The model's default voice prompt: 3 s of the first held-out song's vocals, from where the voice starts."""
+    from models.audio import save_audio
+
+    song = songs(data, "heldout")[0]
+    sr = SpeechTokenizer.load(os.path.join(out, "tokenizer")).cfg.sample_rate
+    start = int(song["onsets"][0] * sr)
+    audio = load_audio(song["vocals"], sr)[start : start + PROMPT_FRAMES * sr // 50]
+    save_audio(os.path.join(out, "prompt.wav"), audio, sr)
+    print(f"prompt.wav: {len(audio) / sr:.1f} s of {song['id']} ({song['voice']})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/rap")
     ap.add_argument("--out", default="models/zoo/rap")
     ap.add_argument("--tokenizer", default="models/zoo/speech-tts/tokenizer")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prompt-only", action="store_true", help="only write the default voice prompt (prompt.wav)")
     a = ap.parse_args(argv)
-    build(a.data, a.out, a.tokenizer, a.seed)
+    if a.prompt_only:
+        write_prompt(a.data, a.out)
+    else:
+        build(a.data, a.out, a.tokenizer, a.seed)
 
 
 if __name__ == "__main__":

@@ -134,9 +134,22 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
     flow.save(os.path.join(out, "flow"))
 
 
+def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):
+    """The model's default voice prompt: the first 3 s of the longest held-out clip in `voice`."""
+    from models.audio import save_audio
+
+    picks = [c for c in clips(data, "heldout") if c["voice"] == voice]
+    if not picks:
+        raise SystemExit(f"no held-out clip in voice {voice!r}")
+    clip = max(picks, key=lambda c: c["seconds"])
+    audio = load_audio(clip["path"], MelConfig().sample_rate)[: int(PROMPT_SECONDS * MelConfig().sample_rate)]
+    save_audio(os.path.join(out, "prompt.wav"), audio, MelConfig().sample_rate)
+    print(f"prompt.wav: {len(audio) / MelConfig().sample_rate:.1f} s of {clip['id']} ({voice}): {clip['text']!r}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["tokenizer", "sequences", "flow"])
+    ap.add_argument("step", choices=["tokenizer", "sequences", "flow", "prompt"])
     ap.add_argument("--data", default="data/speech")
     ap.add_argument("--out", default="models/zoo/speech-tts")
     ap.add_argument("--size", type=int, default=512, help="tokenizer: k-means codebook size")
@@ -152,6 +165,8 @@ def main(argv=None):
         fit_tokenizer(a.data, a.out, a.size, a.clips, a.seed)
     elif a.step == "sequences":
         build_sequences(a.data, a.out, a.seed)
+    elif a.step == "prompt":
+        write_prompt(a.data, a.out)
     else:
         train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
+# steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
+#   bash scripts/train_media_zoo.sh speech data tokens lm export flow heads prompt bench
+#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench
+#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads prompt bench   (after speech: it reuses
+#                                                                         the speech tokenizer and flow decoder)
+# The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=.venv/bin/specgen
+P=.venv/bin/python
+M=${1:?"name a modality: speech, image or rap"}; shift
+D=data/$M
+MINUTES=${MINUTES:-1000000}
+case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (kind, new tokens, sampling temperature)
+  speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
+          HEADS=(medusa 200 1.0) ;;
+  image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
+          HEADS=(hawk 256 1.0) ;;
+  rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
+          HEADS=(medusa 256 1.0) ;;
+  *) echo "unknown modality $M: speech, image or rap"; exit 2 ;;
+esac
+vocab_size() { $P -c "import importlib as i;m,c='$VOCAB'.split(':');print(len(getattr(i.import_module(m),c).load('$Z/lm')))"; }
+for step in "$@"; do
+  case $M:$step in
+    speech:data) $P -m modalities.speech.data --corpus data/text --out $D --train 3000 --heldout 120 ;;
+    speech:tokens)
+      $P -m modalities.speech.train tokenizer --data $D --out $Z --size 512 --clips 600
+      $P -m modalities.speech.train sequences --data $D --out $Z ;;
+    speech:flow) $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
+                   --max-minutes "$MINUTES" ;;
+    speech:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
+    image:vq)  # scenes are drawn on the fly; the run checkpoint $Z/vq.run.pt is not shipped
+      $P -m modalities.image.train vq --out $Z --steps ${VQ_STEPS:-800} --batch 16 --max-minutes "$MINUTES" ;;
+    image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;
+    rap:data) $P -m modalities.rap.data --corpus data/text --out $D --train 400 --heldout 24 ;;
+    rap:sequences)
+      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow && cp -r models/zoo/speech-tts/tokenizer models/zoo/speech-tts/flow $Z/
+      $P -m modalities.rap.train --data $D --out $Z --tokenizer $Z/tokenizer ;;
+    rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
+    *:lm)
+      $S train-lm --preset text-12m --vocab "$(vocab_size)" --train $D/train.pt --heldout $D/heldout.pt \
+        --out runs/$M-lm --steps ${LM[0]} --batch ${LM[1]} --seq ${LM[2]} --context ${LM[2]} --eval-every 250 \
+        --eval-windows 32 --max-minutes "$MINUTES" ;;
+    *:export) $S train-lm --preset text-12m --train $D/train.pt --heldout $D/heldout.pt --out runs/$M-lm --export $Z/lm ;;
+    *:heads)
+      $S train-heads --target $Z/lm --kind ${HEADS[0]} --data $D/train.pt --out runs/$M-heads \
+        --new-tokens ${HEADS[1]} --temperature ${HEADS[2]} --sequences 256 --steps ${HEAD_STEPS:-600} \
+        --max-minutes "$MINUTES"
+      mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
+    *:bench) $S bench $M --model $Z --out bench_out ;;
+    *) echo "$M has no step $step"; exit 2 ;;
+  esac
+done
