@@ -89,3 +89,16 @@ class FlowDecoder(nn.Module):
         model = cls(json.load(open(meta)))
         model.load_state_dict(load_file(os.path.join(path, "flow.safetensors")))
         return model.eval()
+
+
+def tokens_to_audio(flow: FlowDecoder, tokenizer, tokens, prompt_mel: torch.Tensor, steps: int = 8,
+                    seed: int = 0):
+    """Speech tokens -> waveform (numpy, unscaled): the flow decoder draws the mel in the prompt's voice, then
+    Griffin-Lim makes it audio. `tokenizer` is the SpeechTokenizer the tokens came from (its mel config and
+    normalisation)."""
+    from .audio import griffin_lim
+
+    device = next(flow.parameters()).device
+    tok = torch.as_tensor(tokens, device=device)
+    z = flow.sample(tok[None], tokenizer.normalize(prompt_mel)[None].to(device), steps=steps, seed=seed)[0]
+    return griffin_lim(tokenizer.denormalize(z.float().cpu()), tokenizer.cfg).numpy()

@@ -91,7 +91,7 @@ def plot_speedups(rows: list[dict], path: str, title: str):
     width = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(max(6, len(methods) * 0.9), 4))
     for gi, g in enumerate(groups):
-        vals = [next((r["speedup"] or 0 for r in rows if r["group"] == g and r["method"] == m), 0) for m in methods]
+        vals = [next((r.get("speedup") or 0 for r in rows if r["group"] == g and r["method"] == m), 0) for m in methods]
         ax.bar([i + gi * width for i in range(len(methods))], vals, width, label=g)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(methods))])
@@ -104,13 +104,18 @@ def plot_speedups(rows: list[dict], path: str, title: str):
     plt.close(fig)
 
 
-def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: str) -> str:
-    """JSON (rows and settings), a markdown table and a PNG plot; returns the markdown."""
+def settings(args) -> dict:
+    """The plain-valued command-line settings of a run, for the JSON's meta."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}
+
+
+def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: str, columns=COLUMNS) -> str:
+    """JSON (rows and settings), a markdown table and a PNG plot (rows with a speedup); returns the markdown."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    md = markdown_table(rows)
+    md = markdown_table(rows, columns)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(md + "\n")
-    plot_speedups(rows, os.path.join(out_dir, f"{name}.png"), title)
+    plot_speedups([r for r in rows if r.get("speedup")], os.path.join(out_dir, f"{name}.png"), title)
     return md

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 
 import numpy as np
 from PIL import Image
 
-from specgen.bench import markdown_table, plot_speedups
+from specgen.bench import settings, write_outputs
 
 from .scenes import check
 from .train import scenes
@@ -57,13 +56,8 @@ def bench(args) -> str:
              "adherence": float(np.mean(t["ok"])), "diversity": float(np.mean(t["div"])) if t["div"] else 0.0,
              "lossless": "yes" if t["lossless"] else "no"} for m, t in tally.items()]
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "image.json"), "w") as f:
-        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
-                   "captions": captions, "rows": rows}, f, indent=1)
-    md = markdown_table(rows, COLUMNS)
-    with open(os.path.join(args.out, "image.md"), "w") as f:
-        f.write(md + "\n")
-    plot_speedups(rows, os.path.join(args.out, "image.png"), "image tokens: speedup over ar")
+    md = write_outputs(args.out, "image", rows, {**settings(args), "captions": captions},
+                       "image tokens: speedup over ar", COLUMNS)
     if grid:  # rows: captions x methods, each a strip of samples
         w, h = grid[0].size
         sheet = Image.new("RGB", (w, h * len(grid)), (255, 255, 255))

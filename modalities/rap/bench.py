@@ -5,14 +5,13 @@ reference vocals, and cepstral speaker similarity to the prompt. Two example mix
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import markdown_table, plot_speedups
+from specgen.bench import settings, write_outputs
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -63,13 +62,8 @@ def bench(args) -> str:
               "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"],
               "alignment": float(np.mean(t["align"])), "mcd": float(np.mean(t["mcd"])),
               "speaker_sim": float(np.mean(t["sim"]))} for m, t in tally.items()]
-    with open(os.path.join(args.out, "rap.json"), "w") as f:
-        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
-                   "rows": rows}, f, indent=1)
-    md = markdown_table(rows, COLUMNS)
-    with open(os.path.join(args.out, "rap.md"), "w") as f:
-        f.write(md + "\n")
-    plot_speedups([r for r in rows if r.get("speedup")], os.path.join(args.out, "rap.png"), "rap token stage")
+    md = write_outputs(args.out, "rap", rows, settings(args),
+                       "rap token stage", COLUMNS)
     print(md)
     return md
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import griffin_lim, load_audio, log_mel, save_audio, voice_prompt
-from models.flow import FlowDecoder
+from models.audio import load_audio, log_mel, save_audio, voice_prompt
+from models.flow import FlowDecoder, tokens_to_audio
 from models.speech_tokenizer import SpeechTokenizer
 from models.espeak import phonemes as phonemize
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
@@ -109,10 +109,7 @@ class RapPipeline:
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
                        gen, acceptance, options, self.vocab.allowed)[0]
         tokens = self.vocab.speech_tokens(out.token_ids)
-        tok = torch.tensor(tokens, device=self.lm.device)
-        z = self.flow.sample(tok[None], self.tokenizer.normalize(prompt_mel)[None].to(self.lm.device),
-                             steps=flow_steps, seed=seed)[0]
-        vocals = griffin_lim(self.tokenizer.denormalize(z.float().cpu()), self.tokenizer.cfg).numpy()
+        vocals = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed)
         vocals = np.pad(vocals, (0, max(0, len(beat) - len(vocals))))[: len(beat)]
         vocals = 0.8 * vocals / max(float(np.abs(vocals).max()), 1e-6)
         mix = vocals + beat_gain * beat

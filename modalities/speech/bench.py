@@ -12,7 +12,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import markdown_table, plot_speedups
+from specgen.bench import settings, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -40,6 +40,20 @@ def cases(data: str, count: int) -> list[tuple[dict, dict]]:
     return out
 
 
+def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int) -> np.ndarray:
+    """The reference's own speech tokens through the flow decoder and vocoder: what the tokenizer, flow and
+    Griffin-Lim cost before the LM adds its errors (the quality ceiling of every row)."""
+    import torch
+
+    from models.audio import log_mel
+    from models.flow import tokens_to_audio
+
+    cfg = tts.tokenizer.cfg
+    tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
+    prompt_mel = log_mel(torch.from_numpy(prompt_audio[: int(3 * cfg.sample_rate)]), cfg)
+    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed)
+
+
 def bench(args) -> str:
     from .pipeline import SpeechPipeline
 
@@ -48,6 +62,7 @@ def bench(args) -> str:
                                            for k in args.tolerances]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
                     "lossless": True} for name, _ in methods}
+    ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
     tts.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], method="ar", max_seconds=0.5)  # warm-up
@@ -69,19 +84,21 @@ def bench(args) -> str:
             if i == 0:
                 save_audio(os.path.join(args.out, f"speech-{name.replace(' ', '').replace('=', '')}.wav"),
                            res.audio, res.sample_rate)
+        ceiling["sim"].append(speaker_similarity(reference, prompt_audio))
+        resynth = resynthesize(tts, reference, prompt_audio, args.seed + i)
+        ceiling["mcd"].append(mel_cepstral_distortion(resynth, reference))
+        ceiling["resynth_sim"].append(speaker_similarity(resynth, prompt_audio))
         print(f"sentence {i + 1}/{len(pairs)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
     rows = [{"group": "speech", "method": name, "rtf": t["wall"] / t["audio"],
              "speedup": (t["tokens"] / t["token_s"]) / ar_rate, "mean_accepted": float(np.mean(t["acc"])),
              "mcd": float(np.mean(t["mcd"])), "speaker_sim": float(np.mean(t["sim"])),
              "lossless": "yes" if t["lossless"] else "no"} for name, t in tally.items()]
-    with open(os.path.join(args.out, "speech.json"), "w") as f:
-        json.dump({"meta": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list))},
-                   "rows": rows}, f, indent=1)
-    md = markdown_table(rows, COLUMNS)
-    with open(os.path.join(args.out, "speech.md"), "w") as f:
-        f.write(md + "\n")
-    plot_speedups(rows, os.path.join(args.out, "speech.png"), "speech token stage: speedup over ar")
+    rows += [{"group": "speech", "method": "reference recording", "speaker_sim": float(np.mean(ceiling["sim"]))},
+             {"group": "speech", "method": "reference tokens, resynthesized", "mcd": float(np.mean(ceiling["mcd"])),
+              "speaker_sim": float(np.mean(ceiling["resynth_sim"]))}]
+    md = write_outputs(args.out, "speech", rows, settings(args),
+                       "speech token stage: speedup over ar", COLUMNS)
     print(md)
     return md
 

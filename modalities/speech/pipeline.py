@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import griffin_lim, log_mel, save_audio, voice_prompt as load_voice_prompt
+from models.audio import log_mel, save_audio, voice_prompt as load_voice_prompt
 from models.espeak import phonemes as phonemize
-from models.flow import FlowDecoder
+from models.flow import FlowDecoder, tokens_to_audio
 from models.speech_tokenizer import SpeechTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter
 from specgen.loading import check_vocabulary, load_lm_and_heads
@@ -100,10 +100,7 @@ class SpeechPipeline:
         tokens = self.vocab.speech_tokens(out.token_ids)
         if not tokens:
             raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
-        tok = torch.tensor(tokens, device=self.lm.device)
-        z = self.flow.sample(tok[None], self.tokenizer.normalize(prompt_mel)[None].to(self.lm.device),
-                             steps=flow_steps, seed=seed)[0]
-        wave = griffin_lim(self.tokenizer.denormalize(z.float().cpu()), self.tokenizer.cfg).numpy()
+        wave = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed)
         peak = float(np.abs(wave).max()) or 1.0
         return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
                             time.perf_counter() - t0)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from specgen import CachedLM, Sampling, generate, make_drafter
-from specgen.bench import Results, write_outputs
+from specgen.bench import Results, settings, write_outputs
 from specgen.loading import load_causal_lm
 
 
@@ -152,7 +152,7 @@ def bench(args) -> str:
     if args.parity:
         parity_pass(args, prompts, results)
     rows = best_assisted(results.rows())
-    meta = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}
+    meta = settings(args)
     meta.update(device=str(target.device), dtype=str(target.dtype), torch_threads=torch.get_num_threads())
     md = write_outputs(args.out, "text", rows, meta, f"specgen text, {os.path.basename(args.model.rstrip('/'))}")
     print(md)
