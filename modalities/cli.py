@@ -223,6 +223,29 @@ def run_rap(args):
                          f"real-time factor {res.real_time_factor:.2f}, mean accepted {res.stats.mean_accepted:.2f}")
 
 
+def add_beat(sub):
+    p = sub.add_parser("beat", help="write a drum loop to rap over (kick, snare, hi-hat; numpy)")
+    p.add_argument("--bpm", type=float, default=96.0, help="tempo, 60-160 (the rap model saw 80-110)")
+    p.add_argument("--bars", type=int, default=5, help="4/4 bars; the first is the intro, one lyric line per bar after")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output WAV")
+    p.set_defaults(run=run_beat)
+
+
+def run_beat(args):
+    from models.audio import save_audio
+    from modalities.rap.beats import SR, beat
+
+    check_out(args.out, ".wav")
+    if not 60 <= args.bpm <= 160:
+        raise ValueError(f"--bpm {args.bpm} is outside 60-160: pick a tempo in that range (the model saw 80-110)")
+    if not 2 <= args.bars <= 32:
+        raise ValueError(f"--bars {args.bars} is outside 2-32: one intro bar plus one bar per lyric line")
+    audio, _ = beat(args.bpm, args.bars, args.seed)
+    save_audio(args.out, audio, SR)
+    print(f"wrote {args.out}: {len(audio) / SR:.1f} s at {args.bpm:g} BPM, room for {args.bars - 1} lyric lines")
+
+
 def add_training(sub):
     from specgen.training import heads, lm, pard
 
@@ -367,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_speech(sub)
     add_image(sub)
     add_rap(sub)
+    add_beat(sub)
     add_training(sub)
     add_bench(sub)
     add_batch(sub)

@@ -69,3 +69,15 @@ def test_silent_or_pulseless_beats_are_refused():
         accompaniment_tokens(np.zeros(SR * 3, dtype=np.float32))
     with pytest.raises(ValueError, match="too few drum hits"):
         accompaniment_tokens(np.sin(np.arange(SR * 3) / 5).astype(np.float32) * 0.3)
+
+
+def test_beat_command_writes_a_loop_and_refuses_bad_tempi(tmp_path, capsys):
+    from modalities.cli import main
+    from models.audio import load_audio
+
+    out = tmp_path / "beat.wav"
+    assert main(["beat", "--bpm", "90", "--bars", "3", "--out", str(out)]) == 0
+    audio = load_audio(str(out), 16000)
+    assert abs(len(audio) / 16000 - (3 * 4 * 60 / 90 + 0.25)) < 0.05
+    assert main(["beat", "--bpm", "300", "--out", str(tmp_path / "x.wav")]) == 2
+    assert "60-160" in capsys.readouterr().err and not (tmp_path / "x.wav").exists()
