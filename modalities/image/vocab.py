@@ -3,10 +3,9 @@ the LM writes the 16x16 raster of codes row by row. `<null>` stands for "no capt
 dropout, used for classifier-free guidance)."""
 from __future__ import annotations
 
-import json
-import os
-
 import torch
+
+from models.specials import load_vocab, save_vocab
 
 from .scenes import COLORS, RELATIONS, SHAPES, SIZES
 
@@ -50,14 +49,9 @@ class ImageVocab:
         return mask
 
     def save(self, path: str):
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "image_vocab.json"), "w") as f:
-            json.dump({"specials": SPECIALS, "words": self.words, "codes": self.codes}, f, indent=1)
+        save_vocab(path, "image_vocab.json", {"words": self.words, "codes": self.codes}, SPECIALS)
 
     @classmethod
     def load(cls, path: str) -> "ImageVocab":
-        meta = os.path.join(path, "image_vocab.json")
-        if not os.path.isfile(meta):
-            raise ValueError(f"{path!r} holds no image vocabulary (image_vocab.json)")
-        d = json.load(open(meta))
+        d = load_vocab(path, "image_vocab.json")
         return cls(d["codes"], d["words"])

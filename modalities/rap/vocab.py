@@ -3,12 +3,10 @@
 (Freestyler's conditioning: lyrics, accompaniment and a voice prompt, Ning et al. 2024)."""
 from __future__ import annotations
 
-import json
-import os
 
 import torch
 
-from models.specials import BOS, SEP, SPECIALS
+from models.specials import BOS, SEP, SPECIALS, load_vocab, save_vocab
 
 from .accompaniment import TOKENS as ACCOMPANIMENT_TOKENS
 
@@ -51,15 +49,10 @@ class RapVocab:
         return mask
 
     def save(self, path: str):
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "rap_vocab.json"), "w", encoding="utf-8") as f:
-            json.dump({"phonemes": self.phonemes, "speech_size": self.speech_size,
-                       "accompaniment_tokens": ACCOMPANIMENT_TOKENS}, f, ensure_ascii=False, indent=1)
+        save_vocab(path, "rap_vocab.json", {"phonemes": self.phonemes, "speech_size": self.speech_size,
+                                            "accompaniment_tokens": ACCOMPANIMENT_TOKENS})
 
     @classmethod
     def load(cls, path: str) -> "RapVocab":
-        meta = os.path.join(path, "rap_vocab.json")
-        if not os.path.isfile(meta):
-            raise ValueError(f"{path!r} holds no rap vocabulary (rap_vocab.json)")
-        d = json.load(open(meta, encoding="utf-8"))
+        d = load_vocab(path, "rap_vocab.json")
         return cls(d["phonemes"], d["speech_size"])

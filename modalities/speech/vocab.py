@@ -3,10 +3,8 @@
 (VALL-E style continuation, Wang et al. 2023)."""
 from __future__ import annotations
 
-import json
-import os
 
-from models.specials import BOS, EOS, SEP, SPECIALS
+from models.specials import BOS, EOS, SEP, SPECIALS, load_vocab, save_vocab
 
 
 class SpeechVocab:
@@ -48,15 +46,9 @@ class SpeechVocab:
         return mask
 
     def save(self, path: str):
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "speech_vocab.json"), "w", encoding="utf-8") as f:
-            json.dump({"specials": SPECIALS, "phonemes": self.phonemes, "speech_size": self.speech_size}, f,
-                      ensure_ascii=False, indent=1)
+        save_vocab(path, "speech_vocab.json", {"phonemes": self.phonemes, "speech_size": self.speech_size})
 
     @classmethod
     def load(cls, path: str) -> "SpeechVocab":
-        meta = os.path.join(path, "speech_vocab.json")
-        if not os.path.isfile(meta):
-            raise ValueError(f"{path!r} holds no speech vocabulary (speech_vocab.json)")
-        d = json.load(open(meta, encoding="utf-8"))
+        d = load_vocab(path, "speech_vocab.json")
         return cls(d["phonemes"], d["speech_size"])
