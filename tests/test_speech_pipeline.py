@@ -55,6 +55,13 @@ def test_unusable_input_gets_clear_errors(tts, tmp_path):
     save_audio(str(tmp_path / "silent.wav"), np.zeros(32000, dtype=np.float32), 16000)
     with pytest.raises(ValueError, match="silent"):
         tts.generate("Hello.", voice_prompt=str(tmp_path / "silent.wav"))
+    with pytest.raises(ValueError, match="split it into sentences"):
+        tts.generate("The quick brown fox jumps over the lazy dog. " * 12)
+
+
+def test_speech_length_is_capped_by_the_context_not_refused(tts):
+    res = tts.generate("Hello there.", method="ar", temperature=1.0, max_seconds=60.0, top_k=1)
+    assert 1 <= len(res.tokens) <= tts.lm.context  # 60 s would be 3000 tokens; the context holds 512
 
 
 def test_cli_speech_writes_a_wav_and_refuses_bad_input(speech_dir, tmp_path, capsys):

@@ -95,6 +95,13 @@ class SpeechPipeline:
             rule, options = "tolerance", {"tolerance": tolerance}
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         budget = int(max_seconds * self.tokenizer.cfg.frames_per_second)
+        context = self.lm.context
+        if context is not None:  # the speech must fit beside its prefix (and a round of drafts) in the context
+            room = context - len(ids) - num_draft_tokens
+            if room < self.tokenizer.cfg.frames_per_second:
+                raise ValueError(f"the text is too long for this model ({len(ids)} prefix tokens of a {context}-token "
+                                 f"context leave under 1 s of speech): split it into sentences")
+            budget = min(budget, room)
         out = generate(self.lm, [ids], drafter, sampling, budget, num_draft_tokens, [EOS], None, gen, rule, options,
                        self.vocab.allowed)[0]
         tokens = self.vocab.speech_tokens(out.token_ids)
