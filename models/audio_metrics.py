@@ -52,8 +52,11 @@ def dtw_path_cost(cost: np.ndarray) -> tuple[float, int]:
 
 
 def mel_cepstral_distortion(generated: np.ndarray, reference: np.ndarray, cfg: MelConfig = MelConfig()) -> float:
-    """MCD in dB over cepstra 1..24 (c0, the loudness, left out) along the DTW alignment of the two."""
-    a, b = mfcc(generated, cfg)[:, 1:], mfcc(reference, cfg)[:, 1:]
+    """MCD in dB over cepstra 1..24 (c0, the loudness, left out) along the DTW alignment of the two. The cepstra
+    are scaled to the usual convention (log amplitude = sum_k c_k cos(k w), as in SPTK mel-cepstra), so
+    the figures are on the familiar scale (a few dB for close speech), not the orthonormal DCT's."""
+    scale = math.sqrt(2.0 / cfg.n_mels)
+    a, b = scale * mfcc(generated, cfg)[:, 1:], scale * mfcc(reference, cfg)[:, 1:]
     dist = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))  # [n, m]
     total, length = dtw_path_cost(dist)
     return (10.0 / math.log(10.0)) * math.sqrt(2.0) * total / length
