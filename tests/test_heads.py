@@ -112,3 +112,14 @@ def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
     i11 = next(i for i, t in enumerate(toks) if t == 11 and pars[i] == -1)
     i12 = next(i for i, t in enumerate(toks) if t == 12 and pars[i] == i11)
     assert any(t == 13 and pars[i] == i12 for i, t in enumerate(toks))
+
+
+def test_tree_size_defaults_by_device_and_is_checked():
+    from specgen.drafters import make_drafter
+    from specgen.drafters.heads import CPU_TREE_SIZE
+
+    heads = random_heads(tiny_model())
+    assert len(make_drafter("medusa", heads).paths) == CPU_TREE_SIZE  # these tests run on the CPU
+    assert len(make_drafter("medusa", heads, tree_size=5).paths) == 5
+    with pytest.raises(ValueError, match="tree_size"):
+        make_drafter("medusa", heads, tree_size=0)

@@ -69,10 +69,10 @@ class ImagePipeline:
     def generate(self, prompt: str, cfg_scale: float = 3.0, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, method: str = "hawk", seed: int = 0, samples: int = 1,
                  num_draft_tokens: int = 8, acceptance: str | None = None, delta: float = 0.2,
-                 vertical: bool = True) -> ImageResult:
+                 vertical: bool = True, tree_size: int | None = None) -> ImageResult:
         """`samples` images for one caption. method: hawk or ar; acceptance: None (exact: greedy or sample) or
         "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
-        heads only."""
+        heads only; tree_size: candidate nodes per round (default by device: 8 on CPU, 32 on CUDA)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
         if method == "hawk" and self.heads is None:
@@ -85,7 +85,7 @@ class ImagePipeline:
         if acceptance == "relaxed":
             options = {"neighbours": codebook_neighbours(self.tokenizer.codebook.detach().cpu(), self.vocab),
                        "delta": delta}
-        drafter = make_drafter("hawk", self.heads) if method == "hawk" else None
+        drafter = make_drafter("hawk", self.heads, tree_size) if method == "hawk" else None
         if drafter is not None:
             drafter.vertical = vertical
         gen = torch.Generator(self.lm.device).manual_seed(seed)

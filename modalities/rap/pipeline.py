@@ -82,9 +82,10 @@ class RapPipeline:
     def generate(self, lyrics: str, accompaniment: str, voice_prompt: str | None = None, method: str = "heads",
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,
                  num_draft_tokens: int = 8, acceptance: str | None = None, tolerance: int | None = None,
-                 beat_gain: float = 0.6) -> RapResult:
+                 beat_gain: float = 0.6, tree_size: int | None = None) -> RapResult:
         """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
-        `accompaniment` in the prompt's voice. method: heads (speculative) or ar."""
+        `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
+        per round (default by device: 8 on CPU, 32 on CUDA)."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")
@@ -103,7 +104,7 @@ class RapPipeline:
         ids = self.vocab.prefix(LINE.join(phonemize(ln) for ln in lines), acc,
                                 self.tokenizer.encode_mel(prompt_mel).tolist())
         frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
-        drafter = make_drafter(self.heads.kind, self.heads) if method == "heads" else None
+        drafter = make_drafter(self.heads.kind, self.heads, tree_size) if method == "heads" else None
         options = {"tolerance": tolerance} if tolerance is not None else None
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,

@@ -71,7 +71,7 @@ def bench(args) -> str:
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)
         for name, kw in methods:
             res = tts.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
-                               seed=args.seed + i, max_seconds=args.max_seconds, **kw)
+                               seed=args.seed + i, max_seconds=args.max_seconds, tree_size=args.tree_size, **kw)
             t = tally[name]
             t["wall"] += res.seconds_total
             t["audio"] += len(res.audio) / res.sample_rate
@@ -110,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--tolerances", type=int, nargs="+", default=[1, 3, 5])
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=12.0)
+    p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")

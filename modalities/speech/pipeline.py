@@ -69,9 +69,10 @@ class SpeechPipeline:
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
-                 acceptance: str | None = None) -> SpeechResult:
+                 acceptance: str | None = None, tree_size: int | None = None) -> SpeechResult:
         """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
-        exact matching; larger tolerances accept more and are lossy (reported in stats)."""
+        exact matching; larger tolerances accept more and are lossy (reported in stats). tree_size: candidate
+        nodes per round (default by device: 8 on CPU, 32 on CUDA)."""
         import time
 
         t0 = time.perf_counter()
@@ -89,7 +90,7 @@ class SpeechPipeline:
         prompt_tokens = self.tokenizer.encode_mel(prompt_mel)
         ids = self.vocab.prefix(phoneme_ids, prompt_tokens.tolist())
         sampling = Sampling(temperature, top_k, top_p)
-        drafter = make_drafter("medusa", self.heads) if method == "vadusa" else None
+        drafter = make_drafter("medusa", self.heads, tree_size) if method == "vadusa" else None
         rule, options = acceptance, None
         if method == "vadusa" and acceptance is None:
             rule, options = "tolerance", {"tolerance": tolerance}

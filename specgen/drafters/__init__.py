@@ -13,8 +13,10 @@ HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": Medusa
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
 
 
-def make_drafter(method: str, draft=None) -> Drafter | None:
-    """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods)."""
+def make_drafter(method: str, draft=None, tree_size: int | None = None) -> Drafter | None:
+    """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
+    `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
+    `default_tree_size`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -30,7 +32,9 @@ def make_drafter(method: str, draft=None) -> Drafter | None:
         if not isinstance(draft, DraftHeads) or draft.kind != method:
             raise ValueError(f"method {method!r} needs {method} heads, but the draft is "
                              f"{getattr(draft, 'kind', 'a causal LM')}: pass the folder of {method} heads")
-        return HEAD_DRAFTERS[method](draft)
+        if tree_size is not None and tree_size < 1:
+            raise ValueError(f"tree_size must be at least 1, got {tree_size}")
+        return HEAD_DRAFTERS[method](draft) if method == "redrafter" else HEAD_DRAFTERS[method](draft, tree_size)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
                          f"method={draft.kind!r}")
