@@ -59,11 +59,21 @@ def log_mel(audio: torch.Tensor, cfg: MelConfig = MelConfig()) -> torch.Tensor:
     return mel.clamp(min=1e-5).log()
 
 
+MIN_GL_FRAMES = 4  # Griffin-Lim pads shorter mels with silence
+
+
 def griffin_lim(logmel: torch.Tensor, cfg: MelConfig = MelConfig(), iters: int = 48, seed: int = 0) -> torch.Tensor:
     """Invert a log-mel [frames, n_mels] to audio [samples]: least-squares magnitudes from the mel filters, then
     Griffin-Lim phase recovery (Griffin and Lim 1984) with momentum (Perraudin et al. 2013)."""
     bank = mel_filterbank(cfg).to(logmel.device)
     mag = (logmel.float().exp() @ torch.linalg.pinv(bank).T).clamp(min=0.0).T  # [freq, frames]
+    frames = mag.shape[1]
+    if frames < 1:
+        raise ValueError("no mel frames to turn into audio")
+    # the STFT round trip needs a few frames (its reflect padding is half a window): pad a short mel with silence
+    # and keep one hop per original frame (at least one hop)
+    keep = max(frames - 1, 1) * cfg.hop
+    mag = torch.nn.functional.pad(mag, (0, max(0, MIN_GL_FRAMES - frames)))
     window = torch.hann_window(cfg.n_fft, device=logmel.device)
     g = torch.Generator(device="cpu").manual_seed(seed)
     angles = torch.polar(torch.ones_like(mag), 2 * math.pi * torch.rand(mag.shape, generator=g).to(mag.device))
@@ -75,7 +85,7 @@ def griffin_lim(logmel: torch.Tensor, cfg: MelConfig = MelConfig(), iters: int =
         accel = rebuilt + 0.99 * (rebuilt - prev)
         prev = rebuilt
         angles = accel / accel.abs().clamp(min=1e-8)
-    return torch.istft(mag * angles, cfg.n_fft, cfg.hop, window=window, length=length)
+    return torch.istft(mag * angles, cfg.n_fft, cfg.hop, window=window, length=length)[:keep]
 
 
 def resample(audio: np.ndarray, source: int, target: int) -> np.ndarray:

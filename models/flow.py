@@ -75,9 +75,12 @@ class FlowDecoder(nn.Module):
             x = x + v / steps
         return x
 
-    def save(self, path: str):
+    def save(self, path: str, dtype: torch.dtype | None = None):
+        """flow.safetensors (in `dtype`, default as trained; loading casts back to float32) and flow.json."""
+        from specgen.loading import storage_tensors
+
         os.makedirs(path, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(path, "flow.safetensors"))
+        save_file(storage_tensors(self.state_dict(), dtype), os.path.join(path, "flow.safetensors"))
         with open(os.path.join(path, "flow.json"), "w") as f:
             json.dump(self.config, f, indent=1)
 

@@ -60,3 +60,13 @@ def check_vocabulary(vocab_size: int, lm_vocab: int, what: str):
     if vocab_size != lm_vocab:
         raise ValueError(f"the {what} vocabulary has {vocab_size} ids but the LM predicts {lm_vocab}: they were not "
                          f"trained together; load the LM and the vocabulary from one model folder")
+
+
+def storage_tensors(state: dict, dtype: torch.dtype | None = None) -> dict:
+    """A state dict made ready for safetensors: detached, contiguous, on the CPU, and floating tensors in `dtype`
+    when one is given (bf16 halves a checkpoint; loading casts back)."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        out[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    return out

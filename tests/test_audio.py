@@ -33,6 +33,13 @@ def test_griffin_lim_round_trip_keeps_the_spectrum():
     assert mel_error(y) < 0.7 * mel_error(griffin_lim(mel, iters=1))  # the iterations recover phase
 
 
+def test_griffin_lim_turns_even_one_or_two_frames_into_sound():
+    mel = log_mel(tone())
+    for frames in (1, 2, 3):
+        y = griffin_lim(mel[:frames], iters=8)
+        assert len(y) == max(frames - 1, 1) * MelConfig().hop and torch.isfinite(y).all() and y.abs().max() > 0
+
+
 def test_wav_round_trip_and_resampling(tmp_path):
     x = tone(0.5, 22050).numpy()
     save_audio(str(tmp_path / "a.wav"), x, 22050)

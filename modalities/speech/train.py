@@ -131,7 +131,7 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
             os.replace(ckpt + ".tmp", ckpt)
     torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
     os.replace(ckpt + ".tmp", ckpt)
-    flow.save(os.path.join(out, "flow"))
+    flow.save(os.path.join(out, "flow"), dtype=torch.bfloat16)  # half the size; loading casts back to float32
 
 
 def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):

@@ -9,8 +9,11 @@ import json
 import os
 from abc import ABC, abstractmethod
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..loading import storage_tensors
 
 KINDS: dict[str, type] = {}
 
@@ -57,11 +60,12 @@ class DraftHeads(nn.Module, ABC):
         """Teacher-forced training view: hidden [batch, L, dim] and tokens [batch, L] -> logits
         [batch, L, heads, vocab], where entry (t, i) guesses token t+2+i."""
 
-    def save(self, path: str):
-        """heads.safetensors, then heads.json (kind and config), each written whole under a temporary name."""
+    def save(self, path: str, dtype: torch.dtype | None = None):
+        """heads.safetensors (in `dtype`, default as trained; loading casts to the target's), then heads.json (kind
+        and config), each written whole under a temporary name."""
         os.makedirs(path, exist_ok=True)
         weights = os.path.join(path, "heads.safetensors")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, weights + ".tmp")
+        save_file(storage_tensors(self.state_dict(), dtype), weights + ".tmp")
         os.replace(weights + ".tmp", weights)
         meta = os.path.join(path, "heads.json")
         with open(meta + ".tmp", "w") as f:

@@ -224,7 +224,7 @@ def train(args):
     final.config["topk_accuracy"] = topk_accuracy(final, target, held.to(acc.device))
     final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1),
                                 "sequences": len(seqs), "log": state["log"][-5:]}
-    final.save(args.out)
+    final.save(args.out, dtype=getattr(torch, args.save_dtype))
     return final
 
 
@@ -252,4 +252,6 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--max-minutes", type=float, default=1e9)
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
     p.add_argument("--cpu", action="store_true")
