@@ -14,7 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "zoo")
 TEXT_DEFAULTS = {"model": os.path.join(ZOO, "text-30m"), "draft": os.path.join(ZOO, "text-pard-5m"),
-                 "heads": [os.path.join(ZOO, f"text-30m-{k}") for k in ("medusa", "hydra", "koala", "redrafter")]}
+                 "heads": [os.path.join(ZOO, "text-30m-heads", k) for k in ("medusa", "hydra", "koala", "redrafter")]}
 MODELS = {"speech": os.path.join(ZOO, "speech-tts"), "image": os.path.join(ZOO, "image-scenes"),
           "rap": os.path.join(ZOO, "rap")}
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
-# Usage: bash scripts/train_text_zoo.sh [corpus|target|draft|pard|export|heads|bench]...
+# Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|nocod|export|heads|bench|bench-small|bench-nocod]...
+# small: the second, smaller target (text-12m) for target independence; nocod: PARD adaptation without COD
+# (retention 1) for as many steps as the shipped COD draft took, to compare acceptance (not shipped).
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,15 +23,26 @@ for step in "$@"; do
       INIT=(); [ -d runs/text-30m/checkpoint ] || INIT=(--init models/zoo/text-30m)
       $S train-lm "${INIT[@]}" --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-30m \
         --steps 5000 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
+    small)
+      $S train-lm --preset text-12m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-12m \
+        --steps 3000 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
     draft)
       $S train-lm --preset draft-5m --train $MIX --heldout $HELD --tokenizer $TOK --out runs/text-draft-5m \
         --steps 1200 --batch 8 --seq 512 --context 512 --eval-every 200 --eval-windows 32 --max-minutes "$MINUTES" ;;
     pard)
       $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m \
         --k 8 --retention 0.7 --floor 0.2 --steps 800 --batch 8 --seq 256 --eval-every 200 --max-minutes "$MINUTES" ;;
+    nocod)
+      STEPS=$(.venv/bin/python -c "import json;print(json.load(open('models/zoo/text-pard-5m/training_log.json'))['step'])")
+      $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m-nocod \
+        --k 8 --retention 1 --floor 1 --steps "$STEPS" --batch 8 --seq 256 --eval-every 200 --max-minutes "$MINUTES"
+      $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m-nocod \
+        --export runs/text-pard-5m-nocod/export ;;
     export)
       [ -d runs/text-30m/checkpoint ] && $S train-lm --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK \
         --out runs/text-30m --export models/zoo/text-30m
+      [ -d runs/text-12m/checkpoint ] && $S train-lm --preset text-12m --train $MIX --heldout $HELD --tokenizer $TOK \
+        --out runs/text-12m --export models/zoo/text-12m
       [ -d runs/text-draft-5m/checkpoint ] && $S train-lm --preset draft-5m --train $MIX --heldout $HELD \
         --tokenizer $TOK --out runs/text-draft-5m --export models/zoo/text-draft-5m
       [ -d runs/text-pard-5m/checkpoint ] && $S train-pard --init models/zoo/text-draft-5m --train $MIX \
@@ -49,6 +62,13 @@ for step in "$@"; do
       HEADS=(); for h in models/zoo/text-30m-heads/*/; do [ -f "$h/heads.json" ] && HEADS+=("${h%/}"); done
       $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
         --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out ${HEADS:+--heads "${HEADS[@]}"} ;;
+    bench-small)  # the same PARD draft on the smaller target
+      $S bench text --model models/zoo/text-12m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
+        --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out/text-12m ;;
+    bench-nocod)  # acceptance of the PARD draft trained without COD (greedy, so comparable with the main bench)
+      $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m \
+        --pard-draft runs/text-pard-5m-nocod/export --prompts 6 --max-new-tokens 128 --temperatures 0 --no-parity \
+        --dtype bfloat16 --out bench_out/nocod ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

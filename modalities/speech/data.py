@@ -29,11 +29,8 @@ def sentences(corpus: str, split: str, seed: int) -> list[str]:
     """Short plain sentences (5-18 words, letters and light punctuation) from the prose of a corpus split."""
     from models.corpus import read_docs
 
-    path = os.path.join(corpus, f"{split}.jsonl")
-    if not os.path.isfile(path):
-        raise SystemExit(f"{path} is missing: build the text corpus first (python -m modalities.text.corpus)")
     found = set()
-    for doc in read_docs(path, "prose"):
+    for doc in read_docs(os.path.join(corpus, f"{split}.jsonl"), "prose"):
         text = re.sub(r"\s+", " ", re.sub(r"^\d+ ", "", doc["text"], flags=re.M))
         for s in re.split(r"(?<=[.!?])\s+", text):
             s = s.strip()

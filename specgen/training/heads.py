@@ -3,7 +3,7 @@ data, and each head learns the target's own distribution for the token it guesse
 Sec. 2.3.2; Hydra++, Ankner et al. 2024, teacher loss).
 
     specgen train-heads --target models/zoo/text-30m --kind medusa --data data/text/train.code.bin:1,... \\
-        --out models/zoo/text-30m-medusa
+        --out models/zoo/text-30m-heads/medusa
 """
 from __future__ import annotations
 
