@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
-# Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|nocod|export|heads|bench|bench-small|bench-nocod]...
-# small: the second, smaller target (text-12m) for target independence; nocod: PARD adaptation without COD
-# (retention 1) for as many steps as the shipped COD draft took, to compare acceptance (not shipped).
+# Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
+# small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +31,24 @@ for step in "$@"; do
     pard)
       $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m \
         --k 8 --retention 0.7 --floor 0.2 --steps 800 --batch 8 --seq 256 --eval-every 200 --max-minutes "$MINUTES" ;;
-    nocod)
-      STEPS=$(.venv/bin/python -c "import json;print(json.load(open('models/zoo/text-pard-5m/training_log.json'))['step'])")
-      $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m-nocod \
-        --k 8 --retention 1 --floor 1 --steps "$STEPS" --batch 8 --seq 256 --eval-every 200 --max-minutes "$MINUTES"
-      $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/text-pard-5m-nocod \
-        --export runs/text-pard-5m-nocod/export ;;
+    cod)  # COD against no COD from the same AR draft, fp32: cost per step and epoch, then acceptance at equal
+          # steps (60) and equal wall time (no COD 60 steps, COD as many as fit in as long); not shipped
+      .venv/bin/python -m modalities.text.cod_bench --init models/zoo/text-draft-5m --steps 10 --mixed-precision no \
+        --out bench_out
+      for run in "nocod-60 1 1 60 18" "cod-60 0.7 0.2 60 18" "cod-280 0.7 0.2 280 16"; do
+        set -- $run
+        $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/cod-cmp/$1 --k 8 \
+          --retention $2 --floor $3 --steps $4 --warmup 10 --batch 8 --seq 256 --eval-every $4 --max-minutes $5 \
+          --mixed-precision no
+        $S train-pard --init models/zoo/text-draft-5m --train $MIX --heldout $HELD --out runs/cod-cmp/$1 \
+          --export runs/cod-cmp/$1/export
+        $S bench text --model models/zoo/text-30m --pard-draft runs/cod-cmp/$1/export --methods pard --ks 8 \
+          --prompts 6 --max-new-tokens 64 --temperatures 0 --no-parity --dtype float32 --out bench_out/cod/$1
+      done
+      $S bench text --model models/zoo/text-30m --pard-draft models/zoo/text-pard-5m --methods pard --ks 8 \
+        --prompts 6 --max-new-tokens 64 --temperatures 0 --no-parity --dtype float32 --out bench_out/cod-shipped
+      .venv/bin/python -m modalities.text.cod_compare --runs runs/cod-cmp --bench bench_out/cod \
+        --extra "shipped text-pard-5m (COD, bf16)=models/zoo/text-pard-5m=bench_out/cod-shipped" --out docs/bench ;;
     export)
       [ -d runs/text-30m/checkpoint ] && $S train-lm --preset text-30m --train $MIX --heldout $HELD --tokenizer $TOK \
         --out runs/text-30m --export models/zoo/text-30m
@@ -65,10 +76,6 @@ for step in "$@"; do
     bench-small)  # the same PARD draft on the smaller target
       $S bench text --model models/zoo/text-12m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
         --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out/text-12m ;;
-    bench-nocod)  # acceptance of the PARD draft trained without COD (greedy, so comparable with the main bench)
-      $S bench text --model models/zoo/text-30m --draft models/zoo/text-draft-5m \
-        --pard-draft runs/text-pard-5m-nocod/export --prompts 6 --max-new-tokens 128 --temperatures 0 --no-parity \
-        --dtype bfloat16 --out bench_out/nocod ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

@@ -10,6 +10,8 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .utils import cpu_bf16_native
+
 
 @dataclass
 class Tally:
@@ -109,11 +111,31 @@ def settings(args) -> dict:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}
 
 
+def machine() -> dict:
+    """What a benchmark ran on, kept beside its figures: speedups depend on the processor, bf16 support most."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_bf16_native": cpu_bf16_native(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: str, columns=COLUMNS) -> str:
-    """JSON (rows and settings), a markdown table and a PNG plot (rows with a speedup); returns the markdown."""
+    """JSON (rows, settings and the machine), a markdown table and a PNG plot (rows with a speedup); returns the
+    markdown."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        json.dump({"meta": {**meta, "machine": machine()}, "rows": rows}, f, indent=1)
     md = markdown_table(rows, columns)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(md + "\n")

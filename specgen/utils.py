@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -32,6 +33,17 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
+def cpu_bf16_native() -> bool | None:
+    """Whether this x86 CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); None where that cannot be read.
+    Without them PyTorch emulates bf16 on the CPU and a wide (verify) forward costs far more than in fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """The compute dtype: the one asked for, else bf16 on CUDA (fp16 where bf16 is missing) and fp32 on the CPU."""
     if isinstance(dtype, torch.dtype):
@@ -42,6 +54,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(set(_DTYPES))} or 'auto'")
+    if device.type == "cpu" and _DTYPES[dtype] != torch.float32 and cpu_bf16_native() is False:
+        warnings.warn(f"{dtype} on a CPU without AVX512-BF16/AMX runs emulated: speculative (wide) forwards get "
+                      "much slower than in float32 here; leave --dtype out (float32 on the CPU)", stacklevel=2)
     return _DTYPES[dtype]
 
 

@@ -87,3 +87,30 @@ def test_sampling_settings_are_checked_on_construction():
 def test_max_new_tokens_zero_gives_nothing(pipe):
     out = pipe.generate("def", max_new_tokens=0)
     assert out.token_ids == [] and out.text == ""
+
+
+@pytest.mark.parametrize("module", ["modalities.speech.data", "modalities.rap.data"])
+def test_data_builders_without_the_text_corpus_say_how_to_build_it(module, tmp_path):
+    import importlib
+
+    with pytest.raises(SystemExit, match="train_text_zoo.sh corpus"):
+        importlib.import_module(module).main(["--corpus", str(tmp_path / "nocorpus"), "--out", str(tmp_path / "out"),
+                                              "--train", "1", "--heldout", "1"])
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_names_the_fix(native, monkeypatch):
+    import warnings
+
+    import torch
+
+    from specgen import utils
+
+    monkeypatch.setattr(utils, "cpu_bf16_native", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert utils.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+        assert utils.resolve_dtype(None, torch.device("cpu")) == torch.float32
+    said = [str(w.message) for w in caught]
+    assert (len(said) == 1 and "leave --dtype out" in said[0]) if native is False else not said
+

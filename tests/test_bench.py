@@ -7,7 +7,8 @@ from modalities.cli import main
 from tiny import perturbed, random_heads, tiny_model, tiny_tokenizer
 
 
-def test_bench_text_writes_table_json_and_plot(tmp_path):
+def bench_folder(tmp_path):
+    """A tiny target, AR draft, PARD draft, medusa heads and a held-out corpus under tmp_path."""
     tok = tiny_tokenizer(vocab=300)
     target = tiny_model("llama", vocab=len(tok), context=128, layers=3)
     models = {"target": target, "ar": perturbed(target, 0.3), "pard": perturbed(target, 0.3, pard_token=3)}
@@ -19,12 +20,15 @@ def test_bench_text_writes_table_json_and_plot(tmp_path):
     for domain in ("code", "prose"):
         docs = [np.append(rng.integers(4, len(tok), 60), tok.eos_token_id) for _ in range(3)]
         np.concatenate(docs).astype(np.uint16).tofile(tmp_path / f"heldout.{domain}.bin")
+    return ["bench", "text", "--model", str(tmp_path / "target"), "--draft", str(tmp_path / "ar"),
+            "--pard-draft", str(tmp_path / "pard"), "--heads", str(tmp_path / "medusa"), "--corpus", str(tmp_path),
+            "--prompts", "2", "--prompt-len", "16", "--max-new-tokens", "12", "--parity-tokens", "12", "--ks", "4",
+            "--temperatures", "0", "--dtype", "float32"]
+
+
+def test_bench_text_writes_table_json_and_plot(tmp_path):
     out = tmp_path / "out"
-    rc = main(["bench", "text", "--model", str(tmp_path / "target"), "--draft", str(tmp_path / "ar"),
-               "--pard-draft", str(tmp_path / "pard"), "--heads", str(tmp_path / "medusa"), "--corpus", str(tmp_path),
-               "--prompts", "2",
-               "--prompt-len", "16", "--max-new-tokens", "12", "--parity-tokens", "12", "--ks", "4",
-               "--assist-ks", "2", "4", "--temperatures", "0", "--dtype", "float32", "--out", str(out)])
+    rc = main(bench_folder(tmp_path) + ["--assist-ks", "2", "4", "--out", str(out)])
     assert rc == 0
     rows = json.loads((out / "text.json").read_text())["rows"]
     methods = {r["method"] for r in rows}
@@ -38,3 +42,13 @@ def test_bench_text_writes_table_json_and_plot(tmp_path):
             assert r["parity"] == "2/2"
     assert (out / "text.png").stat().st_size > 1000
     assert "| setting | method |" in (out / "text.md").read_text()
+    machine = json.loads((out / "text.json").read_text())["meta"]["machine"]
+    assert machine["cpu"] and machine["threads"] >= 1 and machine["cpu_bf16_native"] in (True, False, None)
+
+
+def test_bench_text_methods_keeps_ar_and_the_named_rows(tmp_path):
+    out = tmp_path / "out"
+    assert main(bench_folder(tmp_path) + ["--methods", "pard", "medusa", "--out", str(out)]) == 0
+    rows = json.loads((out / "text.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"ar", "pard K=4", "medusa"}
+    assert all(r["parity"] == "2/2" for r in rows)

@@ -127,3 +127,27 @@ def test_cod_bench_measures_both_layouts(tmp_path):
     cod, full = result["rows"].values()
     assert 2.5 < cod["packed_per_real"] < full["packed_per_real"] < 8
     assert result["saving"]["tokens_ratio"] > 1.5
+
+
+def test_cod_compare_tables_each_run_with_its_losses_and_acceptance(tmp_path):
+    import json
+
+    from modalities.text.cod_compare import main as cod_compare
+
+    for name, retention, accepted in (("cod", 0.7, 2.1), ("nocod", 1.0, 1.9)):
+        export = tmp_path / "runs" / name / "export"
+        export.mkdir(parents=True)
+        log = {"step": 60, "tokens": 400_000, "real_tokens": 120_000, "seconds": 600.0,
+               "args": {"retention": retention, "floor": 0.2 if retention < 1 else 1.0},
+               "log": [{"step": 60, "heldout_loss_by_group": [4.0, 5.0, 5.5, 5.7, 5.8, 5.9, 6.0, 6.1]}]}
+        (export / "training_log.json").write_text(json.dumps(log))
+        (tmp_path / "bench" / name).mkdir(parents=True)
+        rows = [{"group": f"{d}, T=0", "method": m, "mean_accepted": a} for d in ("code", "prose")
+                for m, a in (("ar", 1.0), ("pard K=8", accepted))]
+        (tmp_path / "bench" / name / "text.json").write_text(json.dumps({"rows": rows}))
+    cod_compare(["--runs", str(tmp_path / "runs"), "--bench", str(tmp_path / "bench"), "--out", str(tmp_path)])
+    rows = {r["run"]: r for r in json.loads((tmp_path / "pard_cod_acceptance.json").read_text())}
+    assert rows["cod"]["accepted_code"] == 2.1 and rows["nocod"]["accepted_prose"] == 1.9
+    assert rows["nocod"]["retention"] == 1.0 and rows["cod"]["minutes"] == 10.0
+    assert "| cod | 60 | 0.12M | 0.40M | 10.0 | 4.00 / 5.00 / 5.70 / 6.10 | 2.1 | 2.1 |" in \
+        (tmp_path / "pard_cod_acceptance.md").read_text()

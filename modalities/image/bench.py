@@ -27,6 +27,26 @@ METHODS = {"ar": dict(method="ar"), "hawk horizontal": dict(method="hawk", verti
            "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
 
 
+def sample_sheet(cells: list[tuple[str, str, Image.Image]], methods: list[str]) -> Image.Image:
+    """A labelled sheet: one row per caption (its text on the left), one column per method (a strip of samples)."""
+    from PIL import ImageDraw
+
+    captions = list(dict.fromkeys(c for c, _, _ in cells))
+    w, h = cells[0][2].size
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label, head = int(max(measure.textlength(c) for c in captions)) + 12, 16
+    sheet = Image.new("RGB", (label + w * len(methods), head + (h + 4) * len(captions)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for j, m in enumerate(methods):
+        draw.text((label + j * w + 2, 2), m.replace("hawk ", "").replace("horizontal", "horiz."), fill=(0, 0, 0))
+    for caption, method, strip in cells:
+        r, j = captions.index(caption), methods.index(method)
+        y = head + r * (h + 4)
+        sheet.paste(strip, (label + j * w, y))
+        draw.text((4, y + h // 2 - 5), caption, fill=(0, 0, 0))
+    return sheet
+
+
 def bench(args) -> str:
     from .pipeline import ImagePipeline
 
@@ -48,7 +68,7 @@ def bench(args) -> str:
             t["div"] += [float(np.abs(a - b).mean()) for a, b in itertools.combinations(pix, 2)]
             t["lossless"] &= res.stats.lossless
             if i < args.grid_rows:
-                grid.append(res.grid())
+                grid.append((caption, name, res.grid()))
         print(f"caption {i + 1}/{len(captions)} done", flush=True)
     base = tally["ar"]["tokens"] / tally["ar"]["seconds"]
     rows = [{"group": "image", "method": m, "tokens_per_s": t["tokens"] / t["seconds"],
@@ -58,12 +78,8 @@ def bench(args) -> str:
     os.makedirs(args.out, exist_ok=True)
     md = write_outputs(args.out, "image", rows, {**settings(args), "captions": captions},
                        "image tokens: speedup over ar", COLUMNS)
-    if grid:  # rows: captions x methods, each a strip of samples
-        w, h = grid[0].size
-        sheet = Image.new("RGB", (w, h * len(grid)), (255, 255, 255))
-        for r, g in enumerate(grid):
-            sheet.paste(g, (0, r * h))
-        sheet.save(os.path.join(args.out, "image-samples.png"))
+    if grid:
+        sample_sheet(grid, list(METHODS)).save(os.path.join(args.out, "image-samples.png"))
     print(md)
     return md
 
@@ -74,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--samples", type=int, default=4, help="images per caption and method")
     p.add_argument("--cfg-scale", type=float, default=3.0)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--grid-rows", type=int, default=2, help="captions shown in the sample sheet")
+    p.add_argument("--grid-rows", type=int, default=4, help="captions shown in the sample sheet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")

@@ -85,8 +85,9 @@ class Runner:
         return run
 
 
-def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: list[int], lookup_k: int):
-    """name -> run function, in table order."""
+def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: list[int], lookup_k: int,
+                only: list[str] | None = None):
+    """name -> run function, in table order; `only`: keep `ar` and the rows whose names start with one of these."""
     m = {"ar": runner.ours("ar", 1, temperature), "hf generate": runner.hf(temperature)}
     if runner.ar_draft is not None:
         for k in assist_ks:
@@ -102,6 +103,8 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
             m[f"pard K={k}"] = runner.ours("pard", k, temperature)
     for name, heads in runner.heads.items():
         m[name] = runner.ours(heads.kind, max(ks), temperature, heads)
+    if only:
+        m = {name: fn for name, fn in m.items() if name == "ar" or name.startswith(tuple(only))}
     return m
 
 
@@ -139,7 +142,7 @@ def bench(args) -> str:
     results = Results("ar")
     runner = Runner(target, ar_draft, pard, args.max_new_tokens, load_head_rows(args.heads, target))
     for temp in args.temperatures:
-        table = methods_for(runner, temp, args.ks, args.assist_ks, args.lookup_k)
+        table = methods_for(runner, temp, args.ks, args.assist_ks, args.lookup_k, args.methods)
         for fn in table.values():  # warm-up: first calls allocate and pick kernels
             fn(prompts[args.domains[0]][0][:16], 0)
         for domain, ps in prompts.items():
@@ -165,7 +168,7 @@ def parity_pass(args, prompts, results: Results):
     ar_draft = load_causal_lm(args.draft, target.device, "float32", what="draft") if args.draft else None
     pard = load_causal_lm(args.pard_draft, target.device, "float32", what="PARD draft") if args.pard_draft else None
     runner = Runner(target, ar_draft, pard, args.parity_tokens, load_head_rows(args.heads, target))
-    table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k)
+    table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k, args.methods)
     for domain, ps in prompts.items():
         group = f"{domain}, T=0"
         for p in ps:
@@ -188,6 +191,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--ks", type=int, nargs="+", default=[4, 8, 12], help="PARD draft lengths")
     p.add_argument("--assist-ks", type=int, nargs="+", default=[4, 8], help="transformers assisted sweep")
     p.add_argument("--lookup-k", type=int, default=8)
+    p.add_argument("--methods", nargs="+", metavar="PREFIX",
+                   help="only these rows (name prefixes, e.g. pard 'hf assisted'; ar is always run)")
     p.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--parity-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

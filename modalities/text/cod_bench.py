@@ -2,7 +2,7 @@
 draft, windows and machine: packed tokens and seconds per training step, extrapolated to one epoch of the
 training split.
 
-    python -m modalities.text.cod_bench --init models/zoo/text-draft-5m --steps 20
+    python -m modalities.text.cod_bench --init models/zoo/text-draft-5m --steps 20 [--mixed-precision no]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from specgen.training.pard import cod_layout, pard_batch
 
 
 def measure(init: str, train: str, retention: float, floor: float, k: int, seq: int, batch: int, steps: int,
-            seed: int) -> dict:
+            seed: int, mixed_precision: str = "bf16") -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
@@ -33,7 +33,7 @@ def measure(init: str, train: str, retention: float, floor: float, k: int, seq: 
         group, pos = cod_layout(seq, k, retention, floor, np.random.default_rng([seed, step]))
         inputs, positions, attn, labels = pard_batch(data.batch(step, batch), mask_id, group, pos)
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
             logits = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         loss.backward()
@@ -56,12 +56,14 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"],
+                    help="as `specgen train-pard`: bf16 autocast, or fp32 (faster on CPUs without native bf16)")
     ap.add_argument("--out", default="bench_out")
     a = ap.parse_args(argv)
     epoch = a.corpus_tokens or sum(os.path.getsize(p.split(":")[0]) // 2 for p in a.train.split(","))
     rows = {}
     for name, (r, floor) in {"COD (r=0.7, floor 0.2)": (0.7, 0.2), "no COD (every mask kept)": (1.0, 1.0)}.items():
-        m = measure(a.init, a.train, r, floor, a.k, a.seq, a.batch, a.steps, a.seed)
+        m = measure(a.init, a.train, r, floor, a.k, a.seq, a.batch, a.steps, a.seed, a.mixed_precision)
         steps_per_epoch = epoch / m["real_tokens_per_step"]
         m.update(packed_per_real=m["packed_tokens_per_step"] / m["real_tokens_per_step"],
                  epoch_packed_tokens_M=m["packed_tokens_per_step"] * steps_per_epoch / 1e6,
