@@ -10,7 +10,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .utils import cpu_bf16_native
+from .utils import cpu_bf16_native, cpu_info
 
 
 @dataclass
@@ -117,12 +117,7 @@ def machine() -> dict:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_info("model name") or platform.processor() or platform.machine()
     info = {"cpu": cpu, "cpu_bf16_native": cpu_bf16_native(), "threads": torch.get_num_threads(),
             "torch": torch.__version__}
     if torch.cuda.is_available():

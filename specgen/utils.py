@@ -33,15 +33,20 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
+def cpu_info(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo ("model name", "flags"); None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
+    except OSError:
+        return None
+
+
 def cpu_bf16_native() -> bool | None:
     """Whether this x86 CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); None where that cannot be read.
     Without them PyTorch emulates bf16 on the CPU and a wide (verify) forward costs far more than in fp32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    flags = cpu_info("flags")
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
