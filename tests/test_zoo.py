@@ -8,6 +8,8 @@ import pytest
 
 ZOO = os.path.join(os.path.dirname(__file__), "..", "models", "zoo")
 TEXT_PROMPTS = ["def read_config(path):\n    with open(path) as f:", "And the LORD said unto Moses, Go in"]
+HEAD_SETS = sorted(os.path.relpath(os.path.dirname(p), ZOO)  # text-30m-heads/KIND, each with its heads.json
+                   for p in glob.glob(os.path.join(ZOO, "text-30m-heads", "*", "heads.json")))
 
 
 def zoo(name: str) -> str:
@@ -24,9 +26,7 @@ def text_ar():
     return [o.token_ids for o in pipe.generate(TEXT_PROMPTS, max_new_tokens=20, temperature=0.0, method="ar")]
 
 
-@pytest.mark.parametrize("draft", ["text-pard-5m", "text-draft-5m"]
-                         + sorted(os.path.relpath(os.path.dirname(p), ZOO)
-                                  for p in glob.glob(os.path.join(ZOO, "text-30m-heads", "*", "heads.json"))))
+@pytest.mark.parametrize("draft", ["text-pard-5m", "text-draft-5m"] + HEAD_SETS)
 def test_every_shipped_text_drafter_reproduces_ar_greedy(draft, text_ar):
     from modalities.text import TextPipeline
 
@@ -37,9 +37,7 @@ def test_every_shipped_text_drafter_reproduces_ar_greedy(draft, text_ar):
 
 
 def test_all_five_head_kinds_ship():
-    kinds = {os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ZOO, "text-30m-heads", "*",
-                                                                                   "heads.json"))}
-    assert kinds == {"medusa", "hydra", "koala", "koala-noadv", "redrafter"}
+    assert {os.path.basename(d) for d in HEAD_SETS} == {"medusa", "hydra", "koala", "koala-noadv", "redrafter"}
 
 
 def test_shipped_speech_model_speaks_and_vadusa_at_tolerance_one_matches_ar():
