@@ -261,6 +261,10 @@ def add_training(sub):
                        description=heads.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     heads.add_arguments(p)
     p.set_defaults(run=heads.train)
+    p = sub.add_parser("calibrate-heads", help="measure trained heads per acceptance rule to shape their trees",
+                       description=heads.calibrate.__doc__)
+    heads.add_calibrate_arguments(p)
+    p.set_defaults(run=heads.calibrate)
 
 
 def add_bench(sub):

@@ -78,8 +78,9 @@ def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]
     """The `size` candidate paths most likely to be accepted, as Medusa builds its sparse trees (Sec. 2.1.2).
 
     accuracy[d][r]: how often rank r of head d is the right token. A path (r0, r1, ...) takes rank r_d at depth
-    d and scores the product of its accuracies; best-first search keeps every prefix of a chosen path. Paths come
-    out in breadth-first order, so a parent always precedes its children.
+    d and scores the product of its accuracies; best-first search keeps every prefix of a chosen path. Paths that
+    can never be accepted (score 0) are left out, so the tree may be smaller than `size`. Paths come out in
+    breadth-first order, so a parent always precedes its children.
     """
     import heapq
 
@@ -88,6 +89,8 @@ def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]
     chosen = []
     while heap and len(chosen) < size:
         neg, path = heapq.heappop(heap)
+        if neg >= 0 and chosen:  # best-first: everything left scores 0 too
+            break
         chosen.append(path)
         d = len(path)
         if d < len(accuracy):

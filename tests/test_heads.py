@@ -123,3 +123,55 @@ def test_tree_size_defaults_by_device_and_is_checked():
     assert len(make_drafter("medusa", heads, tree_size=5).paths) == 5
     with pytest.raises(ValueError, match="tree_size"):
         make_drafter("medusa", heads, tree_size=0)
+
+
+def test_rule_tables_measure_what_each_acceptance_walk_takes():
+    """greedy: the guess is the argmax; sample: the target's probability of the guess (what recursive rejection
+    accepts); tolerance:K: the guess the walk takes among those in the top K, so K = vocab takes exactly one."""
+    from specgen.training.heads import rule_accuracy
+
+    target = tiny_model("llama", layers=2, vocab=31)
+    heads = random_heads(target, "medusa", num_heads=2)
+    x = torch.randint(3, 31, (3, 20))
+    tables = rule_accuracy(heads, target, x, ["greedy", "tolerance:1", "tolerance:31", "sample"], ranks=4)
+    assert tables["tolerance:1"] == tables["greedy"]
+    for row in tables["tolerance:31"]:
+        assert sum(row) == pytest.approx(1.0)  # every guess is in the top 31: the walk takes one per position
+    with torch.no_grad():
+        hidden, logits = capture_hidden(target, x)
+        guess = heads.train_logits(hidden, x).topk(4, -1).indices  # [b, L, heads, ranks]
+    p = logits.softmax(-1)[:, 2:].gather(-1, guess[:, :-2, 1])  # head 1 at t guesses t + 3 = logits at t + 2
+    assert tables["sample"][1] == pytest.approx(p.mean((0, 1)).tolist(), abs=1e-5)
+    later = rule_accuracy(heads, target, x, ["sample"], ranks=4, start=torch.tensor([15, 15, 15]))
+    assert later["sample"][1] == pytest.approx(p[:, 15 - 3:].mean((0, 1)).tolist(), abs=1e-5)
+    with pytest.raises(ValueError, match="tolerance:K"):
+        rule_accuracy(heads, target, x, ["tolerance:x"])
+
+
+def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_path):
+    from specgen import make_drafter, tree_rule
+    from specgen.heads import load_heads
+
+    tok = tiny_tokenizer(vocab=300)
+    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
+    target.save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    out = tmp_path / "medusa"
+    random_heads(target, "medusa").save(str(out))
+    weights = (out / "heads.safetensors").read_bytes()
+    assert main(["calibrate-heads", "--target", str(tmp_path / "target"), "--heads", str(out), "--data",
+                 f"{tmp_path}/train.bin:1", "--rules", "sample", "tolerance:5", "--sequences", "4",
+                 "--new-tokens", "12", "--prompt-len", "8", "--gen-batch", "4", "--cpu"]) == 0
+    assert (out / "heads.safetensors").read_bytes() == weights
+    heads = load_heads(str(out), target)
+    assert set(heads.config["rule_accuracy"]) == {"sample", "tolerance:5"}
+    assert heads.accuracy_for("tolerance:5") == heads.config["rule_accuracy"]["tolerance:5"]
+    assert heads.accuracy_for("tolerance:9") == heads.config["topk_accuracy"]  # not calibrated: the greedy table
+    assert tree_rule(None, 0.0) == "greedy" and tree_rule(None, 0.7) == "sample"
+    assert tree_rule("tolerance", 1.0, {"tolerance": 5}) == "tolerance:5"
+    heads.config["rule_accuracy"]["sample"] = [[0.9, 0.0], [0.9, 0.0], [0.9, 0.0], [0.9, 0.0]]  # a pure chain
+    assert make_drafter("medusa", heads, 8, rule="sample").paths == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
+    spec = pipe.generate("def f", max_new_tokens=20)
+    assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from models.vq import ImageTokenizer
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter
+from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.guidance import GuidedLM
 from specgen.loading import check_vocabulary, load_lm_and_heads
 
@@ -85,7 +85,9 @@ class ImagePipeline:
         if acceptance == "relaxed":
             options = {"neighbours": codebook_neighbours(self.tokenizer.codebook.detach().cpu(), self.vocab),
                        "delta": delta}
-        drafter = make_drafter("hawk", self.heads, tree_size) if method == "hawk" else None
+        drafter = None
+        if method == "hawk":
+            drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options))
         if drafter is not None:
             drafter.vertical = vertical
         gen = torch.Generator(self.lm.device).manual_seed(seed)

@@ -15,7 +15,7 @@ from models.audio import load_audio, log_mel, save_audio, voice_prompt
 from models.flow import FlowDecoder, tokens_to_audio
 from models.speech_tokenizer import SpeechTokenizer
 from models.espeak import phonemes as phonemize
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter
+from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from .accompaniment import accompaniment_tokens
@@ -104,8 +104,10 @@ class RapPipeline:
         ids = self.vocab.prefix(LINE.join(phonemize(ln) for ln in lines), acc,
                                 self.tokenizer.encode_mel(prompt_mel).tolist())
         frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
-        drafter = make_drafter(self.heads.kind, self.heads, tree_size) if method == "heads" else None
         options = {"tolerance": tolerance} if tolerance is not None else None
+        drafter = None
+        if method == "heads":
+            drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(acceptance, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
                        gen, acceptance, options, self.vocab.allowed)[0]

@@ -14,7 +14,7 @@ from models.audio import log_mel, save_audio, voice_prompt as load_voice_prompt
 from models.espeak import phonemes as phonemize
 from models.flow import FlowDecoder, tokens_to_audio
 from models.speech_tokenizer import SpeechTokenizer
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter
+from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from models.specials import EOS
@@ -90,10 +90,12 @@ class SpeechPipeline:
         prompt_tokens = self.tokenizer.encode_mel(prompt_mel)
         ids = self.vocab.prefix(phoneme_ids, prompt_tokens.tolist())
         sampling = Sampling(temperature, top_k, top_p)
-        drafter = make_drafter("medusa", self.heads, tree_size) if method == "vadusa" else None
         rule, options = acceptance, None
         if method == "vadusa" and acceptance is None:
             rule, options = "tolerance", {"tolerance": tolerance}
+        drafter = None
+        if method == "vadusa":  # Medusa or Hydra heads, the tree shaped for the rule in use
+            drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(rule, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         budget = int(max_seconds * self.tokenizer.cfg.frames_per_second)
         context = self.lm.context

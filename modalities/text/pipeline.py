@@ -8,7 +8,7 @@ import torch
 
 import os
 
-from specgen import CachedLM, Sampling, Stats, make_drafter, stream
+from specgen import CachedLM, Sampling, Stats, make_drafter, stream, tree_rule
 from specgen.drafters import METHODS, pard_token_of
 from specgen.heads import DraftHeads, load_heads
 from specgen.loading import load_causal_lm, load_tokenizer
@@ -68,12 +68,13 @@ class TextPipeline:
                 draft_tok = None  # a draft may ship without a tokenizer; then only the vocabulary size is checked
         return cls(model, load_tokenizer(path, what="target"), draft_obj, method, num_draft_tokens, draft_tok)
 
-    def drafter(self, method: str):
-        if method not in self._drafters:
+    def drafter(self, method: str, rule: str | None = None):
+        """The drafter for a method (one per method and tree rule, kept for later calls)."""
+        if (method, rule) not in self._drafters:
             if method == "pard" and self.draft is not None and not isinstance(self.draft, DraftHeads):
                 pard_token_of(self.draft.config)
-            self._drafters[method] = make_drafter(method, self.draft)
-        return self._drafters[method]
+            self._drafters[method, rule] = make_drafter(method, self.draft, rule=rule)
+        return self._drafters[method, rule]
 
     @property
     def eos_token_ids(self) -> set[int]:
@@ -105,9 +106,10 @@ class TextPipeline:
         if seed is not None:
             generator = torch.Generator(self.target.device).manual_seed(seed)
         k = self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens
-        it = stream(self.target, rows, self.drafter(method or self.method), sampling, max_new_tokens, k,
-                    self.eos_token_ids, self._stop_fn(stops) if stops else None, generator, acceptance,
-                    tolerance_options(acceptance, tolerance))
+        options = tolerance_options(acceptance, tolerance)
+        drafter = self.drafter(method or self.method, tree_rule(acceptance, temperature, options))
+        it = stream(self.target, rows, drafter, sampling, max_new_tokens, k, self.eos_token_ids,
+                    self._stop_fn(stops) if stops else None, generator, acceptance, options)
         return it, stops
 
     def _stop_fn(self, stops: list[str]):

@@ -13,10 +13,11 @@ HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": Medusa
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
 
 
-def make_drafter(method: str, draft=None, tree_size: int | None = None) -> Drafter | None:
+def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None) -> Drafter | None:
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
-    `default_tree_size`)."""
+    `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
+    'tolerance:K'; see `tree_rule`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -34,12 +35,21 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None) -> Draft
                              f"{getattr(draft, 'kind', 'a causal LM')}: pass the folder of {method} heads")
         if tree_size is not None and tree_size < 1:
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
-        return HEAD_DRAFTERS[method](draft) if method == "redrafter" else HEAD_DRAFTERS[method](draft, tree_size)
+        if method == "redrafter":
+            return HEAD_DRAFTERS[method](draft)
+        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
                          f"method={draft.kind!r}")
     return MODEL_DRAFTERS[method](draft)
 
 
-__all__ = ["Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
+def tree_rule(rule: str | None, temperature: float, options: dict | None = None) -> str:
+    """The calibration key for a decode's acceptance rule: the rule the loop will use ('greedy' at temperature 0,
+    else 'sample', when none is named), with a tolerance as 'tolerance:K'."""
+    rule = rule or ("greedy" if temperature == 0 else "sample")
+    return f"tolerance:{(options or {}).get('tolerance', 3)}" if rule == "tolerance" else rule
+
+
+__all__ = ["tree_rule", "Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
            "HydraDrafter", "BeamDrafter", "HawkDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS"]

@@ -30,13 +30,16 @@ class HeadDrafter(Drafter):
 
     needs_hidden = True
 
-    def __init__(self, heads: DraftHeads, tree_size: int | None = None):
+    def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None):
+        """rule: the acceptance rule the tree is shaped for ('greedy', 'sample', 'tolerance:K'); its calibration
+        table from heads.json when there is one (`specgen calibrate-heads`), else the greedy table. The shape
+        changes speed only, never what is accepted."""
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         self.heads = heads
         self.name = heads.kind
-        accuracy = (heads.config.get("topk_accuracy") or default_accuracy(heads.num_heads))[: heads.num_heads]
+        accuracy = (heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
         accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
         self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
@@ -185,8 +188,9 @@ class HawkDrafter(HeadDrafter):
     `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
     never cached or proposed from the cache."""
 
-    def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True):
-        super().__init__(heads, tree_size)
+    def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
+                 rule: str | None = None):
+        super().__init__(heads, tree_size, rule)
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)
 

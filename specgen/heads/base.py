@@ -67,10 +67,27 @@ class DraftHeads(nn.Module, ABC):
         weights = os.path.join(path, "heads.safetensors")
         save_file(storage_tensors(self.state_dict(), dtype), weights + ".tmp")
         os.replace(weights + ".tmp", weights)
-        meta = os.path.join(path, "heads.json")
-        with open(meta + ".tmp", "w") as f:
-            json.dump({"kind": self.kind, **self.config}, f, indent=1)
-        os.replace(meta + ".tmp", meta)
+        write_json(os.path.join(path, "heads.json"), {"kind": self.kind, **self.config})
+
+    def accuracy_for(self, rule: str | None = None) -> list[list[float]] | None:
+        """The calibration table that shapes trees for an acceptance rule ('sample', 'tolerance:3', ...), falling
+        back to the greedy table (`topk_accuracy`) when that rule was not calibrated."""
+        return (self.config.get("rule_accuracy") or {}).get(rule) or self.config.get("topk_accuracy")
+
+
+def write_json(path: str, data: dict):
+    """Write a JSON file whole under a temporary name, then move it into place."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def write_config(path: str, updates: dict):
+    """Merge `updates` into the heads.json of a heads folder (the weights stay as they are)."""
+    meta = os.path.join(path, "heads.json")
+    with open(meta) as f:
+        config = json.load(f)
+    write_json(meta, {**config, **updates})
 
 
 def load_heads(path: str, target_model) -> DraftHeads:

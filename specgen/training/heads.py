@@ -104,17 +104,110 @@ def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
 @torch.no_grad()
 def topk_accuracy(heads, target, seqs: torch.Tensor, ranks: int = 8, batch: int = 8) -> list[list[float]]:
     """accuracy[d][r]: how often head d's rank-r token is the target's greedy choice (calibrates the tree)."""
+    return rule_accuracy(heads, target, seqs, ["greedy"], ranks, batch)["greedy"]
+
+
+def parse_rule(rule: str) -> tuple[str, int]:
+    """'greedy', 'sample', 'tolerance:K' -> (name, K); K is 1 unless given."""
+    name, _, k = rule.partition(":")
+    if name not in ("greedy", "sample", "tolerance") or (k and not k.isdigit()) or (name != "tolerance" and k):
+        raise ValueError(f"unknown calibration rule {rule!r}: use greedy, sample or tolerance:K (K >= 1)")
+    return name, int(k or 1)
+
+
+@torch.no_grad()
+def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: int = 8, batch: int = 8,
+                  start: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, list[list[float]]]:
+    """table[rule][d][r]: how often the acceptance walk takes head d's rank-r token, per rule, measured on target
+    continuations `seqs` [n, L] (positions before `start` [n], the prompts, are left out). These shape the sparse
+    candidate tree, so each rule gets the tree that suits it (Medusa's construction, Sec. 2.1.2, needs one
+    probability per child that the walk takes it):
+    - greedy: the rank-r token is the target's argmax;
+    - sample (lossless rule, at `temperature`): the target's probability of the rank-r token, which is exactly the
+      chance that recursive rejection over distinct deterministic children accepts it;
+    - tolerance:K (VADUSA): the rank-r token is in the target's top K and the target ranks it above every other
+      guess of that head (the walk follows the accepted child the target ranks highest)."""
+    parsed = {r: parse_rule(r) for r in rules}
     offsets = heads.offsets
-    hits = torch.zeros(len(offsets), ranks)
+    hits = {r: torch.zeros(len(offsets), ranks) for r in rules}
     counts = torch.zeros(len(offsets))
-    for x in seqs.split(batch):
+    for i in range(0, len(seqs), batch):
+        x = seqs[i : i + batch]
         hidden, logits = capture_hidden(target, x)
-        best = logits.argmax(-1)  # [b, L]
+        logits = logits.float()
         top = heads.train_logits(hidden, x).topk(ranks, -1).indices  # [b, L, heads, ranks]
-        for d, guess, want in aligned(top, best, offsets):
-            hits[d] += (guess == want[..., None]).float().sum((0, 1)).cpu()
-            counts[d] += want.numel()
-    return (hits / counts.clamp(min=1)[:, None]).tolist()
+        for d, guess, want in aligned(top, logits, offsets):  # guess [b, span, ranks], want [b, span, V]
+            span = guess.shape[1]
+            keep = torch.ones(x.shape[0], span, dtype=torch.bool, device=x.device)
+            if start is not None:  # position t guesses t + 1 + offset: count it once that token is generated
+                pos = torch.arange(span, device=x.device)[None, :] + 1 + offsets[d]
+                keep = pos >= start[i : i + batch, None].to(x.device)
+            picked = want.gather(-1, guess)  # [b, span, ranks] the target's logit of each guess
+            rank = (want[..., None, :] > picked[..., None]).sum(-1)  # how many tokens the target scores higher
+            for r, (name, k) in parsed.items():
+                if name == "sample":
+                    took = (want / temperature).softmax(-1).gather(-1, guess)
+                else:
+                    ok = rank < k
+                    best = rank.masked_fill(~ok, 1 << 30).argmin(-1, keepdim=True)  # the child the walk takes
+                    took = torch.zeros_like(picked).scatter_(-1, best, 1.0) * ok
+                hits[r][d] += (took * keep[..., None]).sum((0, 1)).cpu()
+            counts[d] += keep.sum().cpu()
+    return {r: (h / counts.clamp(min=1)[:, None]).tolist() for r, h in hits.items()}
+
+
+def calibration(heads, target, seqs: torch.Tensor, rules: list[str], start: torch.Tensor | None = None,
+                temperature: float = 1.0) -> dict:
+    """The heads.json entries that shape trees: `topk_accuracy` (greedy) and `rule_accuracy` per other rule."""
+    tables = rule_accuracy(heads, target, seqs, ["greedy", *[r for r in rules if r != "greedy"]], start=start,
+                           temperature=temperature)
+    greedy = tables.pop("greedy")
+    return {"topk_accuracy": greedy, "rule_accuracy": {**heads.config.get("rule_accuracy", {}), **tables}}
+
+
+def calibrate(args):
+    """Measure trained heads on fresh target continuations of the data's prompts and write their tree tables into
+    heads.json (weights untouched)."""
+    from ..loading import load_causal_lm
+    from .data import SequenceSet, TokenMix
+    from ..heads.base import load_heads, write_config
+
+    for r in args.rules:
+        parse_rule(r)
+    target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target")
+    heads = load_heads(args.heads, target)
+    data = SequenceSet(args.data, args.seed) if args.data.endswith(".pt") else \
+        TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
+    lm = CachedLM(target)
+    gen = torch.Generator(lm.device).manual_seed(args.seed)
+    rows, starts = [], []
+    for i in range(0, args.sequences, args.gen_batch):
+        prompts = prompts_from(data, i, min(args.gen_batch, args.sequences - i), args.prompt_len, args.seed + 1)
+        outs = generate(lm, prompts, None, Sampling(args.temperature) if args.temperature else Sampling(),
+                        max_new_tokens=args.new_tokens, generator=gen)
+        rows += [p + o.token_ids for p, o in zip(prompts, outs)]
+        starts += [len(p) for p in prompts]
+    width = max(len(r) for r in rows)
+    seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=lm.device)  # pad: end of row
+    start = torch.tensor(starts, device=lm.device)
+    tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0)
+    write_config(args.heads, tables)
+    for rule, table in [("greedy", tables["topk_accuracy"]), *tables["rule_accuracy"].items()]:
+        print(f"{rule}: rank-0 per head {[round(row[0], 3) for row in table]}")
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--target", required=True, help="the target the heads were trained on (HF folder)")
+    p.add_argument("--heads", required=True, help="heads folder; its heads.json gains the tables")
+    p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
+    p.add_argument("--rules", nargs="+", default=["sample"], help="greedy, sample, tolerance:K")
+    p.add_argument("--sequences", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=200)
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=1.0, help="the continuations' (and `sample`'s) temperature")
+    p.add_argument("--gen-batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action="store_true")
 
 
 def capture_hidden(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +314,8 @@ def train(args):
             break
     bar.close()
     final = acc.unwrap_model(heads)
-    final.config["topk_accuracy"] = topk_accuracy(final, target, held.to(acc.device))
+    final.config.update(calibration(final, target, held.to(acc.device), args.rules,
+                                    temperature=args.temperature or 1.0))
     final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1),
                                 "sequences": len(seqs), "log": state["log"][-5:]}
     final.save(args.out, dtype=getattr(torch, args.save_dtype))
@@ -254,4 +348,6 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
+    p.add_argument("--rules", nargs="+", default=["sample"],
+                   help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
     p.add_argument("--cpu", action="store_true")
