@@ -136,3 +136,25 @@ def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: 
         f.write(md + "\n")
     plot_speedups([r for r in rows if r.get("speedup")], os.path.join(out_dir, f"{name}.png"), title)
     return md
+
+
+def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
+    """(heads kind, pipeline) for a pipeline's own heads and for each other heads folder trained on its LM, so
+    head sets are compared on one loaded model in one run (a shallow copy per folder; the LM is shared)."""
+    import copy
+
+    from .heads import load_heads
+
+    variants = [(pipe.heads.kind if pipe.heads is not None else "none", pipe)]
+    for folder in folders or []:
+        other = copy.copy(pipe)
+        other.heads = load_heads(folder, pipe.lm.model)
+        variants.append((other.heads.kind, other))
+    return variants
+
+
+def file_label(name: str) -> str:
+    """A row name as a file-name part: letters and digits kept, runs of anything else become one '-'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")

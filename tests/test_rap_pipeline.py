@@ -2,12 +2,13 @@
 last as long as the beat and mix without clipping, and unusable input gets clear errors."""
 import numpy as np
 import pytest
+from transformers import AutoModelForCausalLM
 
 from models.audio import save_audio
 from modalities.rap.beats import beat
 from modalities.rap.pipeline import RapPipeline
 from modalities.rap.vocab import RapVocab
-from tiny import tiny_speech_parts, tone
+from tiny import random_heads, tiny_speech_parts, tone
 
 LYRICS = "we walk the road today\nand sing the night away"
 
@@ -79,8 +80,10 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
                      "vocals": str(data / f"v{i}.wav"), "beat_times": beats.tolist(), "onsets": [2.5]})
     (data / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["bench", "rap", "--model", str(rap_dir), "--data", str(data), "--songs", "1", "--out",
-                 str(out)]) == 0
+    hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
+    random_heads(AutoModelForCausalLM.from_pretrained(rap_dir / "lm"), "hydra").save(str(hydra))
+    assert main(["bench", "rap", "--model", str(rap_dir), "--data", str(data), "--songs", "1", "--heads", str(hydra),
+                 "--out", str(out)]) == 0
     result = json.loads((out / "rap.json").read_text())["rows"]
-    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads"]
-    assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads.wav").is_file()
+    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)", "heads (hydra)"]
+    assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()

@@ -2,11 +2,12 @@
 input gets clear errors."""
 import numpy as np
 import pytest
+from transformers import AutoModelForCausalLM
 
 from models.audio import save_audio
 from modalities.speech.pipeline import SpeechPipeline
 from modalities.speech.vocab import SpeechVocab
-from tiny import tiny_speech_parts
+from tiny import random_heads, tiny_speech_parts
 from tiny import tone as tiny_tone
 
 
@@ -92,11 +93,15 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
         rows.append({"id": f"h{i}", "text": "Hello there.", "voice": "v0" if i < 2 else "v1", "path": str(path)})
     (data / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
+    hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
+    random_heads(AutoModelForCausalLM.from_pretrained(speech_dir / "lm"), "hydra").save(str(hydra))
     assert main(["bench", "speech", "--model", str(speech_dir), "--data", str(data), "--sentences", "2",
-                 "--tolerances", "1", "3", "--max-seconds", "0.4", "--out", str(out)]) == 0
+                 "--tolerances", "1", "3", "--max-seconds", "0.4", "--heads", str(hydra), "--out", str(out)]) == 0
     result = json.loads((out / "speech.json").read_text())["rows"]
-    assert [r["method"] for r in result] == ["ar", "vadusa k=1", "vadusa k=3", "reference recording",
+    assert [r["method"] for r in result] == ["ar", "vadusa k=1 (medusa)", "vadusa k=3 (medusa)", "vadusa k=1 (hydra)",
+                                             "vadusa k=3 (hydra)", "reference recording",
                                              "reference tokens, resynthesized"]
+    assert (out / "speech-vadusa-k-3-hydra.wav").is_file()
     assert all(r["mcd"] > 0 for r in result if r["method"] != "reference recording")
     assert all(-1 <= r["speaker_sim"] <= 1 for r in result)
     assert "speedup" not in result[-1]  # the ceiling rows measure quality only

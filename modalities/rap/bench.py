@@ -11,7 +11,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import settings, write_outputs
+from specgen.bench import file_label, head_variants, settings, write_outputs
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -31,7 +31,10 @@ def bench(args) -> str:
     by_voice: dict[str, list[dict]] = {}
     for s in songs(args.data, "heldout"):
         by_voice.setdefault(s["voice"], []).append(s)
-    methods = {"ar": dict(method="ar"), "heads": dict(method="heads")}
+    variants = head_variants(rap, args.heads)
+    methods = {"ar": (rap, dict(method="ar"))}
+    methods.update({"heads" + (f" ({kind})" if len(variants) > 1 else ""): (pipe, dict(method="heads"))
+                    for kind, pipe in variants})
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "mcd": [],
                  "sim": []} for m in methods}
     reference_alignment = []
@@ -41,8 +44,8 @@ def bench(args) -> str:
         ref = load_audio(s["vocals"], rap.sample_rate)
         grid = np.array(s["beat_times"])
         reference_alignment.append(beat_alignment(word_onsets(ref), grid))
-        for name, kw in methods.items():
-            res = rap.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
+        for name, (pipe, kw) in methods.items():
+            res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
                                seed=args.seed + i, **kw)
             t = tally[name]
             t["tokens"] += res.stats.new_tokens
@@ -54,7 +57,7 @@ def bench(args) -> str:
             t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
             t["sim"].append(speaker_similarity(res.vocals, load_audio(prompt, rap.sample_rate)))
             if i < 2:
-                save_audio(os.path.join(args.out, f"rap-{i}-{name}.wav"), res.mix, res.sample_rate)
+                save_audio(os.path.join(args.out, f"rap-{i}-{file_label(name)}.wav"), res.mix, res.sample_rate)
         print(f"song {i + 1}/{len(items)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
     rows = [{"group": "rap", "method": "reference vocals", "alignment": float(np.mean(reference_alignment))}]
@@ -76,4 +79,5 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")
+    p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
     p.add_argument("--out", default="bench_out")

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import settings, write_outputs
+from specgen.bench import file_label, head_variants, settings, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -58,10 +58,12 @@ def bench(args) -> str:
     from .pipeline import SpeechPipeline
 
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    methods = [("ar", dict(method="ar"))] + [(f"vadusa k={k}", dict(method="vadusa", tolerance=k))
-                                           for k in args.tolerances]
+    variants = head_variants(tts, args.heads)
+    methods = [("ar", tts, dict(method="ar"))] + [
+        (f"vadusa k={k}" + (f" ({kind})" if len(variants) > 1 else ""), pipe, dict(method="vadusa", tolerance=k))
+        for kind, pipe in variants for k in args.tolerances]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
-                    "lossless": True} for name, _ in methods}
+                    "lossless": True} for name, _, _ in methods}
     ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
@@ -69,8 +71,8 @@ def bench(args) -> str:
     for i, (clip, prompt) in enumerate(pairs):
         reference = load_audio(clip["path"], tts.sample_rate)
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)
-        for name, kw in methods:
-            res = tts.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
+        for name, pipe, kw in methods:
+            res = pipe.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
                                seed=args.seed + i, max_seconds=args.max_seconds, tree_size=args.tree_size, **kw)
             t = tally[name]
             t["wall"] += res.seconds_total
@@ -82,7 +84,7 @@ def bench(args) -> str:
             t["sim"].append(speaker_similarity(res.audio, prompt_audio))
             t["lossless"] &= res.stats.lossless
             if i == 0:
-                save_audio(os.path.join(args.out, f"speech-{name.replace(' ', '').replace('=', '')}.wav"),
+                save_audio(os.path.join(args.out, f"speech-{file_label(name)}.wav"),
                            res.audio, res.sample_rate)
         ceiling["sim"].append(speaker_similarity(reference, prompt_audio))
         resynth = resynthesize(tts, reference, prompt_audio, args.seed + i)
@@ -111,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
+    p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")
