@@ -175,3 +175,27 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
     spec = pipe.generate("def f", max_new_tokens=20)
     assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids
+
+
+def test_cached_target_view_trains_the_same_heads_as_recomputing_it(tmp_path):
+    """--cache-gb keeps the frozen target's hidden states and logits from one pass; the heads come out as if the
+    target ran every step."""
+    from safetensors.torch import load_file
+
+    tok = tiny_tokenizer(vocab=300)
+    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
+    target.save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    weights = []
+    for name, cache in (("cached", "2"), ("recomputed", "0")):
+        assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", "hydra", "--data",
+                     f"{tmp_path}/train.bin:1", "--out", str(tmp_path / name), "--sequences", "12",
+                     "--heldout-sequences", "4", "--prompt-len", "8", "--new-tokens", "16", "--gen-batch", "6",
+                     "--steps", "4", "--batch", "2", "--mixed-precision", "no", "--save-dtype", "float32",
+                     "--cache-gb", cache, "--cpu"]) == 0
+        weights.append(load_file(str(tmp_path / name / "heads.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in weights[0].items() if "inputs" in k)  # it trained

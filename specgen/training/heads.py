@@ -18,6 +18,7 @@ from ..cached_lm import CachedLM, listen_hidden
 from ..heads.base import KINDS
 from ..loop import generate
 from ..sampling import Sampling
+from ..utils import resolve_mixed_precision
 from .data import SequenceSet, TokenMix
 from .lm import lr_at, plain_args
 
@@ -169,7 +170,6 @@ def calibrate(args):
     """Measure trained heads on fresh target continuations of the data's prompts and write their tree tables into
     heads.json (weights untouched)."""
     from ..loading import load_causal_lm
-    from .data import SequenceSet, TokenMix
     from ..heads.base import load_heads, write_config
 
     for r in args.rules:
@@ -228,7 +228,7 @@ def train(args):
     from ..loading import load_causal_lm
 
     torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
     target = load_causal_lm(args.target, acc.device, "float32", what="target")
     target.requires_grad_(False)
     os.makedirs(args.out, exist_ok=True)
@@ -272,6 +272,12 @@ def train(args):
             d_opt.load_state_dict(saved["d_opt"])
         disc, d_opt = acc.prepare(disc, d_opt)
     heads, optimizer = acc.prepare(heads, optimizer)
+    vocab = target.get_output_embeddings().weight.shape[0]
+    cached = None  # the frozen target's view of every training sequence, computed once when it fits
+    if seqs.numel() * (hidden_size + vocab) * 4 <= args.cache_gb * 2**30:
+        with torch.no_grad(), acc.autocast():
+            views = [capture_hidden(target, x.to(acc.device)) for x in seqs.split(args.batch)]
+        cached = tuple(torch.cat(v) for v in zip(*views))  # hidden [n, L, dim], logits [n, L, vocab]
     bar = tqdm(total=args.steps, initial=state["step"], desc=f"{args.kind} heads")
     g = torch.Generator().manual_seed(args.seed)
     t_start = time.time()
@@ -281,8 +287,11 @@ def train(args):
         idx = torch.randint(0, len(seqs), (args.batch,), generator=g)
         x = seqs[idx].to(acc.device)
         t0 = time.time()
-        with torch.no_grad(), acc.autocast():
-            hidden, target_logits = capture_hidden(target, x)
+        if cached is not None:
+            hidden, target_logits = (c[idx.to(c.device)] for c in cached)
+        else:
+            with torch.no_grad(), acc.autocast():
+                hidden, target_logits = capture_hidden(target, x)
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
             loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets)
@@ -345,9 +354,13 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--max-minutes", type=float, default=1e9)
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
     p.add_argument("--rules", nargs="+", default=["sample"],
                    help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
+    p.add_argument("--cache-gb", type=float, default=2.0,
+                   help="keep the target's hidden states and logits for all training sequences in memory (computed "
+                        "once instead of every step) when they fit in this many GiB")
     p.add_argument("--cpu", action="store_true")

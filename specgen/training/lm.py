@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from ..utils import resolve_mixed_precision
 from .data import SequenceSet, TokenMix
 
 # name: (hidden, layers, heads, kv heads, intermediate)
@@ -101,7 +102,7 @@ def train(args):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
     if not args.tokenizer and not args.vocab:
         raise ValueError("give --tokenizer (text) or --vocab (other tokens)")
     pad, bos, eos = 0, 1, 2
@@ -225,7 +226,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--eval-windows", type=int, default=64)
     p.add_argument("--save-minutes", type=float, default=10)
     p.add_argument("--max-minutes", type=float, default=1e9, help="stop (and save) after this long")
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
     p.add_argument("--init", help="without a checkpoint in --out: start from this exported model (e.g. a zoo "
                                   "folder) and go on with its schedule from the step in its training_log.json")

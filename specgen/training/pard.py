@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..utils import resolve_mixed_precision
 from .data import TokenMix
 from .lm import export as export_lm
 from .lm import fit, plain_args
@@ -66,7 +67,7 @@ def train(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
     tok = AutoTokenizer.from_pretrained(args.init)
     mask_id = tok.mask_token_id
     if mask_id is None:
@@ -146,6 +147,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--eval-windows", type=int, default=32)
     p.add_argument("--save-minutes", type=float, default=10)
     p.add_argument("--max-minutes", type=float, default=1e9)
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--export", help="write the last checkpoint to this zoo folder instead of training")
