@@ -139,8 +139,9 @@ def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: 
 
 
 def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
-    """(heads kind, pipeline) for a pipeline's own heads and for each other heads folder trained on its LM, so
-    head sets are compared on one loaded model in one run (a shallow copy per folder; the LM is shared)."""
+    """(label, pipeline) for a pipeline's own heads and for each other heads folder trained on its LM, so head sets
+    are compared on one loaded model in one run (a shallow copy per folder; the LM is shared). The label is the
+    heads' kind, plus the folder's name where two sets share a kind."""
     import copy
 
     from .heads import load_heads
@@ -149,7 +150,10 @@ def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
     for folder in folders or []:
         other = copy.copy(pipe)
         other.heads = load_heads(folder, pipe.lm.model)
-        variants.append((other.heads.kind, other))
+        label = other.heads.kind
+        if any(label == seen for seen, _ in variants):
+            label += " " + os.path.basename(os.path.normpath(folder))
+        variants.append((label, other))
     return variants
 
 

@@ -121,6 +121,8 @@ def test_tree_size_defaults_by_device_and_is_checked():
     heads = random_heads(tiny_model())
     assert len(make_drafter("medusa", heads).paths) == CPU_TREE_SIZE  # these tests run on the CPU
     assert len(make_drafter("medusa", heads, tree_size=5).paths) == 5
+    heads.config["cpu_tree_size"] = 3  # measured for these heads and stored with them
+    assert len(make_drafter("medusa", heads).paths) == 3
     with pytest.raises(ValueError, match="tree_size"):
         make_drafter("medusa", heads, tree_size=0)
 

@@ -21,8 +21,11 @@ CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
 def default_tree_size(heads: DraftHeads) -> int:
     """Candidate-tree nodes per round when the caller names none. On a GPU a forward over 32 tokens costs about
     what one costs (memory-bound), so a wide tree is free; on a CPU a small model's forward grows with the
-    tokens it reads, and a small tree is faster overall (measured in the README's speech and text benchmarks)."""
-    return CUDA_TREE_SIZE if heads.lm_head.weight.device.type == "cuda" else CPU_TREE_SIZE
+    tokens it reads, and a small tree is faster overall (measured in the README's speech and text benchmarks).
+    Heads may carry their own measured CPU size (`cpu_tree_size` in heads.json)."""
+    if heads.lm_head.weight.device.type == "cuda":
+        return CUDA_TREE_SIZE
+    return int(heads.config.get("cpu_tree_size", CPU_TREE_SIZE))
 
 
 class HeadDrafter(Drafter):

@@ -191,7 +191,7 @@ def calibrate(args):
     seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=lm.device)  # pad: end of row
     start = torch.tensor(starts, device=lm.device)
     tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0)
-    write_config(args.heads, tables)
+    write_config(args.heads, {**tables, **({"cpu_tree_size": args.cpu_tree_size} if args.cpu_tree_size else {})})
     for rule, table in [("greedy", tables["topk_accuracy"]), *tables["rule_accuracy"].items()]:
         print(f"{rule}: rank-0 per head {[round(row[0], 3) for row in table]}")
 
@@ -207,6 +207,7 @@ def add_calibrate_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0, help="the continuations' (and `sample`'s) temperature")
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-tree-size", type=int, help="also store the tree size measured best for these heads on a CPU")
     p.add_argument("--cpu", action="store_true")
 
 
