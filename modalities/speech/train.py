@@ -6,8 +6,9 @@
         --out runs/speech-lm --context 1024 --seq 1024            (V is printed by the sequences step)
     specgen train-lm ... --export models/zoo/speech-tts/lm ; then copy speech_vocab.json into it
     python -m modalities.speech.train flow --data data/speech --out models/zoo/speech-tts --steps 3000
-    specgen train-heads --target models/zoo/speech-tts/lm --kind medusa --data data/speech/train.pt \\
-        --out models/zoo/speech-tts/heads --temperature 1.0 --new-tokens 200
+    specgen train-heads --target models/zoo/speech-tts/lm --kind hydra --data data/speech/train.pt \\
+        --out models/zoo/speech-tts/heads --temperature 1.0 --new-tokens 200 --rules sample tolerance:3 tolerance:5
+    (--kind medusa gives the paper's Medusa heads, shipped as heads-medusa/; scripts/train_media_zoo.sh has both)
 """
 from __future__ import annotations
 
