@@ -164,10 +164,10 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     weights = (out / "heads.safetensors").read_bytes()
     assert main(["calibrate-heads", "--target", str(tmp_path / "target"), "--heads", str(out), "--data",
                  f"{tmp_path}/train.bin:1", "--rules", "sample", "tolerance:5", "--sequences", "4",
-                 "--new-tokens", "12", "--prompt-len", "8", "--gen-batch", "4", "--cpu"]) == 0
+                 "--new-tokens", "12", "--prompt-len", "8", "--gen-batch", "4", "--cpu-tree-size", "3", "--cpu"]) == 0
     assert (out / "heads.safetensors").read_bytes() == weights
     heads = load_heads(str(out), target)
-    assert set(heads.config["rule_accuracy"]) == {"sample", "tolerance:5"}
+    assert set(heads.config["rule_accuracy"]) == {"sample", "tolerance:5"} and heads.config["cpu_tree_size"] == 3
     assert heads.accuracy_for("tolerance:5") == heads.config["rule_accuracy"]["tolerance:5"]
     assert heads.accuracy_for("tolerance:9") == heads.config["topk_accuracy"]  # not calibrated: the greedy table
     assert tree_rule(None, 0.0) == "greedy" and tree_rule(None, 0.7) == "sample"

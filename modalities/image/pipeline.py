@@ -88,7 +88,6 @@ class ImagePipeline:
         drafter = None
         if method == "hawk":
             drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options))
-        if drafter is not None:
             drafter.vertical = vertical
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         outs = generate(target, [prefix] * samples, drafter, Sampling(temperature, top_k, top_p), GRID * GRID,

@@ -32,20 +32,29 @@ def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[li
     return data.batch(i, size, seed=seed)[:, :prompt_len].tolist()
 
 
-def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens: int,
-                           temperature: float, batch: int, seed: int) -> list[list[int]]:
-    """`count` sequences: data prompts continued by the target itself (`new_tokens` each, or until EOS)."""
+def prompt_source(args):
+    """Where prompts come from: a .pt sequence set (its conditioning prefixes) or token files (windows)."""
+    if args.data.endswith(".pt"):
+        return SequenceSet(args.data, args.seed)
+    return TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
+
+
+def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens: int, temperature: float,
+                           batch: int, seed: int, prompt_seed: int | None = None) -> tuple[list[list[int]], list[int]]:
+    """`count` sequences: data prompts continued by the target itself (`new_tokens` each, or until EOS), and each
+    prompt's length. Prompts are drawn with `prompt_seed` (default `seed`), the continuations with `seed`."""
     from tqdm import tqdm
 
     lm = CachedLM(target)
     gen = torch.Generator(lm.device).manual_seed(seed)
-    rows = []
+    rows, starts = [], []
     for i in tqdm(range(0, count, batch), desc="target continuations"):
-        prompts = prompts_from(data, i, min(batch, count - i), prompt_len, seed)
+        prompts = prompts_from(data, i, min(batch, count - i), prompt_len, seed if prompt_seed is None else prompt_seed)
         outs = generate(lm, prompts, None, Sampling(temperature) if temperature else Sampling(),
                         max_new_tokens=new_tokens, generator=gen)
         rows += [p + o.token_ids for p, o in zip(prompts, outs)]
-    return rows
+        starts += [len(p) for p in prompts]
+    return rows, starts
 
 
 def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor, offsets: list[int] | None = None):
@@ -100,12 +109,6 @@ def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
         g = disc(hidden[:, : head.shape[1]].float(), head.float().softmax(-1))
         loss = loss + F.binary_cross_entropy_with_logits(g, torch.ones_like(g))
     return loss
-
-
-@torch.no_grad()
-def topk_accuracy(heads, target, seqs: torch.Tensor, ranks: int = 8, batch: int = 8) -> list[list[float]]:
-    """accuracy[d][r]: how often head d's rank-r token is the target's greedy choice (calibrates the tree)."""
-    return rule_accuracy(heads, target, seqs, ["greedy"], ranks, batch)["greedy"]
 
 
 def parse_rule(rule: str) -> tuple[str, int]:
@@ -176,20 +179,13 @@ def calibrate(args):
         parse_rule(r)
     target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target")
     heads = load_heads(args.heads, target)
-    data = SequenceSet(args.data, args.seed) if args.data.endswith(".pt") else \
-        TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
-    lm = CachedLM(target)
-    gen = torch.Generator(lm.device).manual_seed(args.seed)
-    rows, starts = [], []
-    for i in range(0, args.sequences, args.gen_batch):
-        prompts = prompts_from(data, i, min(args.gen_batch, args.sequences - i), args.prompt_len, args.seed + 1)
-        outs = generate(lm, prompts, None, Sampling(args.temperature) if args.temperature else Sampling(),
-                        max_new_tokens=args.new_tokens, generator=gen)
-        rows += [p + o.token_ids for p, o in zip(prompts, outs)]
-        starts += [len(p) for p in prompts]
+    device = next(target.parameters()).device
+    rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
+                                          args.new_tokens, args.temperature, args.gen_batch, args.seed,
+                                          prompt_seed=args.seed + 1)  # other prompts than training's
     width = max(len(r) for r in rows)
-    seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=lm.device)  # pad: end of row
-    start = torch.tensor(starts, device=lm.device)
+    seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)  # pad: end of row
+    start = torch.tensor(starts, device=device)
     tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0)
     write_config(args.heads, {**tables, **({"cpu_tree_size": args.cpu_tree_size} if args.cpu_tree_size else {})})
     for rule, table in [("greedy", tables["topk_accuracy"]), *tables["rule_accuracy"].items()]:
@@ -207,8 +203,13 @@ def add_calibrate_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0, help="the continuations' (and `sample`'s) temperature")
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu-tree-size", type=int, help="also store the tree size measured best for these heads on a CPU")
+    add_cpu_tree_size(p)
     p.add_argument("--cpu", action="store_true")
+
+
+def add_cpu_tree_size(p: argparse.ArgumentParser):
+    p.add_argument("--cpu-tree-size", type=int,
+                   help="store the tree size measured best for these heads on a CPU (heads.json: cpu_tree_size)")
 
 
 def capture_hidden(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,10 +238,8 @@ def train(args):
     if os.path.isfile(data_path):
         rows = torch.load(data_path)
     else:
-        data = SequenceSet(args.data, args.seed) if args.data.endswith(".pt") else \
-            TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
-        rows = self_distillation_data(target, data, args.sequences, args.prompt_len, args.new_tokens,
-                                      args.temperature, args.gen_batch, args.seed)
+        rows, _ = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
+                                         args.new_tokens, args.temperature, args.gen_batch, args.seed)
         torch.save(rows, data_path + ".tmp")
         os.replace(data_path + ".tmp", data_path)
     longest = max(len(r) for r in rows)
@@ -255,6 +254,8 @@ def train(args):
         config["layers"] = args.layers
     if args.kind == "koala":
         config["adversarial_weight"] = args.adversarial_weight
+    if args.cpu_tree_size:
+        config["cpu_tree_size"] = args.cpu_tree_size
     heads = KINDS[args.kind](config, target)
     ckpt = os.path.join(args.out, "checkpoint.pt")
     state = {"step": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
@@ -361,6 +362,7 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
     p.add_argument("--rules", nargs="+", default=["sample"],
                    help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
+    add_cpu_tree_size(p)
     p.add_argument("--cache-gb", type=float, default=2.0,
                    help="keep the target's hidden states and logits for all training sequences in memory (computed "
                         "once instead of every step) when they fit in this many GiB")
