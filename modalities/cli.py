@@ -159,6 +159,8 @@ def run_speech(args):
 def add_image(sub):
     p = sub.add_parser("image", help="text to image over VQ tokens with Hawk speculative decoding")
     p.add_argument("--model", default="models/zoo/image-scenes", help="image model folder")
+    p.add_argument("--heads", help="another Hawk heads folder for this model (default: the model's heads/; the zoo "
+                                   "model also ships heads-medusa/)")
     p.add_argument("--prompt", required=True, help="a scene caption, e.g. 'a red circle left of a blue square'")
     p.add_argument("--method", default="hawk", choices=["hawk", "ar"])
     p.add_argument("--cfg-scale", type=float, default=3.0)
@@ -178,7 +180,7 @@ def run_image(args):
     from modalities.image.pipeline import ImagePipeline
 
     check_out(args.out, ".png")
-    gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, heads=args.heads)
     res = gen.generate(args.prompt, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                        method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance)
     res.save(args.out)

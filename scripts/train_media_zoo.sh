@@ -13,11 +13,14 @@ P=.venv/bin/python
 M=${1:?"name a modality: speech, image or rap"}; shift
 D=data/$M
 MINUTES=${MINUTES:-1000000}
+HEAD_ARGS=()  # more train-heads options for one modality (they come last, so they win over the common ones)
 case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (kind, new tokens, sampling temperature[, CPU tree size])
   speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
           HEADS=(hydra 200 1.0 4) ;;  # a 4-node tree measured best for these heads on 2 CPU cores
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
-          HEADS=(hawk 256 1.0) ;;
+          HEADS=(hawk 256 1.0)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
+          HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
+                     --uncond-prompt 1,5,3) ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
           HEADS=(medusa 256 1.0) ;;
   *) echo "unknown modality $M: speech, image or rap"; exit 2 ;;
@@ -48,7 +51,8 @@ for step in "$@"; do
     *:heads)
       $S train-heads --target $Z/lm --kind ${HEADS[0]} --data $D/train.pt --out runs/$M-heads \
         --new-tokens ${HEADS[1]} --temperature ${HEADS[2]} --sequences 256 --steps ${HEAD_STEPS:-600} \
-        --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES"
+        --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
+        ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
     *:bench) $S bench $M --model $Z --out bench_out ;;
     *) echo "$M has no step $step"; exit 2 ;;

@@ -130,6 +130,7 @@ class CachedLM:
         self.pos = self.pos + self.slot_valid[:, self.slot_valid.shape[1] - self.pending:].sum(1)
         self.pending = 0
 
+    @torch.inference_mode()
     def commit(self, keep: list[list[int]]):
         """Keep, per row, the pending slots listed (indices into the pending region, in order); drop the rest.
 
@@ -151,8 +152,9 @@ class CachedLM:
                     t = getattr(layer, name)  # [batch, heads, slots, dim]
                     region = t[:, :, start:]
                     g = idx[:, None, :, None].expand(-1, region.shape[1], -1, region.shape[3])
-                    setattr(layer, name, torch.cat([t[:, :, :start], region.gather(2, g)], 2))
+                    t[:, :, start : start + width] = region.gather(2, g)  # in place: the cache is not copied
             valid_region = self.slot_valid[:, start:].gather(1, idx) & kept
+            self._crop(start + width)
             self.slot_valid = torch.cat([self.slot_valid[:, :start], valid_region], 1)
         self.pending = width
         self.commit_all()

@@ -45,14 +45,20 @@ def load_tokenizer(path: str, what: str = "model"):
                          f"tokenizer.save_pretrained(path)") from e
 
 
-def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM"):
-    """A model folder's `lm/` (a causal LM) and, when present, its `heads/` (draft heads trained on that LM)."""
+def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", heads: str | None = None):
+    """A model folder's `lm/` (a causal LM) and, when present, its `heads/` (draft heads trained on that LM);
+    `heads` names another heads folder to load instead (e.g. the zoo's `heads-medusa/`)."""
     from .heads import load_heads
 
     lm = load_causal_lm(os.path.join(folder, "lm"), device, dtype, what=what)
+    if heads is not None:
+        if not os.path.isfile(os.path.join(heads, "heads.json")):
+            raise ValueError(f"no draft heads at {heads} (no heads.json there): pass a heads folder such as "
+                             f"{os.path.join(folder, 'heads')}")
+        return lm, load_heads(heads, lm)
     heads_dir = os.path.join(folder, "heads")
-    heads = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
-    return lm, heads
+    found = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+    return lm, found
 
 
 def check_vocabulary(vocab_size: int, lm_vocab: int, what: str):

@@ -99,6 +99,29 @@ def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]
     return sorted(chosen, key=lambda p: (len(p), p))
 
 
+def best_paths(rates: dict[tuple, float], size: int) -> list[tuple]:
+    """The `size` candidate paths most likely to be accepted from an explicit set of them: `rates` maps every
+    candidate (a tuple of tokens; its prefixes are candidates too) to the acceptance rate of its last node, and a
+    path scores the product along it. Best-first from the root, so every prefix of a chosen path is chosen and a
+    parent precedes its children; paths that can never be accepted (score 0) are left out."""
+    import heapq
+
+    children: dict[tuple, list[tuple]] = {}
+    for p in rates:
+        children.setdefault(p[:-1], []).append(p)
+    heap = [(-rates[p], p) for p in children.get((), [])]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < size:
+        neg, path = heapq.heappop(heap)
+        if neg >= 0:
+            break
+        chosen.append(path)
+        for c in children.get(path, []):
+            heapq.heappush(heap, (neg * rates[c], c))
+    return chosen
+
+
 def tree_tensors(paths: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:
     """For candidate paths in breadth-first order: each node's depth (0-based head index), rank, parent index."""
     index = {p: i for i, p in enumerate(paths)}

@@ -23,7 +23,7 @@ def test_sparse_tree_keeps_prefixes_in_breadth_first_order():
     assert depth[index[(0, 1)]] == 1 and rank[index[(0, 1)]] == 1 and parent[index[(0, 1)]] == index[(0,)]
 
 
-@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk"])
+@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk", "hawk:hydra"])
 def test_one_training_step_lowers_the_distillation_loss(kind):
     target = tiny_model("llama", layers=2)
     heads = random_heads(target, kind)
@@ -106,7 +106,7 @@ def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
     lm.keep_hidden()
     lm.prefill([[5, 6, 7, 8]])
     drafter.start([[5, 6, 7, 8]], [9], Sampling(), 97, torch.device("cpu"), None, lm.hidden)
-    drafter.cache[0] = {drafter.root_pos[0] + 1: 11, drafter.root_pos[0] + 2: 12, drafter.root_pos[0] + 3: 13}
+    drafter.cache[0] = {drafter.root_pos[0] + j: {0: t} for j, t in [(1, 11), (2, 12), (3, 13)]}
     tree = drafter.propose(4)
     toks, pars = tree.tokens[0].tolist(), tree.parents[0].tolist()
     i11 = next(i for i, t in enumerate(toks) if t == 11 and pars[i] == -1)
@@ -201,3 +201,42 @@ def test_cached_target_view_trains_the_same_heads_as_recomputing_it(tmp_path):
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in weights[0].items() if "inputs" in k)  # it trained
+
+
+def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
+    from specgen.training.heads import target_view
+
+    target = tiny_model("llama", layers=2)
+    x = torch.randint(3, 97, (2, 16))
+    starts, uncond, scale = torch.tensor([4, 6]), [1, 2], 3.0
+    with torch.no_grad():
+        hidden, guided = target_view(target, x, (scale, uncond), starts)
+        plain_hidden, cond = capture_hidden(target, x)
+        assert torch.equal(hidden, plain_hidden)  # the heads read the conditioned states
+        for i, s in enumerate(starts.tolist()):
+            free = target(torch.tensor([uncond + x[i, s:].tolist()])).logits[0]
+            want = free[len(uncond) - 1 :] + scale * (cond[i, s - 1 :] - free[len(uncond) - 1 :])
+            assert torch.allclose(guided[i, s - 1 :], want, atol=1e-4)  # from the last prompt token on: guided
+            assert torch.equal(guided[i, : s - 1], cond[i, : s - 1])  # inside the prompt: as conditioned
+
+
+def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, capsys):
+    from specgen.heads import load_heads
+
+    tok = tiny_tokenizer(vocab=300)
+    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
+    target.save_pretrained(tmp_path / "target")
+    tok.save_pretrained(tmp_path / "target")
+    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    args = ["train-heads", "--target", str(tmp_path / "target"), "--kind", "hawk", "--horizontal", "hydra", "--width",
+            "4", "--data", f"{tmp_path}/train.bin:1", "--out", str(tmp_path / "hawk"), "--sequences", "8",
+            "--heldout-sequences", "2", "--prompt-len", "6", "--new-tokens", "16", "--gen-batch", "4", "--steps", "2",
+            "--batch", "2", "--mixed-precision", "no", "--cpu", "--cfg-scale", "2.0"]
+    assert main(args) != 0 and "needs --uncond-prompt" in capsys.readouterr().err
+    assert main([*args, "--uncond-prompt", "1,2"]) == 0
+    heads = load_heads(str(tmp_path / "hawk"), target)
+    assert heads.config["guidance"] == {"cfg_scale": 2.0, "uncond_prompt": [1, 2]}
+    assert heads.config["horizontal"] == "hydra" and len(heads.config["topk_accuracy"]) == 4 + 2
+    pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(tmp_path / "hawk"))
+    assert pipe.generate("def f", max_new_tokens=20).token_ids == pipe.generate("def f", max_new_tokens=20,
+                                                                                method="ar").token_ids

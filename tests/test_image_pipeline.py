@@ -50,18 +50,27 @@ def test_cli_image_writes_a_png(gen, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["samples"] == 2 and (tmp_path / "x.png").is_file()
     assert main(["image", "--model", root, "--prompt", "a dog", "--out", str(tmp_path / "y.png")]) == 2
     assert "does not know" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
+    assert main(["image", "--model", root, "--heads", str(tmp_path / "nowhere"), "--prompt", "a small red circle",
+                 "--out", str(tmp_path / "z.png")]) != 0
+    assert "no draft heads at" in capsys.readouterr().err and not (tmp_path / "z.png").exists()
+    other = ImagePipeline.from_pretrained(root, heads=str(gen.root / "heads"))  # another folder, same heads here
+    assert other.heads.kind == "hawk"
 
 
 def test_bench_image_runs_every_variant(gen, tmp_path):
     import json
 
     from modalities.cli import main
+    from tiny import random_heads
 
-    out = tmp_path / "out"
+    out, hydra = tmp_path / "out", tmp_path / "hydra-rows"
+    random_heads(gen.lm.model, "hawk:hydra").save(str(hydra))
     assert main(["bench", "image", "--model", str(gen.root), "--captions", "1", "--samples", "2", "--grid-rows",
-                 "1", "--out", str(out)]) == 0
+                 "1", "--heads", str(hydra), "--out", str(out)]) == 0
     rows = json.loads((out / "image.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["ar", "hawk horizontal", "hawk horizontal+vertical", "hawk + relaxed"]
+    hawk = ["hawk horizontal", "hawk horizontal+vertical", "hawk + relaxed"]
+    want = ["ar", *[f"{m} (hawk)" for m in hawk], *[f"{m} (hawk hydra-rows)" for m in hawk]]
+    assert [r["method"] for r in rows] == want
     assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)
     assert (out / "image-samples.png").is_file()
 

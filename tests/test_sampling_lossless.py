@@ -51,7 +51,9 @@ def models():
     target = tiny_model("llama", vocab=VOCAB, init=0.5, seed=3)
     draft = perturbed(target, 0.6, seed=4, pard_token=0)
     drafts = {"draft_model": draft, "pard": draft, "medusa": random_heads(target, "medusa", scale=2.0),
-              "redrafter": random_heads(target, "redrafter", scale=2.0)}
+              "redrafter": random_heads(target, "redrafter", scale=2.0), "hawk": random_heads(target, "hawk:hydra",
+                                                                                           scale=2.0)}
+    drafts["hawk"].config["width"] = 2  # rows of two: cached vertical guesses join the trees within DEPTH
     return target, drafts
 
 
@@ -70,7 +72,7 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
-@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "redrafter"])
+@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "redrafter", "hawk"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
     target, drafts = models
     expected = exact_distribution(target, sampling)

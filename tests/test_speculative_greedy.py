@@ -5,13 +5,13 @@ import torch
 from specgen import CachedLM, generate, make_drafter
 from tiny import ARCHS, perturbed, random_heads, tiny_model
 
-HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter", "hawk"]
+HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter", "hawk", "hawk:hydra"]  # hawk with Hydra++ rows
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
 
 
 def run(target, prompts, method, drafts=None, **kw):
-    return generate(CachedLM(target), prompts, make_drafter(method, (drafts or {}).get(method)), **kw)
+    return generate(CachedLM(target), prompts, make_drafter(method.partition(":")[0], (drafts or {}).get(method)), **kw)
 
 
 @pytest.fixture(scope="module", params=ARCHS)

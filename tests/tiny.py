@@ -40,12 +40,15 @@ def perturbed(model, scale: float, seed: int = 1, pard_token: int | None = None)
 
 
 def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):
-    """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens."""
+    """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens.
+    "hawk:hydra" is Hawk with Hydra++ horizontal heads."""
     from specgen.heads.base import KINDS
 
     torch.manual_seed(seed)
     hidden = target.get_output_embeddings().weight.shape[1]
-    heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads}, target)
+    kind, _, horizontal = kind.partition(":")
+    extra = {"horizontal": horizontal} if horizontal else {}
+    heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads, **extra}, target)
     with torch.no_grad():
         for p in heads.parameters():
             p.normal_(0, scale / p.shape[-1] ** 0.5 if p.dim() > 1 else scale)

@@ -11,7 +11,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from specgen.bench import settings, write_outputs
+from specgen.bench import head_variants, settings, write_outputs
 
 from .scenes import check
 from .train import scenes
@@ -22,9 +22,8 @@ COLUMNS = [("method", "method", str), ("tokens_per_s", "tokens/s", lambda v: f"{
            ("adherence", "adherence", lambda v: f"{v:.1%}"), ("diversity", "diversity", lambda v: f"{v:.3f}"),
            ("lossless", "lossless", str)]
 
-METHODS = {"ar": dict(method="ar"), "hawk horizontal": dict(method="hawk", vertical=False),
-           "hawk horizontal+vertical": dict(method="hawk"),
-           "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
+HAWK = {"hawk horizontal": dict(method="hawk", vertical=False), "hawk horizontal+vertical": dict(method="hawk"),
+        "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
 
 
 def sample_sheet(cells: list[tuple[str, str, Image.Image]], methods: list[str]) -> Image.Image:
@@ -51,14 +50,19 @@ def bench(args) -> str:
     from .pipeline import ImagePipeline
 
     gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    variants = head_variants(gen, args.heads)
+    methods = {"ar": (gen, dict(method="ar"))}
+    for label, pipe in variants:
+        methods.update({name + (f" ({label})" if len(variants) > 1 else ""): (pipe, kw) for name, kw in HAWK.items()})
     captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=True)]
-    tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in METHODS}
+    tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
     gen.generate(captions[0], method="ar", samples=1, temperature=args.temperature)  # warm-up
     grid = []
     for i, caption in enumerate(captions):
-        for name, kw in METHODS.items():
-            res = gen.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
-                               samples=args.samples, seed=args.seed + i, **kw)
+        for name, (pipe, kw) in methods.items():
+            tree = {"tree_size": args.tree_size} if kw["method"] == "hawk" else {}
+            res = pipe.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                                samples=args.samples, seed=args.seed + i, **kw, **tree)
             t = tally[name]
             t["tokens"] += res.stats.new_tokens * len(res.images)
             t["seconds"] += res.stats.wall_s
@@ -79,7 +83,7 @@ def bench(args) -> str:
     md = write_outputs(args.out, "image", rows, {**settings(args), "captions": captions},
                        "image tokens: speedup over ar", COLUMNS)
     if grid:
-        sample_sheet(grid, list(METHODS)).save(os.path.join(args.out, "image-samples.png"))
+        sample_sheet(grid, list(methods)).save(os.path.join(args.out, "image-samples.png"))
     print(md)
     return md
 
@@ -91,6 +95,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--cfg-scale", type=float, default=3.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--grid-rows", type=int, default=4, help="captions shown in the sample sheet")
+    p.add_argument("--heads", nargs="*", help="other Hawk heads folders trained on this LM, compared in the same run")
+    p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: the heads' CPU size, or 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")

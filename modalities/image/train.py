@@ -5,8 +5,9 @@
     specgen train-lm --preset text-12m --vocab V --train data/image/train.pt --heldout data/image/heldout.pt \\
         --out runs/image-lm --context 320 --seq 320            (V is printed by the sequences step)
     specgen train-lm ... --export models/zoo/image-scenes/lm ; then copy image_vocab.json into it
-    specgen train-heads --target models/zoo/image-scenes/lm --kind hawk --data data/image/train.pt \\
-        --out models/zoo/image-scenes/heads --new-tokens 256
+    specgen train-heads --target models/zoo/image-scenes/lm --kind hawk --horizontal hydra \\
+        --data data/image/train.pt --out runs/image-heads --new-tokens 256 --cfg-scale 3 --uncond-prompt 1,5,3
+        (the exact zoo commands: scripts/train_media_zoo.sh image ...)
 """
 from __future__ import annotations
 

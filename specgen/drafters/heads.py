@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..heads.base import DraftHeads
-from ..tree import DraftTree, sparse_tree, tree_tensors
+from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
 
 
@@ -33,16 +33,17 @@ class HeadDrafter(Drafter):
 
     needs_hidden = True
 
-    def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None):
+    def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
+                 table: list[list[float]] | None = None):
         """rule: the acceptance rule the tree is shaped for ('greedy', 'sample', 'tolerance:K'); its calibration
-        table from heads.json when there is one (`specgen calibrate-heads`), else the greedy table. The shape
-        changes speed only, never what is accepted."""
+        table from heads.json when there is one (`specgen calibrate-heads`), else the greedy table (`table`
+        overrides both). The shape changes speed only, never what is accepted."""
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         self.heads = heads
         self.name = heads.kind
-        accuracy = (heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
+        accuracy = (table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
         accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
         self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
@@ -90,42 +91,62 @@ class HydraDrafter(HeadDrafter):
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
         self.buffer = hidden[:, -w:]  # [batch, <= window, dim], newest last (prompts are left-padded)
+        with torch.inference_mode():
+            self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
         t = self.buffer.shape[1]
         self.valid = torch.arange(t, device=hidden.device)[None, :] >= (t - lengths)[:, None]
 
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
-        rows = [torch.cat([self.buffer[b][self.valid[b]], hidden[b, p]])[-w:] for b, p in enumerate(paths)]
-        width = max(len(r) for r in rows)
+        with torch.inference_mode():
+            memory = self.heads.prefix.memory(hidden)  # [batch, nodes, 2 * dim]
+        rows = [(torch.cat([self.buffer[b][self.valid[b]], hidden[b, p]])[-w:],
+                 torch.cat([self.memory[b][self.valid[b]], memory[b, p]])[-w:]) for b, p in enumerate(paths)]
+        width = max(len(r) for r, _ in rows)
         self.buffer = hidden.new_zeros(len(rows), width, hidden.shape[-1])
+        self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
         self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
-        for b, r in enumerate(rows):
-            self.buffer[b, width - len(r):] = r
+        for b, (r, m) in enumerate(rows):
+            self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
             self.valid[b, width - len(r):] = True
         super().accept(emitted, paths, hidden)
 
     def select(self, rows):
         super().select(rows)
-        self.buffer, self.valid = self.buffer[rows], self.valid[rows]
+        self.buffer, self.valid, self.memory = self.buffer[rows], self.valid[rows], self.memory[rows]
+
+    def levels(self, k: int) -> list[tuple]:
+        """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes, its
+        parents' ancestor nodes [parents, depth] (the drafted tokens on each parent's path), each node's parent
+        slot and rank, and how many ranks the level needs."""
+        cache = self.__dict__.setdefault("_levels", {})
+        if k not in cache:
+            paths, depth, rank, parent = self.tree(k)
+            index = {p: i for i, p in enumerate(paths)}
+            out = []
+            for d in range(max(depth) + 1):
+                nodes = [i for i, dd in enumerate(depth) if dd == d]
+                parents = sorted({parent[i] for i in nodes})  # -1: the root
+                ancestors = [[index[paths[p][: j + 1]] for j in range(d)] if p >= 0 else [] for p in parents]
+                out.append(tuple(torch.tensor(t, dtype=torch.long, device=self.h.device).view(shape) for t, shape in
+                                 [(nodes, -1), (ancestors, (len(parents), d)),
+                                  ([parents.index(parent[i]) for i in nodes], -1), ([rank[i] for i in nodes], -1)])
+                           + (max(rank[i] for i in nodes) + 1,))
+            cache[k] = out
+        return cache[k]
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
-        paths, depth, rank, parent = self.tree(k)
-        context = self.heads.prefix.last(self.buffer, self.valid)  # [batch, dim]
+        _, _, _, parent = self.tree(k)
+        context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
         b = context.shape[0]
-        tokens = torch.zeros(b, len(paths), dtype=torch.long, device=context.device)
-        index = {p: i for i, p in enumerate(paths)}
-        for d in range(max(depth) + 1):
-            nodes = [i for i, dd in enumerate(depth) if dd == d]
-            parents = sorted({parent[i] for i in nodes})  # -1: the root
+        tokens = torch.zeros(b, len(parent), dtype=torch.long, device=context.device)
+        for d, (nodes, ancestors, slot, rank, ranks) in enumerate(self.levels(k)):
             # tokens on each parent's path, root first: [batch, parents, d + 1]
-            path_tokens = torch.stack([torch.stack([self.root] + [tokens[:, index[paths[p][: j + 1]]]
-                                                                  for j in range(d)], -1) if p >= 0 else
-                                       self.root[:, None] for p in parents], 1)
-            ctx = context[:, None].expand(-1, len(parents), -1)
-            top = self.heads.head(d, ctx, path_tokens).topk(max(rank[i] for i in nodes) + 1, dim=-1).indices
-            for i in nodes:
-                tokens[:, i] = top[:, parents.index(parent[i]), rank[i]]
+            path_tokens = torch.cat([self.root[:, None, None].expand(-1, len(ancestors), 1), tokens[:, ancestors]], -1)
+            ctx = context[:, None].expand(-1, len(ancestors), -1)
+            top = self.heads.head(d, ctx, path_tokens).topk(ranks, dim=-1).indices  # [batch, parents, ranks]
+            tokens[:, nodes] = top[:, slot, rank]
         self.forwards += 1
         parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
         return DraftTree(tokens, parents_t, torch.ones_like(tokens, dtype=torch.bool))
@@ -182,27 +203,57 @@ def prefix_tree(beams: list[list[list[int]]], device) -> DraftTree:
     return DraftTree(tokens.to(device), parents.to(device), valid.to(device))
 
 
-class HawkDrafter(HeadDrafter):
-    """Hawk: the horizontal heads fill the sparse tree as in Medusa; every accepted node's vertical heads leave
-    guesses for the positions rows below in a speculation cache. When the raster reaches a run of cached
-    positions, that run joins the tree as one more chain under the root (merged with the other candidates as a
-    prefix tree). Cache entries for positions already decided are dropped.
+class HawkDrafter(Drafter):
+    """Hawk: the horizontal heads fill a sparse tree (Medusa-style heads as MedusaDrafter does, Hydra++ heads as
+    HydraDrafter does); every accepted node's vertical heads leave guesses for the positions rows below in a
+    speculation cache. Where a candidate path reaches a cached position (right after the root, or under any
+    horizontal node), the cached guesses extend it, run by run. Horizontal and vertical candidates then compete
+    for the same node budget: each node is scored by the product of its path's calibrated acceptance rates
+    (horizontal: its head and rank; vertical: its head's rank 0) and the `tree_size` best form a prefix tree, so
+    the vertical heads replace the least likely horizontal nodes instead of widening every verification. Cache
+    entries for positions already decided are dropped.
 
     `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
     never cached or proposed from the cache."""
 
+    needs_hidden = True
+
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
                  rule: str | None = None):
-        super().__init__(heads, tree_size, rule)
+        self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)
+        # acceptance rates per head (horizontal, then vertical) and rank; uncalibrated vertical head d gets the
+        # prior of horizontal depth d
+        self.table = (heads.accuracy_for(rule) or
+                      default_accuracy(self.n_h) + default_accuracy(heads.config["vertical"]))
+        # a cached guess that agrees with the horizontal favourite at its node, or differs from it (calibrated:
+        # `vertical_rates`), else the vertical head's overall rate either way
+        marginal = [row[0] for row in self.table[self.n_h :]]
+        rates = (heads.config.get("vertical_rates") or {}).get(rule or "greedy", {})
+        self.agree, self.differ = rates.get("agree", marginal), rates.get("differ", marginal)
+        self.marginal = marginal
+        tree_size = default_tree_size(heads) if tree_size is None else tree_size
+        hydra = heads.config.get("horizontal") == "hydra"
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table) if hydra else
+                     MedusaDrafter(heads, tree_size, table=self.table))
+        self.size = len(self.horizontal.paths)
+
+    @property
+    def forwards(self) -> int:
+        return self.horizontal.forwards
+
+    @forwards.setter
+    def forwards(self, value: int):
+        self.horizontal.forwards = value
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
+        self.horizontal.start(prompts, first, sampling, vocab, device, generator, hidden)
         self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
         self.image_start = [len(p) for p in prompts]
-        self.cache: list[dict[int, int]] = [{} for _ in prompts]  # position -> guessed token
-        self.remember(self.h, [[pos - 1] for pos in self.root_pos])
+        self.cache: list[dict[int, dict[int, int]]] = [{} for _ in prompts]  # position -> {vertical head: token}
+        self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
 
     def remember(self, hidden_rows: torch.Tensor, positions: list[list[int]]):
         """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions."""
@@ -210,35 +261,58 @@ class HawkDrafter(HeadDrafter):
             hidden_rows = hidden_rows[:, None]
         w = self.heads.config["width"]
         with torch.inference_mode():
-            guesses = torch.stack([self.lm_head_of(s, hidden_rows) for s in self.heads.vertical], -1)  # [b, n, v]
+            guesses = self.heads.vertical_logits(hidden_rows).argmax(-1)  # [batch, n, vertical]
         for b, (row, cache) in enumerate(zip(guesses.tolist(), self.cache)):
             for (pos, per_head) in zip(positions[b], row):
                 for d, tok in enumerate(per_head):
                     target = pos + 1 + w * (d + 1)
                     if target >= self.image_start[b]:
-                        cache.setdefault(target, tok)  # the nearest (first) guess for a position wins
+                        cache.setdefault(target, {})[d] = tok
 
-    def lm_head_of(self, stack, hidden):
-        return self.heads.lm_head(stack(hidden)).argmax(-1)
+    def extend(self, rates: dict[tuple, float], favourite: dict[tuple, int], b: int, k: int):
+        """Add to candidate paths (token tuples -> acceptance rate of their last node) the runs of cached guesses
+        that continue one of them or the root, up to depth k. favourite[node]: the horizontal rank-0 token under
+        a node; a cached guess there is rated by whether it agrees with it. A run stops where its path scores
+        below the `size`-th best horizontal path, which the budget would never reach."""
+        from collections import deque
+
+        base, cache = self.root_pos[b] + 1, self.cache[b]  # the position of a depth-0 node
+        score = {(): 1.0}
+        for path, rate in rates.items():  # parents come first
+            score[path] = score[path[:-1]] * rate
+        ranked = sorted(score.values(), reverse=True)
+        floor = ranked[self.size] if len(ranked) > self.size else 0.0  # ranked[0] is the root's 1.0
+        frontier = deque(score)  # breadth-first, so a node's rate is final when its children are scored
+        while frontier:
+            node = frontier.popleft()
+            if node:
+                score[node] = score[node[:-1]] * rates[node]
+            for d, tok in cache.get(base + len(node), {}).items() if len(node) < k else ():
+                child, top = node + (tok,), favourite.get(node)
+                rate = self.marginal[d] if top is None else self.agree[d] if tok == top else self.differ[d]
+                if score[node] * rate <= floor or rate <= rates.get(child, 0.0):
+                    continue
+                if child not in rates:
+                    frontier.append(child)
+                rates[child] = rate
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
-        _, depth, rank, parent = self.tree(k)
-        logits = self.heads(self.h)[:, : self.n_h]  # horizontal heads only: [batch, heads, vocab]
-        self.forwards += 1
-        top = logits[:, : max(depth) + 1].topk(max(rank) + 1, dim=-1).indices
-        tokens = top[:, depth, rank].tolist()
+        _, depth, rank, _ = self.horizontal.tree(k)
+        tree = self.horizontal.propose(k)  # nodes in the order of the sparse tree's paths
+        tokens, parent = tree.tokens.tolist(), tree.parents[0].tolist()
         rows = []
         for b in range(len(tokens)):
-            seqs: list[list[int]] = []  # every candidate path as its tokens, merged below into one prefix tree
+            seqs: list[tuple] = []  # every horizontal candidate path as its tokens
             for i in range(len(depth)):
-                seqs.append((seqs[parent[i]] if parent[i] >= 0 else []) + [tokens[b][i]])
-            run, pos = [], self.root_pos[b] + 1
-            while self.vertical and len(run) < k and pos in self.cache[b]:  # the cached run right after the root
-                run.append(self.cache[b][pos])
-                pos += 1
-            rows.append(seqs + ([run] if run else []))
-        return prefix_tree(rows, self.h.device)
+                seqs.append((seqs[parent[i]] if parent[i] >= 0 else ()) + (tokens[b][i],))
+            if self.vertical and self.cache[b]:
+                rates = {s: self.table[depth[i]][rank[i]] for i, s in enumerate(seqs)}
+                favourite = {s[:-1]: s[-1] for i, s in enumerate(seqs) if rank[i] == 0}
+                self.extend(rates, favourite, b, k)
+                seqs = best_paths(rates, self.size)
+            rows.append(seqs)
+        return prefix_tree(rows, tree.tokens.device)
 
     def accept(self, emitted, paths, hidden=None):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -247,7 +321,7 @@ class HawkDrafter(HeadDrafter):
         accepted_hidden = hidden[rows[:, None], idx]  # [batch, width, dim]
         positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
                      (width - len(p)) for b, p in enumerate(paths)]
-        super().accept(emitted, paths, hidden)
+        self.horizontal.accept(emitted, paths, hidden)
         if self.vertical:
             self.remember(accepted_hidden, positions)
         for b, e in enumerate(emitted):
@@ -255,7 +329,7 @@ class HawkDrafter(HeadDrafter):
             self.cache[b] = {p: t for p, t in self.cache[b].items() if p > self.root_pos[b]}  # drop decided ones
 
     def select(self, rows):
-        super().select(rows)
+        self.horizontal.select(rows)
         self.root_pos = [self.root_pos[r] for r in rows]
         self.image_start = [self.image_start[r] for r in rows]
         self.cache = [self.cache[r] for r in rows]

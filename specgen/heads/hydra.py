@@ -32,12 +32,15 @@ class PrefixAttention(nn.Module):
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
-    def attend(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """queries [b, q, dim] over keys [b, k, dim] (normed inputs), mask [b, q, k] bool -> [b, q, dim]."""
+    def memory(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Keys and values [..., 2 * dim] of base hidden states [..., dim]; drafting keeps them with the window."""
+        return F.linear(self.norm1(hidden), self.qkv.weight[hidden.shape[-1] :])
+
+    def attend(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """queries [b, q, dim] (normed) over keys and values memory [b, k, 2 * dim], mask [b, q, k] bool."""
         b, q, d = queries.shape
-        qh = self.qkv(queries)[..., :d].view(b, q, self.heads, -1).transpose(1, 2)
-        kv = self.qkv(keys)[..., d:]
-        kh, vh = (t.reshape(b, keys.shape[1], self.heads, -1).transpose(1, 2) for t in kv.chunk(2, -1))
+        qh = F.linear(queries, self.qkv.weight[:d]).view(b, q, self.heads, -1).transpose(1, 2)
+        kh, vh = (t.reshape(b, memory.shape[1], self.heads, -1).transpose(1, 2) for t in memory.chunk(2, -1))
         att = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask[:, None])
         return self.out(att.transpose(1, 2).reshape(b, q, d))
 
@@ -46,14 +49,14 @@ class PrefixAttention(nn.Module):
         length = hidden.shape[1]
         i = torch.arange(length, device=hidden.device)
         mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - self.window)
-        x = self.norm1(hidden)
-        h = hidden + self.attend(x, x, mask.expand(hidden.shape[0], -1, -1))
+        h = hidden + self.attend(self.norm1(hidden), self.memory(hidden), mask.expand(hidden.shape[0], -1, -1))
         return h + self.mlp(self.norm2(h))
 
-    def last(self, buffer: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The newest position only (drafting): buffer [b, window, dim] (newest last), valid [b, window]."""
-        x = self.norm1(buffer)
-        h = buffer[:, -1:] + self.attend(x[:, -1:], x, valid[:, None, :])
+    def last(self, buffer: torch.Tensor, valid: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """The newest position only (drafting): buffer [b, window, dim] (newest last), valid [b, window], and the
+        buffer's `memory` when the caller kept it (else it is computed here)."""
+        memory = self.memory(buffer) if memory is None else memory
+        h = buffer[:, -1:] + self.attend(self.norm1(buffer[:, -1:]), memory, valid[:, None, :])
         return (h + self.mlp(self.norm2(h)))[:, 0]
 
 

@@ -40,12 +40,19 @@ def prompt_source(args):
 
 
 def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens: int, temperature: float,
-                           batch: int, seed: int, prompt_seed: int | None = None) -> tuple[list[list[int]], list[int]]:
+                           batch: int, seed: int, prompt_seed: int | None = None,
+                           guidance: tuple[float, list[int]] | None = None) -> tuple[list[list[int]], list[int]]:
     """`count` sequences: data prompts continued by the target itself (`new_tokens` each, or until EOS), and each
-    prompt's length. Prompts are drawn with `prompt_seed` (default `seed`), the continuations with `seed`."""
+    prompt's length. Prompts are drawn with `prompt_seed` (default `seed`), the continuations with `seed`; with
+    `guidance` (scale, unconditioned prompt) the target samples from classifier-free-guided logits, as it will
+    when the heads draft for it."""
     from tqdm import tqdm
 
+    from ..guidance import GuidedLM
+
     lm = CachedLM(target)
+    if guidance is not None:
+        lm = GuidedLM(lm, guidance[0], lambda prompt: guidance[1])
     gen = torch.Generator(lm.device).manual_seed(seed)
     rows, starts = [], []
     for i in tqdm(range(0, count, batch), desc="target continuations"):
@@ -121,7 +128,8 @@ def parse_rule(rule: str) -> tuple[str, int]:
 
 @torch.no_grad()
 def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: int = 8, batch: int = 8,
-                  start: torch.Tensor | None = None, temperature: float = 1.0) -> dict[str, list[list[float]]]:
+                  start: torch.Tensor | None = None, temperature: float = 1.0,
+                  guidance: tuple[float, list[int]] | None = None) -> dict[str, list[list[float]]]:
     """table[rule][d][r]: how often the acceptance walk takes head d's rank-r token, per rule, measured on target
     continuations `seqs` [n, L] (positions before `start` [n], the prompts, are left out). These shape the sparse
     candidate tree, so each rule gets the tree that suits it (Medusa's construction, Sec. 2.1.2, needs one
@@ -130,14 +138,15 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
     - sample (lossless rule, at `temperature`): the target's probability of the rank-r token, which is exactly the
       chance that recursive rejection over distinct deterministic children accepts it;
     - tolerance:K (VADUSA): the rank-r token is in the target's top K and the target ranks it above every other
-      guess of that head (the walk follows the accepted child the target ranks highest)."""
+      guess of that head (the walk follows the accepted child the target ranks highest).
+    With `guidance` the target's logits are the guided ones (`target_view`)."""
     parsed = {r: parse_rule(r) for r in rules}
     offsets = heads.offsets
     hits = {r: torch.zeros(len(offsets), ranks) for r in rules}
     counts = torch.zeros(len(offsets))
     for i in range(0, len(seqs), batch):
         x = seqs[i : i + batch]
-        hidden, logits = capture_hidden(target, x)
+        hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
         logits = logits.float()
         top = heads.train_logits(hidden, x).topk(ranks, -1).indices  # [b, L, heads, ranks]
         for d, guess, want in aligned(top, logits, offsets):  # guess [b, span, ranks], want [b, span, V]
@@ -161,12 +170,57 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
 
 
 def calibration(heads, target, seqs: torch.Tensor, rules: list[str], start: torch.Tensor | None = None,
-                temperature: float = 1.0) -> dict:
-    """The heads.json entries that shape trees: `topk_accuracy` (greedy) and `rule_accuracy` per other rule."""
-    tables = rule_accuracy(heads, target, seqs, ["greedy", *[r for r in rules if r != "greedy"]], start=start,
-                           temperature=temperature)
+                temperature: float = 1.0, guidance: tuple[float, list[int]] | None = None) -> dict:
+    """The heads.json entries that shape trees: `topk_accuracy` (greedy) and `rule_accuracy` per other rule (and,
+    for Hawk heads, `vertical_rates`)."""
+    rules = ["greedy", *[r for r in rules if r != "greedy"]]
+    tables = rule_accuracy(heads, target, seqs, rules, start=start, temperature=temperature, guidance=guidance)
     greedy = tables.pop("greedy")
-    return {"topk_accuracy": greedy, "rule_accuracy": {**heads.config.get("rule_accuracy", {}), **tables}}
+    out = {"topk_accuracy": greedy, "rule_accuracy": {**heads.config.get("rule_accuracy", {}), **tables}}
+    if heads.kind == "hawk":
+        out["vertical_rates"] = {**heads.config.get("vertical_rates", {}),
+                                 **vertical_rates(heads, target, seqs, rules, start, temperature, guidance)}
+    return out
+
+
+@torch.no_grad()
+def vertical_rates(heads, target, seqs: torch.Tensor, rules: list[str], start: torch.Tensor | None = None,
+                   temperature: float = 1.0, guidance: tuple[float, list[int]] | None = None, batch: int = 8) -> dict:
+    """For Hawk heads, per rule and vertical head d: how often the walk takes d's guess for a position when it
+    agrees with the first horizontal head's guess for it, and when it differs (rates["sample"]["agree"][d]). A
+    vertical guess that differs from the horizontal favourite is right far less often than its head's overall
+    rate, one that agrees more often; the drafter scores cached guesses with these. Tolerance rules count a guess
+    in the target's top K."""
+    parsed = {r: parse_rule(r) for r in rules}
+    n_h, w, n_v = heads.num_heads, heads.config["width"], heads.config["vertical"]
+    hits = {r: torch.zeros(2, n_v) for r in rules}  # [agree, differ] x vertical head
+    counts = torch.zeros(2, n_v)
+    for i in range(0, len(seqs), batch):
+        x = seqs[i : i + batch]
+        hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
+        guess = heads.train_logits(hidden, x).argmax(-1)  # [b, L, heads]: position t guesses t + 1 + offset
+        for d in range(n_v):
+            off = w * (d + 1)
+            if max(2, 1 + off) >= x.shape[1]:
+                continue
+            q = torch.arange(max(2, 1 + off), x.shape[1], device=x.device)  # positions both guess
+            h, v = guess[:, q - 2, 0], guess[:, q - 1 - off, n_h + d]
+            want = logits[:, q - 1].float()  # the target's distribution for the token at q
+            keep = torch.ones_like(v, dtype=torch.bool)
+            if start is not None:
+                keep = q[None, :] >= start[i : i + batch, None].to(x.device)
+            agree = (v == h) & keep
+            differ = (v != h) & keep
+            for r, (name, k) in parsed.items():
+                if name == "sample":
+                    took = (want / temperature).softmax(-1).gather(-1, v[..., None])[..., 0]
+                else:  # greedy is the top 1
+                    took = ((want > want.gather(-1, v[..., None])).sum(-1) < k).float()
+                hits[r][0, d] += (took * agree).sum().cpu()
+                hits[r][1, d] += (took * differ).sum().cpu()
+            counts[0, d] += agree.sum().cpu()
+            counts[1, d] += differ.sum().cpu()
+    return {r: dict(zip(("agree", "differ"), (h / counts.clamp(min=1)).tolist())) for r, h in hits.items()}
 
 
 def calibrate(args):
@@ -179,14 +233,16 @@ def calibrate(args):
         parse_rule(r)
     target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target")
     heads = load_heads(args.heads, target)
+    guidance = guidance_of(args)
     device = next(target.parameters()).device
     rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
                                           args.new_tokens, args.temperature, args.gen_batch, args.seed,
-                                          prompt_seed=args.seed + 1)  # other prompts than training's
+                                          prompt_seed=args.seed + 1, guidance=guidance)  # other prompts than training's
     width = max(len(r) for r in rows)
     seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)  # pad: end of row
     start = torch.tensor(starts, device=device)
-    tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0)
+    tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0,
+                         guidance=guidance)
     write_config(args.heads, {**tables, **({"cpu_tree_size": args.cpu_tree_size} if args.cpu_tree_size else {})})
     for rule, table in [("greedy", tables["topk_accuracy"]), *tables["rule_accuracy"].items()]:
         print(f"{rule}: rank-0 per head {[round(row[0], 3) for row in table]}")
@@ -204,7 +260,29 @@ def add_calibrate_arguments(p: argparse.ArgumentParser):
     p.add_argument("--gen-batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     add_cpu_tree_size(p)
+    add_guidance(p)
     p.add_argument("--cpu", action="store_true")
+
+
+def add_guidance(p: argparse.ArgumentParser):
+    p.add_argument("--cfg-scale", type=float, default=1.0,
+                   help="classifier-free guidance the heads will draft for (1: none): the target's continuations are "
+                        "sampled from, and the heads distilled towards, guided logits")
+    p.add_argument("--uncond-prompt", help="with --cfg-scale: the token ids of the unconditioned prompt that replaces "
+                                           "each row's own, e.g. '1,5,3' (an image model's '<s> <null> <sep>')")
+
+
+def guidance_of(args) -> tuple[float, list[int]] | None:
+    """(scale, unconditioned prompt ids) from --cfg-scale and --uncond-prompt, or None without guidance."""
+    if args.cfg_scale == 1.0:
+        return None
+    if args.cfg_scale < 0:
+        raise ValueError(f"--cfg-scale must be >= 0 (1 is no guidance), got {args.cfg_scale}")
+    ids = (args.uncond_prompt or "").replace(",", " ").split()
+    if not ids or not all(t.isdigit() for t in ids):
+        raise ValueError(f"--cfg-scale {args.cfg_scale} needs --uncond-prompt: the unconditioned prompt's token ids, "
+                         f"e.g. --uncond-prompt 1,5,3 (got {args.uncond_prompt!r})")
+    return args.cfg_scale, [int(t) for t in ids]
 
 
 def add_cpu_tree_size(p: argparse.ArgumentParser):
@@ -223,6 +301,33 @@ def capture_hidden(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return got["h"], logits
 
 
+def target_view(target, x: torch.Tensor, guidance: tuple[float, list[int]] | None = None,
+                starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the heads learn from: the final hidden states [b, L, dim] of sequences x [b, L] and the target's
+    logits [b, L, vocab]. With guidance (scale, unconditioned prompt) the logits that predict each row's tokens
+    from `starts[b]` (its prompt length) on are guided, uncond + scale * (cond - uncond), with the unconditioned
+    logits from the same continuation after the unconditioned prompt; the heads read the conditioned states."""
+    hidden, logits = capture_hidden(target, x)
+    if guidance is None:
+        return hidden, logits
+    if starts is None:
+        raise ValueError("guided targets need each sequence's prompt length")
+    scale, uncond = guidance
+    b, length = x.shape
+    u, starts = len(uncond), starts.to(x.device)
+    # the unconditioned twin of row i: uncond + x[i, start_i:], right-padded with its own last token
+    shift = torch.arange(length - int(starts.min()), device=x.device)[None, :] + starts[:, None]
+    twin = torch.cat([torch.tensor(uncond, device=x.device).expand(b, u),
+                      x.gather(1, shift.clamp(max=length - 1))], 1)
+    free = capture_hidden(target, twin)[1]
+    # conditioned position p (p >= start - 1) predicts what unconditioned position p - start + u predicts
+    at = (torch.arange(length, device=x.device)[None, :] - starts[:, None] + u).clamp(0, twin.shape[1] - 1)
+    free = free.gather(1, at[..., None].expand(-1, -1, free.shape[-1])).float()
+    guided = free + scale * (logits.float() - free)
+    keep = torch.arange(length, device=x.device)[None, :] >= starts[:, None] - 1
+    return hidden, torch.where(keep[..., None], guided, logits.float()).to(logits.dtype)
+
+
 def train(args):
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -234,19 +339,28 @@ def train(args):
     target = load_causal_lm(args.target, acc.device, "float32", what="target")
     target.requires_grad_(False)
     os.makedirs(args.out, exist_ok=True)
+    guidance = guidance_of(args)
     data_path = os.path.join(args.out, "selfdistill.pt")
     if os.path.isfile(data_path):
-        rows = torch.load(data_path)
+        saved = torch.load(data_path)
+        rows, starts = (saved["rows"], saved["starts"]) if isinstance(saved, dict) else (saved, None)
+        if guidance is not None and starts is None:
+            raise ValueError(f"{data_path} was generated without prompt lengths, which guided training needs: "
+                             f"delete it to generate the data again")
     else:
-        rows, _ = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
-                                         args.new_tokens, args.temperature, args.gen_batch, args.seed)
-        torch.save(rows, data_path + ".tmp")
+        rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
+                                              args.new_tokens, args.temperature, args.gen_batch, args.seed,
+                                              guidance=guidance)
+        torch.save({"rows": rows, "starts": starts, "guidance": guidance}, data_path + ".tmp")
         os.replace(data_path + ".tmp", data_path)
     longest = max(len(r) for r in rows)
-    rows = [r for r in rows if 2 * len(r) >= longest]  # rows cut short by an early EOS teach little
-    width = min(len(r) for r in rows)  # one length, so batches need no padding
-    seqs = torch.tensor([r[:width] for r in rows])
+    keep = [i for i, r in enumerate(rows) if 2 * len(r) >= longest]  # rows cut short by an early EOS teach little
+    width = min(len(rows[i]) for i in keep)  # one length, so batches need no padding
+    seqs = torch.tensor([rows[i][:width] for i in keep])
+    start = torch.tensor([starts[i] for i in keep]) if starts is not None else None
     held, seqs = seqs[: args.heldout_sequences], seqs[args.heldout_sequences :]
+    held_start, start = (None, None) if start is None else (start[: args.heldout_sequences],
+                                                            start[args.heldout_sequences :])
     hidden_size = target.get_output_embeddings().weight.shape[1]
     config = {"hidden_size": hidden_size, "num_heads": args.num_heads, "target": os.path.basename(
         args.target.rstrip("/"))}
@@ -254,6 +368,10 @@ def train(args):
         config["layers"] = args.layers
     if args.kind == "koala":
         config["adversarial_weight"] = args.adversarial_weight
+    if args.kind == "hawk":
+        config.update(horizontal=args.horizontal, width=args.width)
+    if guidance is not None:
+        config["guidance"] = {"cfg_scale": guidance[0], "uncond_prompt": guidance[1]}
     if args.cpu_tree_size:
         config["cpu_tree_size"] = args.cpu_tree_size
     heads = KINDS[args.kind](config, target)
@@ -278,7 +396,9 @@ def train(args):
     cached = None  # the frozen target's view of every training sequence, computed once when it fits
     if seqs.numel() * (hidden_size + vocab) * 4 <= args.cache_gb * 2**30:
         with torch.no_grad(), acc.autocast():
-            views = [capture_hidden(target, x.to(acc.device)) for x in seqs.split(args.batch)]
+            views = [target_view(target, seqs[i : i + args.batch].to(acc.device), guidance,
+                                 None if start is None else start[i : i + args.batch])
+                     for i in range(0, len(seqs), args.batch)]
         cached = tuple(torch.cat(v) for v in zip(*views))  # hidden [n, L, dim], logits [n, L, vocab]
     bar = tqdm(total=args.steps, initial=state["step"], desc=f"{args.kind} heads")
     g = torch.Generator().manual_seed(args.seed)
@@ -293,7 +413,7 @@ def train(args):
             hidden, target_logits = (c[idx.to(c.device)] for c in cached)
         else:
             with torch.no_grad(), acc.autocast():
-                hidden, target_logits = capture_hidden(target, x)
+                hidden, target_logits = target_view(target, x, guidance, None if start is None else start[idx])
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
             loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets)
@@ -325,8 +445,8 @@ def train(args):
             break
     bar.close()
     final = acc.unwrap_model(heads)
-    final.config.update(calibration(final, target, held.to(acc.device), args.rules,
-                                    temperature=args.temperature or 1.0))
+    final.config.update(calibration(final, target, held.to(acc.device), args.rules, held_start,
+                                    temperature=args.temperature or 1.0, guidance=guidance))
     final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1),
                                 "sequences": len(seqs), "log": state["log"][-5:]}
     final.save(args.out, dtype=getattr(torch, args.save_dtype))
@@ -341,6 +461,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
+    p.add_argument("--horizontal", default="medusa", choices=["medusa", "hydra"],
+                   help="hawk: the horizontal heads' kind (Medusa blocks as in the paper, or Hydra++ heads)")
+    p.add_argument("--width", type=int, default=16, help="hawk: tokens per raster row (vertical heads look this far)")
     p.add_argument("--adversarial-weight", type=float, default=0.1,
                    help="koala: weight of the adversarial loss (0 trains the same heads without it)")
     p.add_argument("--sequences", type=int, default=512, help="target continuations to train on")
@@ -363,6 +486,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--rules", nargs="+", default=["sample"],
                    help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
     add_cpu_tree_size(p)
+    add_guidance(p)
     p.add_argument("--cache-gb", type=float, default=2.0,
                    help="keep the target's hidden states and logits for all training sequences in memory (computed "
                         "once instead of every step) when they fit in this many GiB")
