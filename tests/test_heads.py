@@ -38,13 +38,19 @@ def test_one_training_step_lowers_the_distillation_loss(kind):
     assert after.item() < before.item()
 
 
-@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk"])
-def test_train_heads_then_decode_with_them(tmp_path, kind):
+def saved_target(tmp_path):
+    """A tiny target with its tokenizer saved at tmp_path/target and random training tokens at tmp_path/train.bin."""
     tok = tiny_tokenizer(vocab=300)
     target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
     target.save_pretrained(tmp_path / "target")
     tok.save_pretrained(tmp_path / "target")
     np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    return target
+
+
+@pytest.mark.parametrize("kind", ["medusa", "hydra", "koala", "redrafter", "hawk"])
+def test_train_heads_then_decode_with_them(tmp_path, kind):
+    saved_target(tmp_path)
     out = tmp_path / kind
     assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", kind, "--data",
                  f"{tmp_path}/train.bin:1", "--out", str(out), "--sequences", "12", "--heldout-sequences", "4",
@@ -154,11 +160,7 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     from specgen import make_drafter, tree_rule
     from specgen.heads import load_heads
 
-    tok = tiny_tokenizer(vocab=300)
-    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
-    target.save_pretrained(tmp_path / "target")
-    tok.save_pretrained(tmp_path / "target")
-    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    target = saved_target(tmp_path)
     out = tmp_path / "medusa"
     random_heads(target, "medusa").save(str(out))
     weights = (out / "heads.safetensors").read_bytes()
@@ -184,11 +186,7 @@ def test_cached_target_view_trains_the_same_heads_as_recomputing_it(tmp_path):
     target ran every step."""
     from safetensors.torch import load_file
 
-    tok = tiny_tokenizer(vocab=300)
-    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
-    target.save_pretrained(tmp_path / "target")
-    tok.save_pretrained(tmp_path / "target")
-    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    saved_target(tmp_path)
     weights = []
     for name, cache in (("cached", "2"), ("recomputed", "0")):
         assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", "hydra", "--data",
@@ -223,11 +221,7 @@ def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
 def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, capsys):
     from specgen.heads import load_heads
 
-    tok = tiny_tokenizer(vocab=300)
-    target = tiny_model("llama", vocab=len(tok), context=128, layers=2)
-    target.save_pretrained(tmp_path / "target")
-    tok.save_pretrained(tmp_path / "target")
-    np.random.default_rng(0).integers(4, len(tok), 3000).astype(np.uint16).tofile(tmp_path / "train.bin")
+    target = saved_target(tmp_path)
     args = ["train-heads", "--target", str(tmp_path / "target"), "--kind", "hawk", "--horizontal", "hydra", "--width",
             "4", "--data", f"{tmp_path}/train.bin:1", "--out", str(tmp_path / "hawk"), "--sequences", "8",
             "--heldout-sequences", "2", "--prompt-len", "6", "--new-tokens", "16", "--gen-batch", "4", "--steps", "2",
