@@ -22,7 +22,7 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
                      --uncond-prompt 1,5,3) ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
-          HEADS=(medusa 256 1.0) ;;
+          HEADS=(hydra 256 1.0) ;;  # Hydra++ since session 6 (the Medusa set ships as heads-medusa/)
   *) echo "unknown modality $M: speech, image or rap"; exit 2 ;;
 esac
 vocab_size() { $P -c "import importlib as i;m,c='$VOCAB'.split(':');print(len(getattr(i.import_module(m),c).load('$Z/lm')))"; }
