@@ -111,13 +111,25 @@ def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
     lm = CachedLM(target)
     lm.keep_hidden()
     lm.prefill([[5, 6, 7, 8]])
-    drafter.start([[5, 6, 7, 8]], [9], Sampling(), 97, torch.device("cpu"), None, lm.hidden)
+    prompt_hidden = lm.hidden  # (the heads' own LM-head calls overwrite lm.hidden: they share that module)
+    drafter.start([[5, 6, 7, 8]], [9], Sampling(), 97, torch.device("cpu"), None, prompt_hidden)
     drafter.cache[0] = {drafter.root_pos[0] + j: {0: t} for j, t in [(1, 11), (2, 12), (3, 13)]}
     tree = drafter.propose(4)
     toks, pars = tree.tokens[0].tolist(), tree.parents[0].tolist()
     i11 = next(i for i, t in enumerate(toks) if t == 11 and pars[i] == -1)
     i12 = next(i for i, t in enumerate(toks) if t == 12 and pars[i] == i11)
     assert any(t == 13 and pars[i] == i12 for i, t in enumerate(toks))
+    # vertical candidates share the node budget: with 3 nodes, a likely cached run displaces horizontal nodes
+    small = HawkDrafter(heads, tree_size=3)
+    small.start([[5, 6, 7, 8]], [9], Sampling(), 97, torch.device("cpu"), None, prompt_hidden)
+    small.agree = small.differ = small.marginal = [0.99, 0.99]  # cached guesses rated near-certain
+    small.cache[0] = {small.root_pos[0] + j: {0: t} for j, t in [(1, 11), (2, 12), (3, 13)]}
+    tree = small.propose(4)
+    assert int(tree.valid.sum()) == 3 and tree.tokens[0].tolist() == [11, 12, 13]
+    small.agree = small.differ = small.marginal = [0.0, 0.0]  # never taken: the horizontal tree alone
+    alone = small.propose(4)
+    small.vertical = False
+    assert torch.equal(alone.tokens, small.propose(4).tokens) and torch.equal(alone.parents, small.propose(4).parents)
 
 
 def test_tree_size_defaults_by_device_and_is_checked():

@@ -209,9 +209,10 @@ class HawkDrafter(Drafter):
     speculation cache. Where a candidate path reaches a cached position (right after the root, or under any
     horizontal node), the cached guesses extend it, run by run. Horizontal and vertical candidates then compete
     for the same node budget: each node is scored by the product of its path's calibrated acceptance rates
-    (horizontal: its head and rank; vertical: its head's rank 0) and the `tree_size` best form a prefix tree, so
-    the vertical heads replace the least likely horizontal nodes instead of widening every verification. Cache
-    entries for positions already decided are dropped.
+    (horizontal: its head and rank; vertical: whether it agrees with the horizontal favourite at its node, from
+    `vertical_rates`) and the `tree_size` best form a prefix tree, so the vertical heads replace the least likely
+    horizontal nodes instead of widening every verification. Cache entries for positions already decided are
+    dropped.
 
     `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
     never cached or proposed from the cache."""
@@ -236,7 +237,7 @@ class HawkDrafter(Drafter):
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
         self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table) if hydra else
-                     MedusaDrafter(heads, tree_size, table=self.table))
+                           MedusaDrafter(heads, tree_size, table=self.table))
         self.size = len(self.horizontal.paths)
 
     @property
