@@ -74,6 +74,26 @@ def ancestry(parents: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
     return anc, depth
 
 
+def best_first(first: list[tuple[float, tuple]], expand, size: int) -> list[tuple]:
+    """Up to `size` paths of a tree of candidates, best first: `first` holds (rate, path) for the root's children,
+    `expand(path)` yields (rate, child) for a chosen path's children, and a path scores the product of the rates
+    along it. Every prefix of a chosen path is chosen before it; once the best left scores 0, nothing more is
+    (though the first path is always kept, so a tree is never empty). Paths come out in the order chosen."""
+    import heapq
+
+    heap = [(-rate, path) for rate, path in first]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < size:
+        neg, path = heapq.heappop(heap)
+        if neg >= 0 and chosen:  # best-first: everything left scores 0 too
+            break
+        chosen.append(path)
+        for rate, child in expand(path):
+            heapq.heappush(heap, (neg * rate, child))
+    return chosen
+
+
 def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]:
     """The `size` candidate paths most likely to be accepted, as Medusa builds its sparse trees (Sec. 2.1.2).
 
@@ -82,44 +102,27 @@ def sparse_tree(accuracy: list[list[float]], size: int) -> list[tuple[int, ...]]
     can never be accepted (score 0) are left out, so the tree may be smaller than `size`. Paths come out in
     breadth-first order, so a parent always precedes its children.
     """
-    import heapq
-
-    heap = [(-accuracy[0][r], (r,)) for r in range(len(accuracy[0]))]
-    heapq.heapify(heap)
-    chosen = []
-    while heap and len(chosen) < size:
-        neg, path = heapq.heappop(heap)
-        if neg >= 0 and chosen:  # best-first: everything left scores 0 too
-            break
-        chosen.append(path)
+    def expand(path):
         d = len(path)
-        if d < len(accuracy):
-            for r in range(len(accuracy[d])):
-                heapq.heappush(heap, (neg * accuracy[d][r], path + (r,)))
+        return [(accuracy[d][r], path + (r,)) for r in range(len(accuracy[d]))] if d < len(accuracy) else []
+
+    chosen = best_first([(accuracy[0][r], (r,)) for r in range(len(accuracy[0]))], expand, size)
     return sorted(chosen, key=lambda p: (len(p), p))
 
 
 def best_paths(rates: dict[tuple, float], size: int) -> list[tuple]:
     """The `size` candidate paths most likely to be accepted from an explicit set of them: `rates` maps every
     candidate (a tuple of tokens; its prefixes are candidates too) to the acceptance rate of its last node, and a
-    path scores the product along it. Best-first from the root, so every prefix of a chosen path is chosen and a
-    parent precedes its children; paths that can never be accepted (score 0) are left out."""
-    import heapq
-
+    path scores the product along it. A parent precedes its children; paths that can never be accepted (score
+    0) are left out."""
     children: dict[tuple, list[tuple]] = {}
-    for p in rates:
-        children.setdefault(p[:-1], []).append(p)
-    heap = [(-rates[p], p) for p in children.get((), [])]
-    heapq.heapify(heap)
-    chosen = []
-    while heap and len(chosen) < size:
-        neg, path = heapq.heappop(heap)
-        if neg >= 0:
-            break
-        chosen.append(path)
-        for c in children.get(path, []):
-            heapq.heappush(heap, (neg * rates[c], c))
-    return chosen
+    for p, rate in rates.items():
+        if rate > 0:
+            children.setdefault(p[:-1], []).append(p)
+    def expand(path):
+        return [(rates[c], c) for c in children.get(path, [])]
+
+    return best_first(expand(()), expand, size)
 
 
 def tree_tensors(paths: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:

@@ -86,6 +86,11 @@ class HydraDrafter(HeadDrafter):
     """Sequentially dependent heads fill the sparse tree depth by depth: the children of a node come from the head
     that reads the tokens on that node's path. The prefix attention reads a window of accepted hidden states."""
 
+    def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
+                 table: list[list[float]] | None = None):
+        super().__init__(heads, tree_size, rule, table)
+        self._levels: dict[int, list[tuple]] = {}  # the tree's index tensors per depth budget k (`levels`)
+
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
         w = self.heads.config["window"]
@@ -119,7 +124,7 @@ class HydraDrafter(HeadDrafter):
         """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes, its
         parents' ancestor nodes [parents, depth] (the drafted tokens on each parent's path), each node's parent
         slot and rank, and how many ranks the level needs."""
-        cache = self.__dict__.setdefault("_levels", {})
+        cache = self._levels
         if k not in cache:
             paths, depth, rank, parent = self.tree(k)
             index = {p: i for i, p in enumerate(paths)}

@@ -45,13 +45,13 @@ class HawkHeads(DraftHeads):
         return torch.stack([self.lm_head(s(hidden)) for s in self.vertical], -2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Medusa-style horizontal heads: hidden [..., dim] -> logits [..., horizontal + vertical, vocab]."""
+        """Medusa-style horizontal heads, what MedusaDrafter drafts with: hidden [..., dim] -> logits
+        [..., horizontal, vocab] (the vertical heads run apart, on accepted states: `vertical_logits`)."""
         if self.config["horizontal"] != "medusa":
             raise ValueError("Hydra horizontal heads read drafted tokens: draft them with HydraDrafter on .rows")
-        horizontal = torch.stack([self.lm_head(s(hidden)) for s in self.horizontal], -2)
-        return torch.cat([horizontal, self.vertical_logits(hidden)], -2)
+        return torch.stack([self.lm_head(s(hidden)) for s in self.horizontal], -2)
 
     def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if self.config["horizontal"] == "medusa":
-            return self(hidden)
-        return torch.cat([self.rows.train_logits(hidden, tokens), self.vertical_logits(hidden)], -2)
+        """Every head, horizontal then vertical: [b, L, horizontal + vertical, vocab] (offsets: `offsets`)."""
+        rows = self(hidden) if self.config["horizontal"] == "medusa" else self.rows.train_logits(hidden, tokens)
+        return torch.cat([rows, self.vertical_logits(hidden)], -2)
