@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from .cpu import narrow_matmuls
 from .tree import ancestry
 
 
@@ -43,7 +44,7 @@ class CachedLM:
     """A causal LM plus a batch-rectangular KV cache with per-slot validity and per-row positions."""
 
     def __init__(self, model):
-        self.model = model.eval()
+        self.model = narrow_matmuls(model.eval())  # CPU fp32 only; see specgen/cpu.py
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.context = context_length(model.config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..cpu import narrow_matmuls
 from ..heads.base import DraftHeads
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
@@ -41,7 +42,7 @@ class HeadDrafter(Drafter):
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
-        self.heads = heads
+        self.heads = narrow_matmuls(heads)
         self.name = heads.kind
         accuracy = (table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
@@ -226,7 +227,7 @@ class HawkDrafter(Drafter):
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
                  rule: str | None = None):
-        self.heads, self.name = heads, heads.kind
+        self.heads, self.name = narrow_matmuls(heads), heads.kind
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)
         # acceptance rates per head (horizontal, then vertical) and rank; uncalibrated vertical head d gets the
