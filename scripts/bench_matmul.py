@@ -70,7 +70,8 @@ def main(argv=None):
         print(f"| {n} | " + " | ".join(f"{med[k][n]:.2f}" for k in runs) + " | " + " | ".join(ratios) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "context": args.context, "batch": args.batch, "median_ms": med}, f, indent=1)
+            json.dump({"model": args.model, "context": args.context, "batch": args.batch, "median_ms": med}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":
