@@ -246,3 +246,28 @@ def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, caps
     pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(tmp_path / "hawk"))
     assert pipe.generate("def f", max_new_tokens=20).token_ids == pipe.generate("def f", max_new_tokens=20,
                                                                                 method="ar").token_ids
+
+
+def test_warm_start_grows_a_hydra_set_from_its_last_head(tmp_path):
+    """--init copies the heads a set already has and starts each new one as the old last head shifted one token
+    along its path; a folder of another kind of heads is refused."""
+    from specgen.training.heads import warm_start
+
+    target = tiny_model("llama", vocab=50)
+    old = random_heads(target, "hydra", num_heads=2)
+    old.save(str(tmp_path / "old"), dtype=torch.float32)
+    new = random_heads(target, "hydra", num_heads=3, seed=5)
+    filled = warm_start(new, str(tmp_path / "old"))
+    assert "inputs.2.weight" in filled and "stacks.2.blocks.0.weight" in filled
+    d = new.inputs[0].weight.shape[0]
+    for name, t in old.state_dict().items():
+        torch.testing.assert_close(new.state_dict()[name], t)
+    grown, last = new.inputs[2].weight, old.inputs[1].weight  # [d, 4d] from [d, 3d]
+    torch.testing.assert_close(grown[:, :d], last[:, :d])
+    assert grown[:, d : 2 * d].abs().sum() == 0
+    torch.testing.assert_close(grown[:, 2 * d :], last[:, d:])
+    random_heads(target, "medusa", num_heads=2).save(str(tmp_path / "medusa"), dtype=torch.float32)
+    with pytest.raises(ValueError, match="those are medusa heads"):
+        warm_start(random_heads(target, "hydra", num_heads=2), str(tmp_path / "medusa"))
+    with pytest.raises(ValueError, match="no heads.safetensors"):
+        warm_start(new, str(tmp_path / "nowhere"))

@@ -8,6 +8,7 @@ Sec. 2.3.2; Hydra++, Ankner et al. 2024, teacher loss).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -328,6 +329,44 @@ def target_view(target, x: torch.Tensor, guidance: tuple[float, list[int]] | Non
     return hidden, torch.where(keep[..., None], guided, logits.float()).to(logits.dtype)
 
 
+def warm_start(heads, path: str) -> list[str]:
+    """Start `heads` from a trained head set of the same kind and width (`train-heads --init DIR`); returns the
+    names of the tensors that were filled. Tensors of the same name and shape are copied. A head set can also
+    grow: a new Hydra++ head i beyond the old count starts as the old last head moved one token further, i.e.
+    its input layer reads the context and the last old-count tokens of its path with the old head's weights
+    (the first tokens get zero weights) and its residual stack is the old last head's."""
+    from safetensors.torch import load_file
+
+    weights = os.path.join(path, "heads.safetensors")
+    if not os.path.isfile(weights):
+        raise ValueError(f"--init {path}: no heads.safetensors there; name a folder written by train-heads")
+    with open(os.path.join(path, "heads.json"), encoding="utf-8") as f:
+        kind = json.load(f).get("kind")
+    if kind != heads.kind:
+        raise ValueError(f"--init {path}: those are {kind} heads and these are {heads.kind}; start from the same kind")
+    old = {k: v.float() for k, v in load_file(weights).items()}
+    state, filled = heads.state_dict(), []
+    last = sum(1 for k in old if k.startswith("inputs.") and k.endswith(".weight")) - 1
+    for name, t in state.items():
+        src = old.get(name)
+        if src is None and last >= 0 and name.startswith(("inputs.", "stacks.")):
+            part = name.split(".")
+            src = old.get(".".join([part[0], str(last)] + part[2:]))
+            if src is not None and part[0] == "inputs" and part[-1] == "weight":
+                d = t.shape[0]
+                grown = torch.zeros_like(t)
+                grown[:, :d] = src[:, :d]  # the context
+                grown[:, t.shape[1] - (src.shape[1] - d):] = src[:, d:]  # the most recent tokens of the path
+                src = grown
+        if src is not None and src.shape == t.shape:
+            state[name] = src.to(t.dtype)
+            filled.append(name)
+    if not filled:
+        raise ValueError(f"--init {path}: none of its tensors fit these heads (another kind or hidden size?)")
+    heads.load_state_dict(state)
+    return filled
+
+
 def train(args):
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -375,6 +414,8 @@ def train(args):
     if args.cpu_tree_size:
         config["cpu_tree_size"] = args.cpu_tree_size
     heads = KINDS[args.kind](config, target)
+    if args.init:
+        print(f"warm start: {len(warm_start(heads, args.init))} tensors from {args.init}")
     ckpt = os.path.join(args.out, "checkpoint.pt")
     state = {"step": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
     optimizer = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=0.0)
@@ -460,6 +501,8 @@ def add_arguments(p: argparse.ArgumentParser):
                                                 "or a .pt sequence set (its conditioning prefixes)")
     p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
     p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--init", help="start from this trained heads folder (same kind; Hydra++ sets may grow, "
+                                  "see warm_start); a checkpoint in --out still takes precedence")
     p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
     p.add_argument("--horizontal", default="medusa", choices=["medusa", "hydra"],
                    help="hawk: the horizontal heads' kind (Medusa blocks as in the paper, or Hydra++ heads)")
