@@ -16,7 +16,8 @@ MINUTES=${MINUTES:-1000000}
 HEAD_ARGS=()  # more train-heads options for one modality (they come last, so they win over the common ones)
 case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (kind, new tokens, sampling temperature[, CPU tree size])
   speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
-          HEADS=(hydra 200 1.0 4) ;;  # a 4-node tree measured best for these heads on 2 CPU cores
+          HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain (session 7); the shipped set grew from 4:
+          HEAD_ARGS=(--num-heads 6 --mixed-precision no ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
           HEADS=(hawk 256 1.0)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
