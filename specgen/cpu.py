@@ -28,8 +28,8 @@ class NarrowLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if (not ON or rows < 2 or rows > FEW_ROWS or x.dtype != torch.float32
-                or torch.is_grad_enabled() and self.weight.requires_grad):
+        if (not ON or rows < 2 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
+                or torch.is_grad_enabled() and self.weight.requires_grad):  # e.g. moved to CUDA after the switch
             return F.linear(x, self.weight, self.bias)
         y = (self.weight @ x.reshape(rows, self.in_features).t()).t().contiguous()  # attention kernels want it
         if self.bias is not None:

@@ -271,3 +271,21 @@ def test_warm_start_grows_a_hydra_set_from_its_last_head(tmp_path):
         warm_start(random_heads(target, "hydra", num_heads=2), str(tmp_path / "medusa"))
     with pytest.raises(ValueError, match="no heads.safetensors"):
         warm_start(new, str(tmp_path / "nowhere"))
+
+
+def test_hydra_token_tables_compute_the_same_heads_and_follow_weight_changes():
+    """The drafting shortcut (token columns of each input layer folded into per-vocabulary tables) gives the
+    heads' own logits, is skipped with gradients on, and is rebuilt when the weights change in place."""
+    target = tiny_model("llama", vocab=50)
+    heads = random_heads(target, "hydra", num_heads=3)
+    ctx, toks = torch.randn(2, 5, heads.inputs[0].weight.shape[0]), torch.randint(0, 50, (2, 5, 3))
+    with torch.no_grad():
+        plain = heads.head(2, ctx, toks)
+        assert heads.build_token_tables()
+        torch.testing.assert_close(heads.head(2, ctx, toks), plain, rtol=1e-4, atol=1e-4)
+        heads.inputs[2].weight.mul_(2)
+        doubled = heads.head(2, ctx, toks)
+    del heads._tables
+    with torch.no_grad():
+        torch.testing.assert_close(doubled, heads.head(2, ctx, toks), rtol=1e-4, atol=1e-4)
+    assert not heads.build_token_tables(max_bytes=1024)  # too big: the plain path stays

@@ -91,6 +91,7 @@ class HydraDrafter(HeadDrafter):
                  table: list[list[float]] | None = None):
         super().__init__(heads, tree_size, rule, table)
         self._levels: dict[int, list[tuple]] = {}  # the tree's index tensors per depth budget k (`levels`)
+        heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)

@@ -76,9 +76,53 @@ class HydraHeads(DraftHeads):
 
     def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Head i: context [..., dim], tokens [..., i+1] (x_{t+1} .. x_{t+1+i}) -> logits [..., vocab]."""
-        emb = self.embed(tokens).flatten(-2)  # [..., (i+1) * dim]
-        x = self.stacks[i](F.silu(self.inputs[i](torch.cat([context, emb], -1))))
+        tables = None if torch.is_grad_enabled() else self._current_tables()
+        if tables is not None:  # the same input layer, its token part looked up instead of multiplied
+            w_context, per_slot = tables[i]
+            pre = F.linear(context, w_context, self.inputs[i].bias)
+            for j, table in enumerate(per_slot):
+                pre = pre + table[tokens[..., j]]
+        else:
+            emb = self.embed(tokens).flatten(-2)  # [..., (i+1) * dim]
+            pre = self.inputs[i](torch.cat([context, emb], -1))
+        x = self.stacks[i](F.silu(pre))
         return self.lm_head(context + x)
+
+    def build_token_tables(self, max_bytes: int = 64 * 2**20) -> bool:
+        """For drafting: fold each input layer's token columns into a table over the vocabulary (embedding @
+        W_slot^T, [vocab, dim] per head and path slot), so a head call gathers one row per path token instead of
+        reading a (path length x dim x dim) block of weights. Same function up to float rounding; built only when
+        the tables fit in `max_bytes` (small vocabularies: speech, image, rap), refreshed if the weights change,
+        and never used with gradients on (training). Returns whether tables are in use."""
+        built = getattr(self, "_tables", None)
+        if built is not None and built[0] == self._weight_versions():
+            return True  # already built for these weights (drafters are made per call; build once)
+        self._tables = None
+        d = self.inputs[0].weight.shape[0]
+        emb = self.embed.weight
+        slots = sum(i + 1 for i in range(self.num_heads))
+        if slots * emb.shape[0] * d * emb.element_size() > max_bytes:
+            return False
+        with torch.no_grad():
+            tables = []
+            for lin in self.inputs:
+                w = lin.weight
+                tables.append((w[:, :d].contiguous(), [emb @ w[:, d * (j + 1) : d * (j + 2)].t()
+                                                       for j in range(w.shape[1] // d - 1)]))
+        self._tables = (self._weight_versions(), tables)
+        return True
+
+    def _weight_versions(self) -> tuple:
+        return tuple(p._version for p in [self.embed.weight] + [lin.weight for lin in self.inputs])
+
+    def _current_tables(self):
+        built = getattr(self, "_tables", None)
+        if built is None:
+            return None
+        if built[0] != self._weight_versions():  # weights changed in place since: build again
+            self.build_token_tables()
+            built = self._tables
+        return None if built is None else built[1]
 
     def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         context = self.prefix(hidden)
