@@ -116,13 +116,10 @@ class HydraHeads(DraftHeads):
         return tuple(p._version for p in [self.embed.weight] + [lin.weight for lin in self.inputs])
 
     def _current_tables(self):
-        built = getattr(self, "_tables", None)
-        if built is None:
+        """The tables if a drafter asked for them, rebuilt first if the weights changed in place since."""
+        if getattr(self, "_tables", None) is None or not self.build_token_tables():
             return None
-        if built[0] != self._weight_versions():  # weights changed in place since: build again
-            self.build_token_tables()
-            built = self._tables
-        return None if built is None else built[1]
+        return self._tables[1]
 
     def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         context = self.prefix(hidden)
