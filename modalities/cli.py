@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from models.vocoder import VOCODERS
 from specgen.acceptance import RULES
 from specgen.drafters import METHODS
 
@@ -134,6 +135,8 @@ def add_speech(sub):
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)
+    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
+                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
     p.add_argument("--out", required=True, help="output WAV")
     p.add_argument("--device")
     p.add_argument("--dtype")
@@ -147,7 +150,8 @@ def run_speech(args):
     check_out(args.out, ".wav")
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
-                       temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds)
+                       temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds,
+                       vocoder=args.vocoder)
     res.save(args.out)
     record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
               "stats": res.stats.as_dict()}
@@ -196,8 +200,11 @@ def add_rap(sub):
     p.add_argument("--beat", required=True, help="the accompaniment (WAV/FLAC, any sample rate)")
     p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used)")
     p.add_argument("--method", default="heads", choices=["heads", "ar"])
+    p.add_argument("--tolerance", type=int, help="VADUSA tolerance k for the heads (lossy; default: exact sampling)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
+                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
     p.add_argument("--out", required=True, help="output WAV (the mix; the vocals go beside it as *.vocals.wav)")
     p.add_argument("--device")
     p.add_argument("--dtype")
@@ -215,7 +222,7 @@ def run_rap(args):
         raise ValueError(f"cannot read --lyrics-file {args.lyrics_file!r}: {e.strerror}") from e
     rap = RapPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = rap.generate(lyrics, args.beat, voice_prompt=args.voice_prompt, method=args.method,
-                       temperature=args.temperature, seed=args.seed)
+                       temperature=args.temperature, seed=args.seed, tolerance=args.tolerance, vocoder=args.vocoder)
     vocals_path = args.out[:-4] + ".vocals.wav"
     res.save(vocals_path, stem="vocals")
     res.save(args.out)
@@ -320,11 +327,11 @@ def add_batch(sub):
     t.set_defaults(run=run_batch_text)
     for kind, model, fields in (
             ("speech", "models/zoo/speech-tts", "text (required), voice_prompt, method, tolerance, temperature, "
-                                                "top_k, seed, max_seconds"),
+                                                "top_k, seed, max_seconds, vocoder"),
             ("image", "models/zoo/image-scenes", "prompt (required), cfg_scale, temperature, top_k, method, seed, "
                                                  "samples, acceptance"),
-            ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, temperature, "
-                                      "seed")):
+            ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, tolerance, "
+                                      "temperature, seed, vocoder")):
         m = kinds.add_parser(kind, help=f"{kind} jobs: {{{fields}}} per line")
         m.add_argument("--model", default=model)
         m.add_argument("--input", required=True)
@@ -366,11 +373,11 @@ def add_demo(sub):
 
 MEDIA_JOBS = {
     "speech": ("modalities.speech", "SpeechPipeline", ("text", "voice_prompt", "method", "tolerance", "temperature",
-                                                       "top_k", "seed", "max_seconds"), ("text",), "wav"),
+                                                       "top_k", "seed", "max_seconds", "vocoder"), ("text",), "wav"),
     "image": ("modalities.image", "ImagePipeline", ("prompt", "cfg_scale", "temperature", "top_k", "method", "seed",
                                                     "samples", "acceptance"), ("prompt",), "png"),
-    "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "temperature",
-                                              "seed"), ("lyrics", "accompaniment"), "wav"),
+    "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "tolerance",
+                                              "temperature", "seed", "vocoder"), ("lyrics", "accompaniment"), "wav"),
 }
 
 

@@ -4,13 +4,12 @@ come first, the frames to generate follow, and a bidirectional transformer predi
 Tokens are one per frame, so no duration model is needed. Sampling takes a few Euler steps."""
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .stored import StoredModule
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -21,7 +20,9 @@ def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], -1)
 
 
-class FlowDecoder(nn.Module):
+class FlowDecoder(StoredModule):
+    stem, what = "flow", "flow-matching decoder"
+
     def __init__(self, config: dict):
         super().__init__()
         c = {"vocab": 512, "n_mels": 80, "dim": 256, "layers": 4, "heads": 4, "sigma_min": 1e-4, **config}
@@ -75,33 +76,16 @@ class FlowDecoder(nn.Module):
             x = x + v / steps
         return x
 
-    def save(self, path: str, dtype: torch.dtype | None = None):
-        """flow.safetensors (in `dtype`, default as trained; loading casts back to float32) and flow.json."""
-        from specgen.loading import storage_tensors
-
-        os.makedirs(path, exist_ok=True)
-        save_file(storage_tensors(self.state_dict(), dtype), os.path.join(path, "flow.safetensors"))
-        with open(os.path.join(path, "flow.json"), "w") as f:
-            json.dump(self.config, f, indent=1)
-
-    @classmethod
-    def load(cls, path: str) -> "FlowDecoder":
-        meta = os.path.join(path, "flow.json")
-        if not os.path.isfile(meta):
-            raise ValueError(f"{path!r} holds no flow-matching decoder (flow.json)")
-        model = cls(json.load(open(meta)))
-        model.load_state_dict(load_file(os.path.join(path, "flow.safetensors")))
-        return model.eval()
-
 
 def tokens_to_audio(flow: FlowDecoder, tokenizer, tokens, prompt_mel: torch.Tensor, steps: int = 8,
-                    seed: int = 0):
+                    seed: int = 0, vocoder=None):
     """Speech tokens -> waveform (numpy, unscaled): the flow decoder draws the mel in the prompt's voice, then
-    Griffin-Lim makes it audio. `tokenizer` is the SpeechTokenizer the tokens came from (its mel config and
-    normalisation)."""
+    the neural `vocoder` (a MelVocoder) or, when None, Griffin-Lim makes it audio. `tokenizer` is the
+    SpeechTokenizer the tokens came from (its mel config and normalisation)."""
     from .audio import griffin_lim
 
     device = next(flow.parameters()).device
     tok = torch.as_tensor(tokens, device=device)
     z = flow.sample(tok[None], tokenizer.normalize(prompt_mel)[None].to(device), steps=steps, seed=seed)[0]
-    return griffin_lim(tokenizer.denormalize(z.float().cpu()), tokenizer.cfg).numpy()
+    mel = tokenizer.denormalize(z.float().cpu())
+    return (vocoder.vocode(mel) if vocoder is not None else griffin_lim(mel, tokenizer.cfg)).numpy()

@@ -222,3 +222,14 @@ def get_rule(name: str):
     if name not in RULES:
         raise ValueError(f"unknown acceptance rule {name!r}: choose one of {sorted(RULES)}")
     return RULES[name]
+
+
+def tolerance_options(acceptance: str | None, tolerance: int | None) -> dict | None:
+    """Options for the acceptance rule: `tolerance` (k >= 1) goes with acceptance="tolerance" only."""
+    if tolerance is None:
+        return None
+    if acceptance != "tolerance":
+        raise ValueError("tolerance only applies with acceptance='tolerance'")
+    if not isinstance(tolerance, int) or tolerance < 1:
+        raise ValueError(f"tolerance must be an integer >= 1 (1 is exact greedy matching), got {tolerance!r}")
+    return {"tolerance": tolerance}

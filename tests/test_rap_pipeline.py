@@ -46,6 +46,18 @@ def test_unusable_input_is_refused(rap, rap_dir, tmp_path):
         rap.generate(LYRICS, beat_path, voice_prompt=str(tmp_path / "missing.wav"))
     with pytest.raises(ValueError, match="lyrics are empty"):
         rap.generate("  \n ", beat_path)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        rap.generate(LYRICS, beat_path, tolerance=0)
+    with pytest.raises(ValueError, match="ships no neural vocoder"):
+        rap.generate(LYRICS, beat_path, vocoder="neural")
+
+
+def test_a_tolerance_decodes_the_heads_with_tolerance_acceptance(rap, rap_dir):
+    beat_path = str(rap_dir / "beat.wav")
+    greedy = rap.generate(LYRICS, beat_path, method="ar", temperature=0.0)
+    k1 = rap.generate(LYRICS, beat_path, tolerance=1, temperature=0.0)
+    assert k1.tokens == greedy.tokens and k1.stats.acceptance == "tolerance" and not k1.stats.lossless
+    assert rap.generate(LYRICS, beat_path, method="ar", tolerance=3).stats.acceptance != "tolerance"
 
 
 def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
@@ -83,7 +95,9 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
     random_heads(AutoModelForCausalLM.from_pretrained(rap_dir / "lm"), "hydra").save(str(hydra))
     assert main(["bench", "rap", "--model", str(rap_dir), "--data", str(data), "--songs", "1", "--heads", str(hydra),
-                 "--out", str(out)]) == 0
+                 "--tolerances", "3", "--out", str(out)]) == 0
     result = json.loads((out / "rap.json").read_text())["rows"]
-    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)", "heads (hydra)"]
+    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)", "heads (medusa) k=3",
+                                             "heads (hydra)", "heads (hydra) k=3"]
+    assert [r.get("lossless") for r in result] == [None, "yes", "yes", "no", "yes", "no"]
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()

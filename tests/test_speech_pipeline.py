@@ -18,7 +18,7 @@ def tone(seconds, sr, f0=180.0):
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory):
     return tiny_speech_parts(tmp_path_factory.mktemp("speech"), SpeechVocab,
-                             ["Hello there.", "The quick brown fox jumps."])
+                             ["Hello there.", "The quick brown fox jumps."], vocoder=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,15 @@ def test_synthesis_gives_audio_of_the_token_length_with_energy(tts, tmp_path):
     assert np.abs(res.audio).max() <= 1.0
     res.save(str(tmp_path / "out.wav"))
     assert (tmp_path / "out.wav").stat().st_size > 44
+
+
+def test_the_shipped_neural_vocoder_is_the_default_and_griffin_lim_stays_available(tts):
+    kw = dict(method="ar", temperature=0.0, max_seconds=0.6, seed=0)
+    neural, auto, gl = (tts.generate("Hello there.", vocoder=v, **kw) for v in ("neural", "auto", "griffin-lim"))
+    assert neural.tokens == gl.tokens and np.array_equal(neural.audio, auto.audio)
+    assert len(neural.audio) == len(gl.audio) and not np.allclose(neural.audio, gl.audio)
+    with pytest.raises(ValueError, match="choose one of"):
+        tts.generate("Hello there.", vocoder="hifigan", **kw)
 
 
 def test_unusable_input_gets_clear_errors(tts, tmp_path):
@@ -98,12 +107,14 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
     assert main(["bench", "speech", "--model", str(speech_dir), "--data", str(data), "--sentences", "2",
                  "--tolerances", "1", "3", "--max-seconds", "0.4", "--heads", str(hydra), "--out", str(out)]) == 0
     result = json.loads((out / "speech.json").read_text())["rows"]
-    assert [r["method"] for r in result] == ["ar", "vadusa k=1 (medusa)", "vadusa k=3 (medusa)", "vadusa k=1 (hydra)",
-                                             "vadusa k=3 (hydra)", "reference recording",
-                                             "reference tokens, resynthesized"]
+    assert [r["method"] for r in result] == ["ar", "ar, Griffin-Lim", "vadusa k=1 (medusa)", "vadusa k=3 (medusa)",
+                                             "vadusa k=1 (hydra)", "vadusa k=3 (hydra)", "reference recording",
+                                             "reference tokens, resynthesized", "reference mel, Griffin-Lim",
+                                             "reference mel, neural vocoder"]
+    assert all(r["lsd"] > 0 for r in result[-2:])
     assert (out / "speech-vadusa-k-3-hydra.wav").is_file()
     assert all(r["mcd"] > 0 for r in result if r["method"] != "reference recording")
-    assert all(-1 <= r["speaker_sim"] <= 1 for r in result)
+    assert all(-1 <= r["speaker_sim"] <= 1 for r in result if "lsd" not in r)
     assert "speedup" not in result[-1]  # the ceiling rows measure quality only
     assert (out / "speech-ar.wav").is_file() and (out / "speech.png").is_file()
 

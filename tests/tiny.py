@@ -83,9 +83,10 @@ def tone(seconds: float, f0: float = 180.0, sr: int = 16000):
     return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def tiny_speech_parts(root, vocab_cls, texts, context: int = 512):
+def tiny_speech_parts(root, vocab_cls, texts, context: int = 512, vocoder: bool = False):
     """An LM over `vocab_cls` (speech or rap vocabulary), random medusa heads, a fitted speech tokenizer, a flow
-    decoder and a prompt.wav, saved under `root` in the layout the speech and rap pipelines load."""
+    decoder, a prompt.wav and (with `vocoder`) a random neural vocoder, saved under `root` in the layout the
+    speech and rap pipelines load."""
     from models.audio import log_mel, save_audio
     from models.flow import FlowDecoder
     from models.speech_tokenizer import SpeechTokenizer
@@ -101,7 +102,16 @@ def tiny_speech_parts(root, vocab_cls, texts, context: int = 512):
     torch.manual_seed(0)
     FlowDecoder({"vocab": 16, "dim": 32, "layers": 1, "heads": 2}).save(str(root / "flow"))
     save_audio(str(root / "prompt.wav"), tone(2.5, 180, 22050), 22050)  # another rate: resampled on load
+    if vocoder:
+        tiny_vocoder().save(str(root / "vocoder"))
     return root
+
+
+def tiny_vocoder():
+    from models.vocoder import MelVocoder
+
+    torch.manual_seed(0)
+    return MelVocoder({"dim": 16, "hidden": 32, "layers": 1})
 
 
 def tiny_image_parts(root):

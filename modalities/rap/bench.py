@@ -20,7 +20,7 @@ COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", l
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("rtf", "real-time factor",
                                                                        lambda v: f"{v:.2f}"),
            ("alignment", "beat alignment", lambda v: f"{v:.1%}"), ("mcd", "MCD dB", lambda v: f"{v:.2f}"),
-           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}")]
+           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
 
 
 def bench(args) -> str:
@@ -33,10 +33,14 @@ def bench(args) -> str:
         by_voice.setdefault(s["voice"], []).append(s)
     variants = head_variants(rap, args.heads)
     methods = {"ar": (rap, dict(method="ar"))}
-    methods.update({"heads" + (f" ({kind})" if len(variants) > 1 else ""): (pipe, dict(method="heads"))
-                    for kind, pipe in variants})
+    if rap.vocoder is not None:  # the same tokens as ar through the baseline vocoder
+        methods["ar, Griffin-Lim"] = (rap, dict(method="ar", vocoder="griffin-lim"))
+    for kind, pipe in variants:
+        label = "heads" + (f" ({kind})" if len(variants) > 1 else "")
+        methods[label] = (pipe, dict(method="heads"))
+        methods.update({f"{label} k={k}": (pipe, dict(method="heads", tolerance=k)) for k in args.tolerances})
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "mcd": [],
-                 "sim": []} for m in methods}
+                 "sim": [], "lossless": True} for m in methods}
     reference_alignment = []
     os.makedirs(args.out, exist_ok=True)
     for i, s in enumerate(items):
@@ -53,6 +57,7 @@ def bench(args) -> str:
             t["wall"] += res.seconds_total
             t["audio"] += len(res.mix) / res.sample_rate
             t["acc"].append(res.stats.mean_accepted)
+            t["lossless"] &= res.stats.lossless
             t["align"].append(beat_alignment(word_onsets(res.vocals), grid))
             t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
             t["sim"].append(speaker_similarity(res.vocals, load_audio(prompt, rap.sample_rate)))
@@ -64,7 +69,8 @@ def bench(args) -> str:
     rows += [{"group": "rap", "method": m, "speedup": t["tokens"] / t["token_s"] / ar_rate,
               "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"],
               "alignment": float(np.mean(t["align"])), "mcd": float(np.mean(t["mcd"])),
-              "speaker_sim": float(np.mean(t["sim"]))} for m, t in tally.items()]
+              "speaker_sim": float(np.mean(t["sim"])), "lossless": "yes" if t["lossless"] else "no"}
+             for m, t in tally.items()]
     md = write_outputs(args.out, "rap", rows, settings(args),
                        "rap token stage", COLUMNS)
     print(md)
@@ -75,6 +81,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/rap")
     p.add_argument("--data", default="data/rap")
     p.add_argument("--songs", type=int, default=8)
+    p.add_argument("--tolerances", type=int, nargs="*", default=[],
+                   help="also decode the heads with VADUSA tolerance acceptance at these k (lossy)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

@@ -1,7 +1,7 @@
 """RapPipeline (Freestyler, Ning et al. 2024): lyrics, a beat and a voice prompt in, rapped vocals and the mix out.
 The token LM writes vocal speech tokens for the beat's whole length, decoded speculatively with draft heads; the
-flow-matching decoder turns them plus the prompt's mel into mel frames; Griffin-Lim makes audio; the vocals are
-mixed back over the beat."""
+flow-matching decoder turns them plus the prompt's mel into mel frames; a vocoder (the model's neural one, or
+Griffin-Lim) makes audio; the vocals are mixed back over the beat."""
 from __future__ import annotations
 
 import os
@@ -13,9 +13,11 @@ import torch
 
 from models.audio import load_audio, log_mel, save_audio, voice_prompt
 from models.flow import FlowDecoder, tokens_to_audio
+from models.vocoder import choose_vocoder, load_vocoder
 from models.speech_tokenizer import SpeechTokenizer
 from models.espeak import phonemes as phonemize
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
+from specgen.acceptance import tolerance_options
 from specgen.loading import check_vocabulary, load_lm_and_heads
 
 from .accompaniment import accompaniment_tokens
@@ -57,20 +59,21 @@ def lyric_lines(lyrics: str) -> list[str]:
 
 class RapPipeline:
     def __init__(self, lm, vocab: RapVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
-                 default_prompt: str | None = None):
+                 default_prompt: str | None = None, vocoder=None):
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
-        self.heads, self.default_prompt = heads, default_prompt
+        self.heads, self.default_prompt, self.vocoder = heads, default_prompt, vocoder
         self.sample_rate = tokenizer.cfg.sample_rate
         check_vocabulary(len(vocab), self.lm.vocab, "rap")
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "RapPipeline":
-        """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
+        """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM")
         prompt = os.path.join(path, "prompt.wav")
-        return cls(lm, RapVocab.load(os.path.join(path, "lm")), SpeechTokenizer.load(os.path.join(path, "tokenizer")),
+        tokenizer = SpeechTokenizer.load(os.path.join(path, "tokenizer"))
+        return cls(lm, RapVocab.load(os.path.join(path, "lm")), tokenizer,
                    FlowDecoder.load(os.path.join(path, "flow")).to(lm.device), heads,
-                   prompt if os.path.isfile(prompt) else None)
+                   prompt if os.path.isfile(prompt) else None, load_vocoder(path, tokenizer.cfg, lm.device))
 
     def voice(self, voice_prompt_path) -> np.ndarray:
         if voice_prompt_path is None:
@@ -82,15 +85,24 @@ class RapPipeline:
     def generate(self, lyrics: str, accompaniment: str, voice_prompt: str | None = None, method: str = "heads",
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,
                  num_draft_tokens: int = 8, acceptance: str | None = None, tolerance: int | None = None,
-                 beat_gain: float = 0.6, tree_size: int | None = None) -> RapResult:
+                 beat_gain: float = 0.6, tree_size: int | None = None, vocoder: str = "auto") -> RapResult:
         """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
         `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
-        per round (default by device: 8 on CPU, 32 on CUDA)."""
+        per round (default by device: 8 on CPU, 32 on CUDA). A `tolerance` k (with no other `acceptance` named)
+        decodes the heads with VADUSA tolerance acceptance: a guess is kept when it is among the target's top k;
+        k=1 keeps only the target's top choice, and any tolerance is lossy at temperature > 0 (stats say so).
+        vocoder: auto (the model's neural vocoder when it ships one, else Griffin-Lim), neural or griffin-lim."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")
         if method == "heads" and self.heads is None:
             raise ValueError("this rap model ships no draft heads: use method='ar'")
+        voc = choose_vocoder(vocoder, self.vocoder)
+        options = None
+        if method == "heads":  # ar takes no acceptance rule: a tolerance is ignored there
+            if tolerance is not None and acceptance is None:
+                acceptance = "tolerance"
+            options = tolerance_options(acceptance, tolerance)
         lines = lyric_lines(lyrics)
         beat = load_audio(accompaniment, self.sample_rate, "beat")
         acc, bpm, grid = accompaniment_tokens(beat, self.sample_rate)
@@ -104,7 +116,6 @@ class RapPipeline:
         ids = self.vocab.prefix(LINE.join(phonemize(ln) for ln in lines), acc,
                                 self.tokenizer.encode_mel(prompt_mel).tolist())
         frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
-        options = {"tolerance": tolerance} if tolerance is not None else None
         drafter = None
         if method == "heads":
             drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(acceptance, temperature, options))
@@ -112,7 +123,7 @@ class RapPipeline:
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
                        gen, acceptance, options, self.vocab.allowed)[0]
         tokens = self.vocab.speech_tokens(out.token_ids)
-        vocals = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed)
+        vocals = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
         vocals = np.pad(vocals, (0, max(0, len(beat) - len(vocals))))[: len(beat)]
         vocals = 0.8 * vocals / max(float(np.abs(vocals).max()), 1e-6)
         mix = vocals + beat_gain * beat

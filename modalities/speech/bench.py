@@ -1,7 +1,9 @@
 """`specgen bench speech`: `ar` sampling against VADUSA at several tolerances, on held-out sentences spoken by
 held-out voices. Per row: real-time factor, token-stage speedup over `ar`, mean accepted length, mel-cepstral
 distortion (DTW) against the reference recording of the same sentence and voice, and the cepstral speaker
-similarity to the voice prompt. Example WAVs of the first sentence are written beside the table."""
+similarity to the voice prompt. Example WAVs of the first sentence are written beside the table. When the model
+ships a neural vocoder, `ar` is also run with Griffin-Lim, and both vocoders rebuild each reference recording from
+its own log-mel (copy synthesis), scored by MCD and by multi-resolution log-spectral distance."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +13,15 @@ import os
 import numpy as np
 
 from models.audio import load_audio, save_audio
-from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
+from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
 from specgen.bench import file_label, head_variants, settings, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("mcd", "MCD dB (lower better)",
                                                                       lambda v: f"{v:.2f}"),
-           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
+           ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str),
+           ("lsd", "log-spectral distance dB (copy synthesis)", lambda v: f"{v:.2f}")]
 
 
 def cases(data: str, count: int) -> list[tuple[dict, dict]]:
@@ -51,7 +54,21 @@ def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int
     cfg = tts.tokenizer.cfg
     tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
     prompt_mel = log_mel(torch.from_numpy(prompt_audio[: int(3 * cfg.sample_rate)]), cfg)
-    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed)
+    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed, vocoder=tts.vocoder)
+
+
+def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference rebuilt from its own log-mel by Griffin-Lim and, when the model ships one, by its neural
+    vocoder: the vocoders compared with no tokenizer, LM or flow in between."""
+    import torch
+
+    from models.audio import griffin_lim, log_mel
+
+    mel = log_mel(torch.from_numpy(reference), tts.tokenizer.cfg)
+    out = {"Griffin-Lim": griffin_lim(mel, tts.tokenizer.cfg).numpy()}
+    if tts.vocoder is not None:
+        out["neural vocoder"] = tts.vocoder.vocode(mel).numpy()
+    return out
 
 
 def bench(args) -> str:
@@ -59,12 +76,16 @@ def bench(args) -> str:
 
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     variants = head_variants(tts, args.heads)
-    methods = [("ar", tts, dict(method="ar"))] + [
+    methods = [("ar", tts, dict(method="ar"))]
+    if tts.vocoder is not None:  # the same tokens as ar through the baseline vocoder
+        methods.append(("ar, Griffin-Lim", tts, dict(method="ar", vocoder="griffin-lim")))
+    methods += [
         (f"vadusa k={k}" + (f" ({kind})" if len(variants) > 1 else ""), pipe, dict(method="vadusa", tolerance=k))
         for kind, pipe in variants for k in args.tolerances]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
                     "lossless": True} for name, _, _ in methods}
     ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
+    copies: dict[str, dict[str, list]] = {}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
     tts.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], method="ar", max_seconds=0.5)  # warm-up
@@ -90,6 +111,10 @@ def bench(args) -> str:
         resynth = resynthesize(tts, reference, prompt_audio, args.seed + i)
         ceiling["mcd"].append(mel_cepstral_distortion(resynth, reference))
         ceiling["resynth_sim"].append(speaker_similarity(resynth, prompt_audio))
+        for name, audio in copy_synthesis(tts, reference).items():
+            c = copies.setdefault(name, {"mcd": [], "lsd": []})
+            c["mcd"].append(mel_cepstral_distortion(audio, reference))
+            c["lsd"].append(log_spectral_distance(audio, reference))
         print(f"sentence {i + 1}/{len(pairs)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
     rows = [{"group": "speech", "method": name, "rtf": t["wall"] / t["audio"],
@@ -99,6 +124,8 @@ def bench(args) -> str:
     rows += [{"group": "speech", "method": "reference recording", "speaker_sim": float(np.mean(ceiling["sim"]))},
              {"group": "speech", "method": "reference tokens, resynthesized", "mcd": float(np.mean(ceiling["mcd"])),
               "speaker_sim": float(np.mean(ceiling["resynth_sim"]))}]
+    rows += [{"group": "speech", "method": f"reference mel, {name}", "mcd": float(np.mean(c["mcd"])),
+              "lsd": float(np.mean(c["lsd"]))} for name, c in copies.items()]
     md = write_outputs(args.out, "speech", rows, settings(args),
                        "speech token stage: speedup over ar", COLUMNS)
     print(md)

@@ -1,7 +1,8 @@
 """SpeechPipeline: text and a voice prompt in, speech out. Phonemes (espeak-ng) and the prompt's speech tokens
 form the prefix; the speech LM continues with speech tokens, decoded speculatively with VADUSA (draft heads,
 a tree shaped by the heads' measured accuracy, tolerance acceptance); the flow-matching decoder turns tokens
-plus the prompt's mel into mel frames, and Griffin-Lim turns those into audio."""
+plus the prompt's mel into mel frames, and a vocoder (the model's neural one, or Griffin-Lim) turns those into
+audio."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ import torch
 from models.audio import log_mel, save_audio, voice_prompt as load_voice_prompt
 from models.espeak import phonemes as phonemize
 from models.flow import FlowDecoder, tokens_to_audio
+from models.vocoder import choose_vocoder, load_vocoder
 from models.speech_tokenizer import SpeechTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.loading import check_vocabulary, load_lm_and_heads
@@ -42,21 +44,22 @@ class SpeechResult:
 
 class SpeechPipeline:
     def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
-                 default_prompt: str | None = None):
+                 default_prompt: str | None = None, vocoder=None):
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
-        self.heads, self.default_prompt = heads, default_prompt
+        self.heads, self.default_prompt, self.vocoder = heads, default_prompt, vocoder
         self.sample_rate = tokenizer.cfg.sample_rate
         check_vocabulary(len(vocab), self.lm.vocab, "speech")
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
-        """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/ and prompt.wav."""
+        """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM")
         flow = FlowDecoder.load(os.path.join(path, "flow")).to(lm.device)
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
         tokenizer = SpeechTokenizer.load(os.path.join(path, "tokenizer"))
-        return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None)
+        return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None,
+                   load_vocoder(path, tokenizer.cfg, lm.device))
 
     def prompt(self, voice_prompt) -> np.ndarray:
         """The first 3 s of the voice prompt (a path, or 16 kHz samples); clear errors for unusable prompts."""
@@ -69,10 +72,11 @@ class SpeechPipeline:
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
-                 acceptance: str | None = None, tree_size: int | None = None) -> SpeechResult:
+                 acceptance: str | None = None, tree_size: int | None = None, vocoder: str = "auto") -> SpeechResult:
         """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
         exact matching; larger tolerances accept more and are lossy (reported in stats). tree_size: candidate
-        nodes per round (default by device: 8 on CPU, 32 on CUDA)."""
+        nodes per round (default by device: 8 on CPU, 32 on CUDA). vocoder: auto (the model's neural vocoder
+        when it ships one, else Griffin-Lim), neural or griffin-lim."""
         import time
 
         t0 = time.perf_counter()
@@ -82,6 +86,7 @@ class SpeechPipeline:
             raise ValueError(f"unknown method {method!r}: choose 'vadusa' or 'ar'")
         if method == "vadusa" and self.heads is None:
             raise ValueError("this speech model ships no VADUSA heads: use method='ar' or train heads")
+        voc = choose_vocoder(vocoder, self.vocoder)
         phoneme_ids = self.vocab.encode_phonemes(phonemize(text))
         if not phoneme_ids:
             raise ValueError(f"no speakable phonemes in {text!r}: give English words")
@@ -110,7 +115,7 @@ class SpeechPipeline:
         tokens = self.vocab.speech_tokens(out.token_ids)
         if not tokens:
             raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
-        wave = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed)
+        wave = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
         peak = float(np.abs(wave).max()) or 1.0
         return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
                             time.perf_counter() - t0)

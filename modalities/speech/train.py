@@ -6,6 +6,7 @@
         --out runs/speech-lm --context 1024 --seq 1024            (V is printed by the sequences step)
     specgen train-lm ... --export models/zoo/speech-tts/lm ; then copy speech_vocab.json into it
     python -m modalities.speech.train flow --data data/speech --out models/zoo/speech-tts --steps 3000
+    python -m modalities.speech.train vocoder --data data/speech --out models/zoo/speech-tts --max-frames 64
     specgen train-heads --target models/zoo/speech-tts/lm --kind hydra --data data/speech/train.pt \\
         --out models/zoo/speech-tts/heads --temperature 1.0 --new-tokens 200 --rules sample tolerance:3 tolerance:5
     (--kind medusa gives the paper's Medusa heads, shipped as heads-medusa/; scripts/train_media_zoo.sh has both)
@@ -135,6 +136,57 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
     flow.save(os.path.join(out, "flow"), dtype=torch.bfloat16)  # half the size; loading casts back to float32
 
 
+def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
+                  max_minutes: float):
+    """The neural vocoder (models/vocoder.py) on random crops of the training clips, each rebuilt from its own
+    log-mel; resumable from <out>/vocoder.run.pt."""
+    from tqdm import tqdm
+
+    from models.vocoder import MelVocoder
+
+    cfg = MelConfig()
+    audio = [torch.from_numpy(load_audio(c["path"], cfg.sample_rate)) for c in tqdm(clips(data, "train"), "clips")]
+    width = max_frames * cfg.hop
+    audio = [a for a in audio if len(a) > width]
+    ckpt = os.path.join(out, "vocoder.run.pt")
+    vocoder = MelVocoder({"n_mels": cfg.n_mels, "n_fft": cfg.n_fft, "hop": cfg.hop, "sample_rate": cfg.sample_rate})
+    opt = torch.optim.AdamW(vocoder.parameters(), lr=lr)
+    state = {"step": 0, "log": []}
+    if os.path.isfile(ckpt):
+        saved = torch.load(ckpt)
+        vocoder.load_state_dict(saved["vocoder"])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+    t_start = time.time()
+    bar = tqdm(total=steps, initial=state["step"], desc="vocoder")
+
+    def checkpoint():
+        torch.save({"vocoder": vocoder.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+
+    while state["step"] < steps and (time.time() - t_start) / 60 < max_minutes:
+        rng = random.Random(seed * 1000003 + state["step"])
+        crops = []
+        for a in (rng.choice(audio) for _ in range(batch)):
+            start = rng.randrange(0, len(a) - width)
+            crops.append(a[start : start + width])
+        loss = vocoder.loss(torch.stack(crops), cfg)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if state["step"] % 100 == 0:
+            state["log"].append({"step": state["step"], "loss": loss.item(),
+                                 "minutes": state.get("minutes", 0.0) + (time.time() - t_start) / 60})
+            checkpoint()
+    state["minutes"] = state.get("minutes", 0.0) + (time.time() - t_start) / 60
+    checkpoint()
+    vocoder.save(os.path.join(out, "vocoder"), dtype=torch.bfloat16)  # half the size; loading casts back
+
+
 def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):
     """The model's default voice prompt: the first 3 s of the longest held-out clip in `voice`."""
     from models.audio import save_audio
@@ -150,14 +202,14 @@ def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["tokenizer", "sequences", "flow", "prompt"])
+    ap.add_argument("step", choices=["tokenizer", "sequences", "flow", "vocoder", "prompt"])
     ap.add_argument("--data", default="data/speech")
     ap.add_argument("--out", default="models/zoo/speech-tts")
     ap.add_argument("--size", type=int, default=512, help="tokenizer: k-means codebook size")
     ap.add_argument("--clips", type=int, default=600, help="tokenizer: clips to fit on")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-frames", type=int, default=200)
+    ap.add_argument("--max-frames", type=int, default=200, help="crop length in mel frames (vocoder: try 64)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--max-minutes", type=float, default=1e9)
     ap.add_argument("--seed", type=int, default=0)
@@ -168,6 +220,8 @@ def main(argv=None):
         build_sequences(a.data, a.out, a.seed)
     elif a.step == "prompt":
         write_prompt(a.data, a.out)
+    elif a.step == "vocoder":
+        train_vocoder(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
     else:
         train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
 

@@ -9,6 +9,7 @@ import torch
 import os
 
 from specgen import CachedLM, Sampling, Stats, make_drafter, stream, tree_rule
+from specgen.acceptance import tolerance_options
 from specgen.drafters import METHODS, pard_token_of
 from specgen.heads import DraftHeads, load_heads
 from specgen.loading import load_causal_lm, load_tokenizer
@@ -160,17 +161,6 @@ class TextPipeline:
                 shown = safe
         if len(self.last.text) > shown:
             yield self.last.text[shown:]
-
-
-def tolerance_options(acceptance: str | None, tolerance: int | None) -> dict | None:
-    """Options for the acceptance rule: `tolerance` (k >= 1) goes with acceptance="tolerance" only."""
-    if tolerance is None:
-        return None
-    if acceptance != "tolerance":
-        raise ValueError("tolerance only applies with acceptance='tolerance'")
-    if not isinstance(tolerance, int) or tolerance < 1:
-        raise ValueError(f"tolerance must be an integer >= 1 (1 is exact greedy matching), got {tolerance!r}")
-    return {"tolerance": tolerance}
 
 
 def held_back(text: str, stops: list[str]) -> int:
