@@ -5,8 +5,6 @@ upsampling layers, so it is cheap on a CPU. Trained without a discriminator (mul
 losses only), which keeps training to minutes on two cores and costs some crispness."""
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -84,10 +82,12 @@ VOCODERS = ("auto", "neural", "griffin-lim")
 
 
 def load_vocoder(folder: str, cfg: MelConfig, device=None) -> MelVocoder | None:
-    """A model folder's neural vocoder (its vocoder/ part), or None when it ships none; refuses one made for other
-    mel frames."""
-    path = os.path.join(folder, "vocoder")
-    if not os.path.isdir(path):
+    """A model folder's neural vocoder (its vocoder/ part, or the one its shared.json points at), or None when it
+    ships none; refuses one made for other mel frames."""
+    from specgen.loading import part_path
+
+    path = part_path(folder, "vocoder", required=False)
+    if path is None:
         return None
     vocoder = MelVocoder.load(path)
     c = vocoder.config

@@ -23,7 +23,9 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
                      --uncond-prompt 1,5,3) ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
-          HEADS=(hydra 256 1.0) ;;  # Hydra++ since session 6 (the Medusa set ships as heads-medusa/)
+          HEADS=(hydra 256 1.0)  # Hydra++ since session 6 (the Medusa set ships as heads-medusa/); 6 heads since
+          HEAD_ARGS=(--num-heads 6 --mixed-precision no --rules sample tolerance:1 tolerance:3 tolerance:5  # session 8
+                     ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
   *) echo "unknown modality $M: speech, image or rap"; exit 2 ;;
 esac
 vocab_size() { $P -c "import importlib as i;m,c='$VOCAB'.split(':');print(len(getattr(i.import_module(m),c).load('$Z/lm')))"; }
@@ -41,8 +43,9 @@ for step in "$@"; do
     image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;
     rap:data) $P -m modalities.rap.data --corpus data/text --out $D --train 400 --heldout 24 ;;
     rap:sequences)
-      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow && cp -r models/zoo/speech-tts/tokenizer models/zoo/speech-tts/flow $Z/
-      $P -m modalities.rap.train --data $D --out $Z --tokenizer $Z/tokenizer ;;
+      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow  # the speech model's parts, shared rather than copied:
+      printf '{"tokenizer": "../speech-tts/tokenizer", "flow": "../speech-tts/flow"}\n' > $Z/shared.json
+      $P -m modalities.rap.train --data $D --out $Z --tokenizer models/zoo/speech-tts/tokenizer ;;
     rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
     *:lm)
       $S train-lm --preset text-12m --vocab "$(vocab_size)" --train $D/train.pt --heldout $D/heldout.pt \

@@ -61,6 +61,29 @@ def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", he
     return lm, found
 
 
+def part_path(folder: str, name: str, required: bool = True) -> str | None:
+    """Where a model folder's part `name` (tokenizer, flow, vocoder, ...) lies: `<folder>/<name>`, or where the
+    folder's `shared.json` points (a path relative to the folder), so that two models can share one copy of a
+    part. None for a missing optional part; a clear error for a missing required one."""
+    own = os.path.join(folder, name)
+    if os.path.isdir(own):
+        return own
+    shared = os.path.join(folder, "shared.json")
+    if os.path.isfile(shared):
+        import json
+
+        target = json.load(open(shared, encoding="utf-8")).get(name)
+        if target is not None:
+            path = os.path.normpath(os.path.join(folder, target))
+            if not os.path.isdir(path):
+                raise ValueError(f"{shared} says the {name} part is at {path}, which does not exist: keep the "
+                                 f"model folders side by side as shipped, or copy the part into {own}")
+            return path
+    if required:
+        raise ValueError(f"{folder} has no {name}/ part: point --model at a complete model folder")
+    return None
+
+
 def check_vocabulary(vocab_size: int, lm_vocab: int, what: str):
     """A token layout (speech, image, rap vocabulary) must match the LM it feeds."""
     if vocab_size != lm_vocab:

@@ -101,3 +101,25 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
                                              "heads (hydra)", "heads (hydra) k=3"]
     assert [r.get("lossless") for r in result] == [None, "yes", "yes", "no", "yes", "no"]
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
+
+
+def test_parts_can_be_shared_with_another_model_folder(rap_dir, tmp_path):
+    import json
+    import shutil
+
+    model, speech = tmp_path / "models" / "rap", tmp_path / "models" / "speech"
+    shutil.copytree(rap_dir, model)
+    speech.mkdir()
+    for part in ("tokenizer", "flow"):
+        shutil.move(str(model / part), str(speech / part))
+    with pytest.raises(ValueError, match="has no tokenizer/ part"):
+        RapPipeline.from_pretrained(str(model))
+    (model / "shared.json").write_text(json.dumps({"tokenizer": "../speech/tokenizer", "flow": "../speech/flow"}))
+    shared = RapPipeline.from_pretrained(str(model))
+    own = RapPipeline.from_pretrained(str(rap_dir))
+    beat_path = str(rap_dir / "beat.wav")
+    kw = dict(method="ar", temperature=0.0)
+    assert np.array_equal(shared.generate(LYRICS, beat_path, **kw).mix, own.generate(LYRICS, beat_path, **kw).mix)
+    shutil.rmtree(speech / "flow")
+    with pytest.raises(ValueError, match="keep the model folders side by side"):
+        RapPipeline.from_pretrained(str(model))

@@ -18,7 +18,7 @@ from models.speech_tokenizer import SpeechTokenizer
 from models.espeak import phonemes as phonemize
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.acceptance import tolerance_options
-from specgen.loading import check_vocabulary, load_lm_and_heads
+from specgen.loading import check_vocabulary, load_lm_and_heads, part_path
 
 from .accompaniment import accompaniment_tokens
 from .vocab import LINE, RapVocab
@@ -67,12 +67,14 @@ class RapPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "RapPipeline":
-        """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
+        """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav;
+        tokenizer/, flow/ and vocoder/ may instead be another model's, named in the folder's shared.json (the zoo's
+        rap model uses the speech model's)."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM")
         prompt = os.path.join(path, "prompt.wav")
-        tokenizer = SpeechTokenizer.load(os.path.join(path, "tokenizer"))
+        tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, RapVocab.load(os.path.join(path, "lm")), tokenizer,
-                   FlowDecoder.load(os.path.join(path, "flow")).to(lm.device), heads,
+                   FlowDecoder.load(part_path(path, "flow")).to(lm.device), heads,
                    prompt if os.path.isfile(prompt) else None, load_vocoder(path, tokenizer.cfg, lm.device))
 
     def voice(self, voice_prompt_path) -> np.ndarray:

@@ -5,7 +5,8 @@ flow-matching decoder then train with the shared recipes:
     specgen train-lm --preset text-12m --vocab V --train data/rap/train.pt --heldout data/rap/heldout.pt \\
         --out runs/rap-lm --context 2048 --seq 2048          (V is printed here)
     specgen train-heads --target models/zoo/rap/lm --kind medusa --data data/rap/train.pt --out models/zoo/rap/heads
-    (the flow decoder and speech tokenizer are the speech model's: copy models/zoo/speech-tts/{tokenizer,flow})
+    (the flow decoder, speech tokenizer and vocoder are the speech model's: the rap folder's shared.json points at
+    them in models/zoo/speech-tts, or copy them in)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from models.audio import load_audio
 from models.speech_tokenizer import SpeechTokenizer
 from models.specials import EOS
+from specgen.loading import part_path
 
 from .accompaniment import accompaniment_tokens
 from .vocab import LINE, RapVocab
@@ -67,7 +69,7 @@ def write_prompt(data: str, out: str):
     from models.audio import save_audio
 
     song = songs(data, "heldout")[0]
-    sr = SpeechTokenizer.load(os.path.join(out, "tokenizer")).cfg.sample_rate
+    sr = SpeechTokenizer.load(part_path(out, "tokenizer")).cfg.sample_rate
     start = int(song["onsets"][0] * sr)
     audio = load_audio(song["vocals"], sr)[start : start + PROMPT_FRAMES * sr // 50]
     save_audio(os.path.join(out, "prompt.wav"), audio, sr)

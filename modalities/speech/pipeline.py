@@ -17,7 +17,7 @@ from models.flow import FlowDecoder, tokens_to_audio
 from models.vocoder import choose_vocoder, load_vocoder
 from models.speech_tokenizer import SpeechTokenizer
 from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
-from specgen.loading import check_vocabulary, load_lm_and_heads
+from specgen.loading import check_vocabulary, load_lm_and_heads, part_path
 
 from models.specials import EOS
 
@@ -54,10 +54,10 @@ class SpeechPipeline:
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
         """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM")
-        flow = FlowDecoder.load(os.path.join(path, "flow")).to(lm.device)
+        flow = FlowDecoder.load(part_path(path, "flow")).to(lm.device)
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
-        tokenizer = SpeechTokenizer.load(os.path.join(path, "tokenizer"))
+        tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None,
                    load_vocoder(path, tokenizer.cfg, lm.device))
 
