@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
-#   bash scripts/train_media_zoo.sh speech data tokens lm export flow heads prompt bench
+#   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads prompt bench   (after speech: it reuses
 #                                                                         the speech tokenizer and flow decoder)
@@ -37,6 +37,8 @@ for step in "$@"; do
       $P -m modalities.speech.train sequences --data $D --out $Z ;;
     speech:flow) $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
                    --max-minutes "$MINUTES" ;;
+    speech:vocoder) $P -m modalities.speech.train vocoder --data $D --out $Z --max-frames 64 --batch 16 --lr 5e-4 \
+                      --steps ${VOCODER_STEPS:-20000} --max-minutes "$MINUTES" ;;  # resumes from $Z/vocoder.run.pt
     speech:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
     image:vq)  # scenes are drawn on the fly; the run checkpoint $Z/vq.run.pt is not shipped
       $P -m modalities.image.train vq --out $Z --steps ${VQ_STEPS:-800} --batch 16 --max-minutes "$MINUTES" ;;
@@ -44,7 +46,8 @@ for step in "$@"; do
     rap:data) $P -m modalities.rap.data --corpus data/text --out $D --train 400 --heldout 24 ;;
     rap:sequences)
       mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow  # the speech model's parts, shared rather than copied:
-      printf '{"tokenizer": "../speech-tts/tokenizer", "flow": "../speech-tts/flow"}\n' > $Z/shared.json
+      printf '{"tokenizer": "../speech-tts/tokenizer", "flow": "../speech-tts/flow", "vocoder": "../speech-tts/vocoder"}\n' \
+        > $Z/shared.json
       $P -m modalities.rap.train --data $D --out $Z --tokenizer models/zoo/speech-tts/tokenizer ;;
     rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
     *:lm)

@@ -56,6 +56,7 @@ def test_shipped_speech_model_speaks_and_vadusa_at_tolerance_one_matches_ar():
     res = tts.generate("The quick brown fox.", method="vadusa", tolerance=3, max_seconds=3.0, seed=0)
     seconds = len(res.audio) / res.sample_rate
     assert 0.4 <= seconds <= 3.0 and np.sqrt(np.mean(res.audio ** 2)) > 0.01  # a short sentence, not silence
+    assert tts.vocoder is not None  # the shipped neural vocoder is the default
 
 
 def test_shipped_image_model_hawk_matches_ar_with_guidance():
@@ -77,6 +78,7 @@ def test_shipped_rap_model_heads_match_ar_and_vocals_fill_the_beat(tmp_path):
     drums = beat(100, 3, seed=1)[0]
     save_audio(str(tmp_path / "beat.wav"), drums, SR)
     rap = RapPipeline.from_pretrained(zoo("rap"), dtype="float32")
+    assert rap.vocoder is not None and rap.heads.config["num_heads"] == 6  # the speech model's vocoder, shared
     lyrics = "we walk the road today\nand sing the night away"
     ar = rap.generate(lyrics, str(tmp_path / "beat.wav"), method="ar", temperature=0.0)
     spec = rap.generate(lyrics, str(tmp_path / "beat.wav"), method="heads", temperature=0.0)
