@@ -63,3 +63,26 @@ def test_log_spectral_distance_is_zero_for_a_copy_and_grows_with_noise():
     assert 0 < small < large
     with pytest.raises(ValueError, match="at least 2048"):
         log_spectral_distance(a[:1000], a[:1000])
+
+
+def test_flow_and_vocoder_training_steps_write_their_parts_and_resume(tmp_path):
+    import json
+
+    from models.audio import save_audio
+    from modalities.speech.train import main
+
+    data, out = tmp_path / "data", tmp_path / "model"
+    (data / "clips").mkdir(parents=True)
+    rows = []
+    for i, f0 in enumerate((140, 200, 260)):
+        save_audio(str(data / "clips" / f"c{i}.wav"), tone(3.5, f0), 16000)
+        rows.append({"id": f"c{i}", "voice": "v", "path": str(data / "clips" / f"c{i}.wav")})
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--data", str(data), "--out", str(out), "--batch", "2"]
+    main(["tokenizer", *common, "--size", "8", "--clips", "3"])
+    for step, frames in (("flow", "40"), ("vocoder", "8")):
+        main([step, *common, "--steps", "2", "--max-frames", frames])
+        main([step, *common, "--steps", "3", "--max-frames", frames])  # resumes at step 2
+        assert torch.load(out / f"{step}.run.pt")["state"]["step"] == 3
+    mel = log_mel(torch.from_numpy(tone(0.5)))  # 26 frames: (26 - 1) * 320 samples
+    assert MelVocoder.load(str(out / "vocoder")).vocode(mel).shape == (8000,)

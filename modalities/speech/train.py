@@ -82,6 +82,44 @@ def build_sequences(data: str, out: str, seed: int):
     print(f"vocabulary: {len(vocab)} ids ({len(vocab.phonemes)} phoneme symbols, {tok.size} speech tokens)")
 
 
+def train_resumable(model, name: str, out: str, steps: int, lr: float, max_minutes: float, loss_at) -> dict:
+    """AdamW on `loss_at(step)` (gradients clipped at 1) until `steps` or `max_minutes` of this run, resuming from
+    and saving to <out>/<name>.run.pt (every 100 steps and at the end). Returns the run's state."""
+    from tqdm import tqdm
+
+    ckpt = os.path.join(out, f"{name}.run.pt")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    state = {"step": 0, "log": []}
+    if os.path.isfile(ckpt):
+        saved = torch.load(ckpt)
+        model.load_state_dict(saved[name])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+    t_start = time.time()
+    bar = tqdm(total=steps, initial=state["step"], desc=name)
+
+    def checkpoint():
+        torch.save({name: model.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+
+    while state["step"] < steps and (time.time() - t_start) / 60 < max_minutes:
+        loss = loss_at(state["step"])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if state["step"] % 100 == 0:
+            state["log"].append({"step": state["step"], "loss": loss.item(),
+                                 "minutes": state.get("minutes", 0.0) + (time.time() - t_start) / 60})
+            checkpoint()
+    state["minutes"] = state.get("minutes", 0.0) + (time.time() - t_start) / 60
+    checkpoint()
+    return state
+
+
 def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
                max_minutes: float):
     """OT-CFM on (tokens, mel) crops with a 3 s prompt from another clip by the same voice; resumable."""
@@ -93,21 +131,12 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
     by_voice: dict[str, list[str]] = {}
     for c in train:
         by_voice.setdefault(c["voice"], []).append(c["id"])
-    ckpt = os.path.join(out, "flow.run.pt")
     flow = FlowDecoder({"vocab": tok.size, "n_mels": tok.cfg.n_mels})
-    opt = torch.optim.AdamW(flow.parameters(), lr=lr)
-    state = {"step": 0, "log": []}
-    if os.path.isfile(ckpt):
-        saved = torch.load(ckpt)
-        flow.load_state_dict(saved["flow"])
-        opt.load_state_dict(saved["opt"])
-        state = saved["state"]
     g = torch.Generator().manual_seed(seed)
     prompt_frames = int(PROMPT_SECONDS * tok.cfg.frames_per_second)
-    t_start = time.time()
-    bar = tqdm(total=steps, initial=state["step"], desc="flow")
-    while state["step"] < steps and (time.time() - t_start) / 60 < max_minutes:
-        rng = random.Random(seed * 1000003 + state["step"])
+
+    def loss_at(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 1000003 + step)
         picks = [rng.choice(train) for _ in range(batch)]
         width = min(max_frames, min(len(mels[c["id"]]) for c in picks))
         targets, prompts = [], []
@@ -119,20 +148,9 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
             prompts.append(torch.nn.functional.pad(p, (0, 0, 0, prompt_frames - len(p)), value=p.min().item()))
         mel, prompt = torch.stack(targets), torch.stack(prompts)
         tokens = tok.encode_mel(mel.flatten(0, 1)).view(batch, width)
-        loss = flow.loss(tokens, tok.normalize(mel), tok.normalize(prompt), generator=g)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
-        opt.step()
-        state["step"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if state["step"] % 100 == 0:
-            state["log"].append({"step": state["step"], "loss": loss.item()})
-            torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
-            os.replace(ckpt + ".tmp", ckpt)
-    torch.save({"flow": flow.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
-    os.replace(ckpt + ".tmp", ckpt)
+        return flow.loss(tokens, tok.normalize(mel), tok.normalize(prompt), generator=g)
+
+    train_resumable(flow, "flow", out, steps, lr, max_minutes, loss_at)
     flow.save(os.path.join(out, "flow"), dtype=torch.bfloat16)  # half the size; loading casts back to float32
 
 
@@ -148,42 +166,17 @@ def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, 
     audio = [torch.from_numpy(load_audio(c["path"], cfg.sample_rate)) for c in tqdm(clips(data, "train"), "clips")]
     width = max_frames * cfg.hop
     audio = [a for a in audio if len(a) > width]
-    ckpt = os.path.join(out, "vocoder.run.pt")
     vocoder = MelVocoder({"n_mels": cfg.n_mels, "n_fft": cfg.n_fft, "hop": cfg.hop, "sample_rate": cfg.sample_rate})
-    opt = torch.optim.AdamW(vocoder.parameters(), lr=lr)
-    state = {"step": 0, "log": []}
-    if os.path.isfile(ckpt):
-        saved = torch.load(ckpt)
-        vocoder.load_state_dict(saved["vocoder"])
-        opt.load_state_dict(saved["opt"])
-        state = saved["state"]
-    t_start = time.time()
-    bar = tqdm(total=steps, initial=state["step"], desc="vocoder")
 
-    def checkpoint():
-        torch.save({"vocoder": vocoder.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt + ".tmp")
-        os.replace(ckpt + ".tmp", ckpt)
-
-    while state["step"] < steps and (time.time() - t_start) / 60 < max_minutes:
-        rng = random.Random(seed * 1000003 + state["step"])
+    def loss_at(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 1000003 + step)
         crops = []
         for a in (rng.choice(audio) for _ in range(batch)):
             start = rng.randrange(0, len(a) - width)
             crops.append(a[start : start + width])
-        loss = vocoder.loss(torch.stack(crops), cfg)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vocoder.parameters(), 1.0)
-        opt.step()
-        state["step"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if state["step"] % 100 == 0:
-            state["log"].append({"step": state["step"], "loss": loss.item(),
-                                 "minutes": state.get("minutes", 0.0) + (time.time() - t_start) / 60})
-            checkpoint()
-    state["minutes"] = state.get("minutes", 0.0) + (time.time() - t_start) / 60
-    checkpoint()
+        return vocoder.loss(torch.stack(crops), cfg)
+
+    train_resumable(vocoder, "vocoder", out, steps, lr, max_minutes, loss_at)
     vocoder.save(os.path.join(out, "vocoder"), dtype=torch.bfloat16)  # half the size; loading casts back
 
 
