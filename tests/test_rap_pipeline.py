@@ -100,6 +100,7 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)", "heads (medusa) k=3",
                                              "heads (hydra)", "heads (hydra) k=3"]
     assert [r.get("lossless") for r in result] == [None, "yes", "yes", "no", "yes", "no"]
+    assert result[0]["onsets"] == 1 and all(r["onsets"] >= 0 for r in result)  # the reference tone: one onset
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
 
 
