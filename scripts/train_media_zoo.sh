@@ -4,7 +4,7 @@
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads prompt bench   (after speech: it reuses
-#                                                                         the speech tokenizer and flow decoder)
+#                                             the speech tokenizer, flow decoder and vocoder through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +45,9 @@ for step in "$@"; do
     image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;
     rap:data) $P -m modalities.rap.data --corpus data/text --out $D --train 400 --heldout 24 ;;
     rap:sequences)
-      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow  # the speech model's parts, shared rather than copied:
+      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow $Z/vocoder  # the speech model's parts, shared rather than copied
       printf '{"tokenizer": "../speech-tts/tokenizer", "flow": "../speech-tts/flow", "vocoder": "../speech-tts/vocoder"}\n' \
-        > $Z/shared.json
+        > $Z/shared.json  # (the vocoder is optional: without speech-tts/vocoder the rap model uses Griffin-Lim)
       $P -m modalities.rap.train --data $D --out $Z --tokenizer models/zoo/speech-tts/tokenizer ;;
     rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
     *:lm)

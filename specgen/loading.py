@@ -64,7 +64,8 @@ def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", he
 def part_path(folder: str, name: str, required: bool = True) -> str | None:
     """Where a model folder's part `name` (tokenizer, flow, vocoder, ...) lies: `<folder>/<name>`, or where the
     folder's `shared.json` points (a path relative to the folder), so that two models can share one copy of a
-    part. None for a missing optional part; a clear error for a missing required one."""
+    part. None for a missing optional part (also when shared.json points at a folder that is not there); a clear
+    error for a missing required one."""
     own = os.path.join(folder, name)
     if os.path.isdir(own):
         return own
@@ -72,13 +73,23 @@ def part_path(folder: str, name: str, required: bool = True) -> str | None:
     if os.path.isfile(shared):
         import json
 
-        target = json.load(open(shared, encoding="utf-8")).get(name)
+        try:
+            with open(shared, encoding="utf-8") as f:
+                mapping = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {shared}: {e}; it should map part names to folders, e.g. "
+                             f'{{"flow": "../speech-tts/flow"}}') from e
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(f"{shared} should map part names to folder paths, e.g. "
+                             f'{{"flow": "../speech-tts/flow"}}')
+        target = mapping.get(name)
         if target is not None:
             path = os.path.normpath(os.path.join(folder, target))
-            if not os.path.isdir(path):
+            if os.path.isdir(path):
+                return path
+            if required:
                 raise ValueError(f"{shared} says the {name} part is at {path}, which does not exist: keep the "
                                  f"model folders side by side as shipped, or copy the part into {own}")
-            return path
     if required:
         raise ValueError(f"{folder} has no {name}/ part: point --model at a complete model folder")
     return None

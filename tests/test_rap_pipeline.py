@@ -57,7 +57,8 @@ def test_a_tolerance_decodes_the_heads_with_tolerance_acceptance(rap, rap_dir):
     greedy = rap.generate(LYRICS, beat_path, method="ar", temperature=0.0)
     k1 = rap.generate(LYRICS, beat_path, tolerance=1, temperature=0.0)
     assert k1.tokens == greedy.tokens and k1.stats.acceptance == "tolerance" and not k1.stats.lossless
-    assert rap.generate(LYRICS, beat_path, method="ar", tolerance=3).stats.acceptance != "tolerance"
+    ar = rap.generate(LYRICS, beat_path, method="ar", tolerance=3, temperature=0.0)
+    assert ar.stats.acceptance != "tolerance" and ar.stats.lossless
 
 
 def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
@@ -100,7 +101,7 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)", "heads (medusa) k=3",
                                              "heads (hydra)", "heads (hydra) k=3"]
     assert [r.get("lossless") for r in result] == [None, "yes", "yes", "no", "yes", "no"]
-    assert result[0]["onsets"] == 1 and all(r["onsets"] >= 0 for r in result)  # the reference tone: one onset
+    assert result[0]["onsets"] == 1  # the reference tone starts once
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
 
 
@@ -121,6 +122,13 @@ def test_parts_can_be_shared_with_another_model_folder(rap_dir, tmp_path):
     beat_path = str(rap_dir / "beat.wav")
     kw = dict(method="ar", temperature=0.0)
     assert np.array_equal(shared.generate(LYRICS, beat_path, **kw).mix, own.generate(LYRICS, beat_path, **kw).mix)
+    (model / "shared.json").write_text(json.dumps({"tokenizer": "../speech/tokenizer", "flow": "../speech/flow",
+                                                   "vocoder": "../speech/vocoder"}))
+    assert RapPipeline.from_pretrained(str(model)).vocoder is None  # an optional part that is not there
     shutil.rmtree(speech / "flow")
     with pytest.raises(ValueError, match="keep the model folders side by side"):
         RapPipeline.from_pretrained(str(model))
+    for bad in ("{not json", "[1, 2]", '{"flow": 3}'):
+        (model / "shared.json").write_text(bad)
+        with pytest.raises(ValueError, match="shared.json"):
+            RapPipeline.from_pretrained(str(model))

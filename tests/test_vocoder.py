@@ -45,6 +45,9 @@ def test_missing_or_mismatched_vocoders_get_clear_errors(tmp_path):
     MelVocoder({"dim": 8, "hidden": 8, "layers": 1, "hop": 256}).save(str(tmp_path / "vocoder"))
     with pytest.raises(ValueError, match="retrain the vocoder"):
         load_vocoder(str(tmp_path), MelConfig())
+    MelVocoder({"dim": 8, "hidden": 8, "layers": 1, "fmin": 0.0, "fmax": 4000.0}).save(str(tmp_path / "vocoder"))
+    with pytest.raises(ValueError, match="retrain the vocoder"):  # other mel bands, same frame rate
+        load_vocoder(str(tmp_path), MelConfig())
     with pytest.raises(ValueError, match="ships no neural vocoder"):
         choose_vocoder("neural", None)
     with pytest.raises(ValueError, match="choose one of"):
@@ -82,7 +85,29 @@ def test_flow_and_vocoder_training_steps_write_their_parts_and_resume(tmp_path):
     main(["tokenizer", *common, "--size", "8", "--clips", "3"])
     for step, frames in (("flow", "40"), ("vocoder", "8")):
         main([step, *common, "--steps", "2", "--max-frames", frames])
-        main([step, *common, "--steps", "3", "--max-frames", frames])  # resumes at step 2
-        assert torch.load(out / f"{step}.run.pt")["state"]["step"] == 3
+        assert torch.load(out / f"{step}.run.pt")["state"]["step"] == 2
+    with pytest.raises(SystemExit, match="smaller --max-frames"):
+        main(["vocoder", *common, "--steps", "3", "--max-frames", "400"])
     mel = log_mel(torch.from_numpy(tone(0.5)))  # 26 frames: (26 - 1) * 320 samples
     assert MelVocoder.load(str(out / "vocoder")).vocode(mel).shape == (8000,)
+
+
+def test_training_resumes_from_its_checkpoint_instead_of_starting_over(tmp_path):
+    from modalities.speech.train import train_resumable
+
+    model = torch.nn.Linear(3, 1)
+    seen = []
+
+    def loss_at(step):
+        seen.append(step)
+        return model(torch.ones(2, 3)).pow(2).mean()
+
+    train_resumable(model, "toy", str(tmp_path), 2, 1e-2, 10.0, loss_at)
+    weights = model.weight.detach().clone()
+    model = torch.nn.Linear(3, 1)  # a fresh model: the second run must load the first run's weights
+    state = train_resumable(model, "toy", str(tmp_path), 3, 1e-2, 10.0, loss_at)
+    assert seen == [0, 1, 2] and state["step"] == 3
+    assert not torch.equal(model.weight, weights)  # trained one more step from the saved weights
+    model = torch.nn.Linear(3, 1)
+    train_resumable(model, "toy", str(tmp_path), 3, 1e-2, 10.0, loss_at)  # already done: loads, takes no step
+    assert seen == [0, 1, 2]

@@ -92,7 +92,8 @@ class RapPipeline:
         `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
         per round (default by device: 8 on CPU, 32 on CUDA). A `tolerance` k (with no other `acceptance` named)
         decodes the heads with VADUSA tolerance acceptance: a guess is kept when it is among the target's top k;
-        k=1 keeps only the target's top choice, and any tolerance is lossy at temperature > 0 (stats say so).
+        k=1 keeps only the target's top choice (greedy's output at temperature 0). Stats report every tolerance
+        as lossy; `ar` ignores it.
         vocoder: auto (the model's neural vocoder when it ships one, else Griffin-Lim), neural or griffin-lim."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
@@ -100,11 +101,11 @@ class RapPipeline:
         if method == "heads" and self.heads is None:
             raise ValueError("this rap model ships no draft heads: use method='ar'")
         voc = choose_vocoder(vocoder, self.vocoder)
-        options = None
-        if method == "heads":  # ar takes no acceptance rule: a tolerance is ignored there
-            if tolerance is not None and acceptance is None:
-                acceptance = "tolerance"
-            options = tolerance_options(acceptance, tolerance)
+        if tolerance is not None and acceptance is None:
+            acceptance = "tolerance"
+        options = tolerance_options(acceptance, tolerance)
+        if method == "ar":  # plain sampling: no acceptance rule applies
+            acceptance, options = None, None
         lines = lyric_lines(lyrics)
         beat = load_audio(accompaniment, self.sample_rate, "beat")
         acc, bpm, grid = accompaniment_tokens(beat, self.sample_rate)

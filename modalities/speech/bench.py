@@ -1,9 +1,10 @@
 """`specgen bench speech`: `ar` sampling against VADUSA at several tolerances, on held-out sentences spoken by
 held-out voices. Per row: real-time factor, token-stage speedup over `ar`, mean accepted length, mel-cepstral
 distortion (DTW) against the reference recording of the same sentence and voice, and the cepstral speaker
-similarity to the voice prompt. Example WAVs of the first sentence are written beside the table. When the model
-ships a neural vocoder, `ar` is also run with Griffin-Lim, and both vocoders rebuild each reference recording from
-its own log-mel (copy synthesis), scored by MCD and by multi-resolution log-spectral distance."""
+similarity to the voice prompt. Example WAVs of the first sentence are written beside the table. Griffin-Lim
+(and the model's neural vocoder, when it ships one) rebuild each reference recording from its own log-mel (copy
+synthesis), scored by MCD and by multi-resolution log-spectral distance; with a neural vocoder `ar` is also run
+through Griffin-Lim."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def cases(data: str, count: int) -> list[tuple[dict, dict]]:
 
 
 def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int) -> np.ndarray:
-    """The reference's own speech tokens through the flow decoder and vocoder: what the tokenizer, flow and
-    Griffin-Lim cost before the LM adds its errors (the quality ceiling of every row)."""
+    """The reference's own speech tokens through the flow decoder and the model's vocoder (its neural one when it
+    ships one, else Griffin-Lim): what the tokenizer, flow and vocoder cost before the LM adds its errors (the
+    quality ceiling of every row)."""
     import torch
 
     from models.audio import log_mel

@@ -166,7 +166,11 @@ def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, 
     audio = [torch.from_numpy(load_audio(c["path"], cfg.sample_rate)) for c in tqdm(clips(data, "train"), "clips")]
     width = max_frames * cfg.hop
     audio = [a for a in audio if len(a) > width]
-    vocoder = MelVocoder({"n_mels": cfg.n_mels, "n_fft": cfg.n_fft, "hop": cfg.hop, "sample_rate": cfg.sample_rate})
+    if not audio:
+        raise SystemExit(f"no training clip is longer than --max-frames {max_frames} "
+                         f"({width / cfg.sample_rate:.2f} s): give a smaller --max-frames")
+    vocoder = MelVocoder({"n_mels": cfg.n_mels, "n_fft": cfg.n_fft, "hop": cfg.hop, "sample_rate": cfg.sample_rate,
+                          "fmin": cfg.fmin, "fmax": cfg.fmax})  # the mel frames it reads, checked at load
 
     def loss_at(step: int) -> torch.Tensor:
         rng = random.Random(seed * 1000003 + step)
