@@ -53,6 +53,14 @@ def stft_magnitude(audio: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
     return spec.abs().transpose(-1, -2)
 
 
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop): the vocoder's loss and the LSD metric
+
+
+def multi_resolution_magnitudes(audio: torch.Tensor, resolutions=STFT_RESOLUTIONS) -> list[torch.Tensor]:
+    """`stft_magnitude` at each (n_fft, hop) in `resolutions`: [..., frames, n_fft // 2 + 1] each."""
+    return [stft_magnitude(audio, MelConfig(n_fft=n_fft, hop=hop)) for n_fft, hop in resolutions]
+
+
 def log_mel(audio: torch.Tensor, cfg: MelConfig = MelConfig()) -> torch.Tensor:
     """audio [..., samples] -> log-mel [..., frames, n_mels] (natural log, floor 1e-5)."""
     mel = stft_magnitude(audio.float(), cfg) @ mel_filterbank(cfg).to(audio.device).T

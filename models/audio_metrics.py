@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from .audio import MelConfig, log_mel
+from .audio import STFT_RESOLUTIONS, MelConfig, log_mel, multi_resolution_magnitudes
 
 
 def mfcc(audio: np.ndarray, cfg: MelConfig = MelConfig(), n: int = 25) -> np.ndarray:
@@ -73,7 +73,7 @@ def speaker_similarity(a: np.ndarray, b: np.ndarray, cfg: MelConfig = MelConfig(
 
 
 def log_spectral_distance(generated: np.ndarray, reference: np.ndarray,
-                          resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))) -> float:
+                          resolutions: tuple[tuple[int, int], ...] = STFT_RESOLUTIONS) -> float:
     """Root-mean-square difference of log10 power spectra in dB, averaged over STFT resolutions, for two
     time-aligned signals (a vocoder's copy synthesis against its source). Re-analysing at resolutions other than
     the vocoder's own shows phase incoherence (smearing between frames) that a mel distance alone misses. Powers
@@ -83,10 +83,9 @@ def log_spectral_distance(generated: np.ndarray, reference: np.ndarray,
         raise ValueError("log_spectral_distance needs at least 2048 samples of each signal")
     g, r = (torch.from_numpy(np.asarray(x[:n], np.float32)) for x in (generated, reference))
     out = []
-    for n_fft, hop in resolutions:
-        window = torch.hann_window(n_fft)
-        pg, pr = (torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().pow(2) for x in (g, r))
+    for mg, mr in zip(multi_resolution_magnitudes(g, resolutions), multi_resolution_magnitudes(r, resolutions)):
+        pg, pr = mg.pow(2), mr.pow(2)  # [frames, bins]
         floor = pr.max().clamp(min=1e-10) * 1e-6  # a 60 dB range: silence does not dominate
         pg, pr = pg.clamp(min=floor), pr.clamp(min=floor)
-        out.append((10 * (pg.log10() - pr.log10())).pow(2).mean(0).sqrt().mean().item())
+        out.append((10 * (pg.log10() - pr.log10())).pow(2).mean(-1).sqrt().mean().item())
     return float(np.mean(out))

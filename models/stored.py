@@ -27,6 +27,7 @@ class StoredModule(nn.Module):
         meta = os.path.join(path, f"{cls.stem}.json")
         if not os.path.isfile(meta):
             raise ValueError(f"{path!r} holds no {cls.what} ({cls.stem}.json)")
-        model = cls(json.load(open(meta)))
+        with open(meta, encoding="utf-8") as f:
+            model = cls(json.load(f))
         model.load_state_dict(load_file(os.path.join(path, f"{cls.stem}.safetensors")))
         return model.eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .audio import MelConfig, log_mel
+from .audio import MelConfig, log_mel, multi_resolution_magnitudes
 from .stored import StoredModule
 
 
@@ -51,7 +51,7 @@ class MelVocoder(StoredModule):
         logmag, phase = self.out(self.final(x)).float().chunk(2, -1)
         spec = torch.polar(logmag.clamp(max=8.0).exp(), phase)  # [b, T, bins]
         length = length if length is not None else (logmel.shape[1] - 1) * c["hop"]
-        return torch.istft(spec.transpose(1, 2), c["n_fft"], c["hop"], window=self.window.to(spec.device),
+        return torch.istft(spec.transpose(1, 2), c["n_fft"], c["hop"], window=self.window,
                            center=True, length=length)
 
     def loss(self, audio: torch.Tensor, mel_cfg: MelConfig) -> torch.Tensor:
@@ -60,10 +60,7 @@ class MelVocoder(StoredModule):
         mel = log_mel(audio, mel_cfg)
         pred = self(mel, audio.shape[-1])
         total = (log_mel(pred, mel_cfg) - mel).abs().mean()
-        for n_fft, hop in ((512, 128), (1024, 256), (2048, 512)):
-            window = torch.hann_window(n_fft, device=audio.device)
-            want = torch.stft(audio, n_fft, hop, window=window, return_complex=True).abs()
-            got = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs()
+        for want, got in zip(multi_resolution_magnitudes(audio), multi_resolution_magnitudes(pred)):
             total = total + (want - got).norm() / want.norm().clamp(min=1e-6)
             total = total + (want.clamp(min=1e-5).log() - got.clamp(min=1e-5).log()).abs().mean()
         return total

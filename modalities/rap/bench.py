@@ -47,10 +47,11 @@ def bench(args) -> str:
     os.makedirs(args.out, exist_ok=True)
     for i, s in enumerate(items):
         prompt = next((o for o in by_voice[s["voice"]] if o["id"] != s["id"]), s)["vocals"]
-        ref = load_audio(s["vocals"], rap.sample_rate)
+        ref, prompt_audio = load_audio(s["vocals"], rap.sample_rate), load_audio(prompt, rap.sample_rate)
         grid = np.array(s["beat_times"])
-        reference_alignment.append(beat_alignment(word_onsets(ref), grid))
-        reference_onsets.append(len(word_onsets(ref)))
+        onsets = word_onsets(ref)
+        reference_alignment.append(beat_alignment(onsets, grid))
+        reference_onsets.append(len(onsets))
         for name, (pipe, kw) in methods.items():
             res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
                                seed=args.seed + i, **kw)
@@ -65,7 +66,7 @@ def bench(args) -> str:
             t["align"].append(beat_alignment(onsets, grid))
             t["onsets"].append(len(onsets))
             t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
-            t["sim"].append(speaker_similarity(res.vocals, load_audio(prompt, rap.sample_rate)))
+            t["sim"].append(speaker_similarity(res.vocals, prompt_audio))
             if i < 2:
                 save_audio(os.path.join(args.out, f"rap-{i}-{file_label(name)}.wav"), res.mix, res.sample_rate)
         print(f"song {i + 1}/{len(items)} done", flush=True)
