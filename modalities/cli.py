@@ -9,6 +9,7 @@ import sys
 from models.vocoder import VOCODERS
 from specgen.acceptance import RULES
 from specgen.drafters import METHODS
+from specgen.drafters.heads import DRAWS
 
 
 def read_prompts(args) -> list[str]:
@@ -201,6 +202,9 @@ def add_rap(sub):
     p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used)")
     p.add_argument("--method", default="heads", choices=["heads", "ar"])
     p.add_argument("--tolerance", type=int, help="VADUSA tolerance k for the heads (lossy; default: exact sampling)")
+    p.add_argument("--draws", default="auto", choices=list(DRAWS),
+                   help="the heads' guesses under exact sampling: drawn from the heads (auto, sample) or their "
+                        "top-k (top)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
@@ -222,7 +226,8 @@ def run_rap(args):
         raise ValueError(f"cannot read --lyrics-file {args.lyrics_file!r}: {e.strerror}") from e
     rap = RapPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = rap.generate(lyrics, args.beat, voice_prompt=args.voice_prompt, method=args.method,
-                       temperature=args.temperature, seed=args.seed, tolerance=args.tolerance, vocoder=args.vocoder)
+                       temperature=args.temperature, seed=args.seed, tolerance=args.tolerance, vocoder=args.vocoder,
+                       draws=args.draws)
     vocals_path = args.out[:-4] + ".vocals.wav"
     res.save(vocals_path, stem="vocals")
     res.save(args.out)
@@ -331,7 +336,7 @@ def add_batch(sub):
             ("image", "models/zoo/image-scenes", "prompt (required), cfg_scale, temperature, top_k, method, seed, "
                                                  "samples, acceptance"),
             ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, tolerance, "
-                                      "temperature, seed, vocoder")):
+                                      "draws, temperature, seed, vocoder")):
         m = kinds.add_parser(kind, help=f"{kind} jobs: {{{fields}}} per line")
         m.add_argument("--model", default=model)
         m.add_argument("--input", required=True)
@@ -377,7 +382,8 @@ MEDIA_JOBS = {
     "image": ("modalities.image", "ImagePipeline", ("prompt", "cfg_scale", "temperature", "top_k", "method", "seed",
                                                     "samples", "acceptance"), ("prompt",), "png"),
     "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "tolerance",
-                                              "temperature", "seed", "vocoder"), ("lyrics", "accompaniment"), "wav"),
+                                              "draws", "temperature", "seed", "vocoder"), ("lyrics", "accompaniment"),
+            "wav"),
 }
 
 

@@ -126,6 +126,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
                 live.append(r)
         if drafter is not None and live:
             hidden = target.hidden[live] if drafter.needs_hidden else None  # [live, prompt, dim], left-padded
+            drafter.configure(rule_name, block)
             with timer("draft"):
                 drafter.start([prompts[r] for r in live], [first[r] for r in live], sampling, target.vocab,
                               target.device, generator, hidden)

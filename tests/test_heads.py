@@ -289,3 +289,38 @@ def test_hydra_token_tables_compute_the_same_heads_and_follow_weight_changes():
     with torch.no_grad():
         torch.testing.assert_close(doubled, heads.head(2, ctx, toks), rtol=1e-4, atol=1e-4)
     assert not heads.build_token_tables(max_bytes=1024)  # too big: the plain path stays
+
+
+@pytest.mark.parametrize("kind", ["medusa", "hydra"])
+def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
+    """Under the `sample` rule the children of a node are drawn from the heads' distribution, distinct, each with
+    the distribution it was drawn from; greedy decoding, tolerance acceptance and draws='top' take the top-k."""
+    from specgen import CachedLM, Sampling, make_drafter
+
+    target = tiny_model("llama", vocab=40, layers=2)
+    heads = random_heads(target, kind)
+    lm = CachedLM(target)
+    lm.keep_hidden()
+    prompt = [[1, 5, 7, 9, 11]]
+    lm.prefill(prompt)
+    hidden = lm.hidden.clone()  # the heads share the LM head, whose hook records every call's input
+
+    def tree(rule, sampling, draws="auto"):
+        d = make_drafter(kind, heads, 8, "sample", draws=draws)
+        d.configure(rule)
+        d.start(prompt, [3], sampling, 40, torch.device("cpu"), torch.Generator().manual_seed(0), hidden)
+        return d.propose(4)
+
+    t = tree("sample", Sampling(temperature=1.0))
+    assert t.q is not None and t.q.shape == (1, t.size, 40)
+    assert torch.allclose(t.q.sum(-1), torch.ones(1, t.size), atol=1e-5)
+    assert (t.q.gather(-1, t.tokens[..., None])[..., 0] > 0).all()  # every guess has mass where it was drawn from
+    parents = t.parents[0].tolist()
+    for p in set(parents):
+        siblings = [t.tokens[0, i].item() for i in range(t.size) if parents[i] == p]
+        assert len(siblings) == len(set(siblings))
+    assert tree("tolerance", Sampling(temperature=1.0)).q is None
+    assert tree("greedy", Sampling()).q is None
+    assert tree("sample", Sampling(temperature=1.0), draws="top").q is None
+    with pytest.raises(ValueError, match="draws must be one of"):
+        make_drafter(kind, heads, draws="random")

@@ -12,6 +12,7 @@ from scipy.stats import chisquare
 
 from specgen import CachedLM, Sampling, generate, make_drafter
 from specgen.acceptance import RULES, accept_sample
+from specgen.drafters.heads import draw_distinct
 from tiny import perturbed, random_heads, tiny_model
 
 ALPHA = 1e-3
@@ -51,15 +52,18 @@ def models():
     target = tiny_model("llama", vocab=VOCAB, init=0.5, seed=3)
     draft = perturbed(target, 0.6, seed=4, pard_token=0)
     drafts = {"draft_model": draft, "pard": draft, "medusa": random_heads(target, "medusa", scale=2.0),
+              "hydra": random_heads(target, "hydra", scale=2.0),
               "redrafter": random_heads(target, "redrafter", scale=2.0), "hawk": random_heads(target, "hawk:hydra",
                                                                                            scale=2.0)}
     drafts["hawk"].config["width"] = 2  # rows of two: cached vertical guesses join the trees within DEPTH
     return target, drafts
 
 
-def sample_counts(target, method, drafts, sampling, seed, rule=None):
+def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto"):
     gen = torch.Generator().manual_seed(seed)
-    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, make_drafter(method, drafts.get(method)), sampling,
+    drafter = make_drafter(method, drafts.get(method), draws=draws) if method in ("medusa", "hydra") else \
+        make_drafter(method, drafts.get(method))
+    outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
                     max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
     counts: dict[tuple, int] = {}
     for o in outs:
@@ -72,11 +76,14 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
-@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "redrafter", "hawk"])
+@pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "medusa:top", "hydra", "hydra:top",
+                                    "redrafter", "hawk"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
+    """Head methods draw their guesses from the heads by default; ':top' takes their top-k instead."""
     target, drafts = models
     expected = exact_distribution(target, sampling)
-    counts, outs = sample_counts(target, method, drafts, sampling, seed=11)
+    method, _, draws = method.partition(":")
+    counts, outs = sample_counts(target, method, drafts, sampling, seed=11, draws=draws or "auto")
     assert chi_square_p(counts, expected, SAMPLES) > ALPHA
     if method == "draft_model":  # drafts are both accepted and rejected: the rule is exercised
         mean = sum(o.stats.mean_accepted for o in outs) / len(outs)
@@ -100,7 +107,8 @@ def test_chi_square_catches_a_lossy_rule(models, monkeypatch):
     assert chi_square_p(counts, exact_distribution(target, sampling), SAMPLES) < ALPHA
 
 
-@pytest.mark.parametrize("drawn", [True, False], ids=["iid-children", "distinct-deterministic-children"])
+@pytest.mark.parametrize("drawn", ["iid", "deterministic", "without-replacement"],
+                         ids=["iid-children", "distinct-deterministic-children", "children-drawn-without-replacement"])
 def test_recursive_rejection_over_several_children_is_lossless(drawn):
     """A root with three drafted children: the first emitted token is distributed as the target's p."""
     torch.manual_seed(0)
@@ -109,9 +117,12 @@ def test_recursive_rejection_over_several_children_is_lossless(drawn):
     q = torch.tensor([0.05, 0.4, 0.3, 0.1, 0.1, 0.05])
     gen = torch.Generator().manual_seed(5)
     logits = p_logits.expand(n, 4, vocab).clone()
-    if drawn:
+    if drawn == "iid":
         kids = torch.multinomial(q, 3 * n, replacement=True, generator=gen).view(n, 3)
         qs = q.expand(n, 3, vocab)
+    elif drawn == "without-replacement":
+        kids, qs, ok = draw_distinct(q.expand(n, vocab), 3, gen)
+        assert ok.all() and (kids[:, 0] != kids[:, 1]).all() and (kids[:, 1] != kids[:, 2]).all()
     else:
         kids, qs = torch.tensor([1, 2, 3]).expand(n, 3), None
     tokens = torch.cat([torch.zeros(n, 1, dtype=torch.long), kids], 1)
@@ -144,3 +155,49 @@ def test_relaxed_acceptance_with_zero_delta_is_exact_and_reported_lossy(models):
     p = torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert relaxed_mass(p, torch.tensor(0), neighbours, 0.15).item() == pytest.approx(0.6)  # one neighbour fits
     assert relaxed_mass(p, torch.tensor(0), neighbours, 0.25).item() == pytest.approx(0.7)  # both fit
+
+
+def test_drawn_children_follow_q_without_replacement():
+    """draw_distinct: the first draw is distributed as q, the second as q renormalized without the first, and each
+    child's recorded distribution is exactly that; a q with fewer tokens than children marks the rest invalid."""
+    n = 20000
+    q = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    gen = torch.Generator().manual_seed(3)
+    kids, qs, ok = draw_distinct(q.expand(n, 4), 2, gen)
+    first = torch.bincount(kids[:, 0], minlength=4).tolist()
+    assert chi_square_p(dict(enumerate(first)), dict(enumerate(q.double().tolist())), n) > ALPHA
+    second = {}
+    for a, b in kids.tolist():
+        second[a, b] = second.get((a, b), 0) + 1
+    expected = {(a, b): (q[a] * q[b] / (1 - q[a])).item() for a in range(4) for b in range(4) if a != b}
+    assert chi_square_p(second, expected, n) > ALPHA
+    row = kids[0].tolist()
+    assert torch.allclose(qs[0, 0], q) and qs[0, 1, row[0]] == 0 and torch.isclose(qs[0, 1].sum(), torch.tensor(1.0))
+    _, _, ok = draw_distinct(torch.tensor([[0.7, 0.3, 0.0, 0.0]]), 3, gen)
+    assert ok.tolist() == [[True, True, False]]
+    # a confident head leaves mass far below 1e-30 after its favourite: what is left is still a distribution
+    _, qs, ok = draw_distinct(torch.tensor([[1.0, 9e-37, 2e-43, 0.0]]), 3, gen)
+    assert ok.tolist() == [[True, True, True]] and torch.allclose(qs.sum(-1), torch.ones(1, 3))
+
+
+def test_drawn_takes_is_the_recursive_rejection_rate():
+    """The `drawn` calibration: with every token drawn, some child is always taken; the first is taken with
+    probability 1 - TV(p, q) on average over draws; and the rates match what `accept_sample` does."""
+    from specgen.training.heads import drawn_takes
+
+    torch.manual_seed(0)
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0, 0.0])
+    q = torch.tensor([0.1, 0.2, 0.3, 0.2, 0.1, 0.1])
+    n = 20000
+    gen = torch.Generator().manual_seed(1)
+    took = drawn_takes(p.expand(n, 6), q.expand(n, 6), 6, gen)  # [n, 6]
+    assert torch.allclose(took.sum(-1), torch.ones(n), atol=1e-5)
+    assert took[:, 0].mean().item() == pytest.approx(torch.minimum(p, q).sum().item(), abs=0.01)
+    kids, qs, _ = draw_distinct(q.expand(n, 6), 3, gen)
+    tokens = torch.cat([torch.zeros(n, 1, dtype=torch.long), kids], 1)
+    logits = p.clamp(min=1e-12).log().expand(n, 4, 6).clone()
+    paths, _ = accept_sample(logits, tokens, torch.tensor([-1, 0, 0, 0]).expand(n, 4),
+                             torch.ones(n, 4, dtype=torch.bool), qs, Sampling(temperature=1.0), gen)
+    taken = torch.bincount(torch.tensor([path[1] - 1 if len(path) > 1 else 3 for path in paths]), minlength=4)
+    rates = took[:, :3].mean(0)
+    assert torch.allclose(taken[:3] / n, rates, atol=0.015)

@@ -40,6 +40,8 @@ def bench(args) -> str:
     for kind, pipe in variants:
         label = "heads" + (f" ({kind})" if len(variants) > 1 else "")
         methods[label] = (pipe, dict(method="heads"))
+        if args.temperature > 0:  # the heads' guesses drawn (the default) against their top-k
+            methods[f"{label}, top-k guesses"] = (pipe, dict(method="heads", draws="top"))
         methods.update({f"{label} k={k}": (pipe, dict(method="heads", tolerance=k)) for k in args.tolerances})
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "onsets": [],
                  "mcd": [], "sim": [], "lossless": True} for m in methods}

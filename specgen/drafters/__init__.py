@@ -13,11 +13,13 @@ HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": Medusa
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
 
 
-def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None) -> Drafter | None:
+def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
+                 draws: str = "auto") -> Drafter | None:
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
-    'tolerance:K'; see `tree_rule`)."""
+    'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA and Hydra++ trees pick a node's children
+    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -37,7 +39,9 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft)
-        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule)
+        if method == "hawk":
+            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule)
+        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
                          f"method={draft.kind!r}")

@@ -17,6 +17,13 @@ class Drafter(ABC):
     name = "drafter"
     forwards = 0  # draft forwards run so far
     needs_hidden = False  # True: the loop passes the target's final hidden states to start and accept
+    acceptance = "greedy"  # the batch's acceptance rule; the loop sets it (`configure`) before `start`
+    blocked: torch.Tensor | None = None  # [vocab] bool: tokens the target may not say this batch
+
+    def configure(self, acceptance: str, blocked: torch.Tensor | None = None):
+        """The decode's acceptance rule and the tokens the target is barred from (`stream`'s `allowed`), for
+        drafters that draw from a distribution and should draw what the target can accept."""
+        self.acceptance, self.blocked = acceptance, blocked
 
     def start(self, prompts: list[list[int]], first: list[int], sampling: Sampling, vocab: int,
               device: torch.device, generator: torch.Generator | None = None, hidden: torch.Tensor | None = None):

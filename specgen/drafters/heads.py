@@ -17,6 +17,29 @@ def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
 
 
 CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
+DRAWS = ("auto", "top", "sample")
+
+
+def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = None):
+    """n distinct tokens drawn in order without replacement from q [..., vocab] (Gumbel top-k: distributed as n
+    successive draws, each from q renormalized over the tokens not drawn yet), the distribution each was drawn
+    from [..., n, vocab], and whether it is a real draw [..., n] (False once q has fewer than n tokens with mass).
+    Recursive rejection over siblings drawn this way, each tested against its own renormalized q, is lossless
+    (Jeon et al. 2024, "Recursive Speculative Decoding"; `accept_sample`)."""
+    if n == 1:  # one child (the common chain case): inverse-CDF, several times cheaper than multinomial on a CPU
+        cdf = q.cumsum(-1)
+        u = torch.rand(*q.shape[:-1], 1, generator=generator, device=q.device) * cdf[..., -1:]
+        tokens = torch.searchsorted(cdf, u, right=True).clamp(max=q.shape[-1] - 1)  # the first token whose cdf > u
+        return tokens, q[..., None, :], q.gather(-1, tokens) > 0
+    u = torch.rand(q.shape, generator=generator, device=q.device).clamp(min=1e-20)
+    tokens = (q.log() - (-u.log()).log()).topk(n, -1).indices  # log q plus Gumbel noise
+    taken = torch.zeros(*tokens.shape, q.shape[-1], device=q.device).scatter_(-1, tokens[..., None], 1.0)
+    left = q[..., None, :] * (1.0 - (taken.cumsum(-2) - taken))  # [..., n, vocab]: q without earlier draws
+    total = left.sum(-1, keepdim=True)
+    left = left / torch.where(total > 0, total, 1.0)  # no clamp: the mass left may be far below any floor
+    # a draw is real only where its own distribution gives it mass: not where q ran out of tokens, nor where
+    # the mass left after the earlier draws is too small for fp32 (a zero q(x) would pass any acceptance test)
+    return tokens, left, left.gather(-1, tokens[..., None])[..., 0] > 0
 
 
 def default_tree_size(heads: DraftHeads) -> int:
@@ -35,15 +58,24 @@ class HeadDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
-                 table: list[list[float]] | None = None):
+                 table: list[list[float]] | None = None, draws: str = "auto"):
         """rule: the acceptance rule the tree is shaped for ('greedy', 'sample', 'tolerance:K'); its calibration
         table from heads.json when there is one (`specgen calibrate-heads`), else the greedy table (`table`
-        overrides both). The shape changes speed only, never what is accepted."""
+        overrides both). The shape changes speed only, never what is accepted.
+        draws: how a node's children are picked: 'top', the heads' top-k; 'sample', drawn without replacement
+        from the heads' distribution after the decode's temperature, top-k and top-p (`draw_distinct`), which
+        under the lossless `sample` rule is accepted with probability 1 - TV(target, head) instead of the
+        target's probability of the head's favourite; 'auto', drawn when the decode samples with that rule."""
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
+        if draws not in DRAWS:
+            raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
         self.heads = narrow_matmuls(heads)
         self.name = heads.kind
+        self.draws = draws
+        if draws != "top" and rule == "sample" and "drawn" in (heads.config.get("rule_accuracy") or {}):
+            rule = "drawn"  # the table calibrated for drawn children (`specgen calibrate-heads --rules drawn`)
         accuracy = (table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
         accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
@@ -52,6 +84,8 @@ class HeadDrafter(Drafter):
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
+        self.drawn = not sampling.greedy and (self.draws == "sample" or
+                                              (self.draws == "auto" and self.acceptance == "sample"))
         self.h = hidden[:, -1]  # [batch, dim]: the state whose next token is the pending root
         self.root = torch.tensor(first, device=hidden.device)
 
@@ -67,6 +101,16 @@ class HeadDrafter(Drafter):
         paths = [p for p in self.paths if len(p) <= k]
         return paths, *tree_tensors(paths)
 
+    def children(self, logits: torch.Tensor, n: int):
+        """A parent's n children from head logits [..., vocab]: tokens [..., n], what each was drawn from
+        [..., n, vocab] (None for the deterministic top-n) and which are real [..., n]."""
+        if self.drawn:
+            if self.blocked is not None:
+                logits = logits.masked_fill(self.blocked, float("-inf"))
+            return draw_distinct(self.sampling.probs(logits), n, self.generator)
+        top = logits.topk(n, dim=-1).indices
+        return top, None, torch.ones_like(top, dtype=torch.bool)
+
 
 class MedusaDrafter(HeadDrafter):
     """Independent heads read one hidden state; node (depth d, rank r) of the sparse tree gets head d's rank-r
@@ -75,12 +119,11 @@ class MedusaDrafter(HeadDrafter):
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
         _, depth, rank, parent = self.tree(k)
-        logits = self.heads(self.h)  # [batch, heads, vocab]
+        logits = self.heads(self.h)[:, : max(depth) + 1]  # [batch, depth, vocab]
         self.forwards += 1
-        top = logits[:, : max(depth) + 1].topk(max(rank) + 1, dim=-1).indices  # [batch, depth, ranks]
-        tokens = top[:, depth, rank]  # [batch, nodes]
-        parents = torch.tensor(parent, device=tokens.device).expand(tokens.shape[0], -1)
-        return DraftTree(tokens, parents, torch.ones_like(tokens, dtype=torch.bool))
+        top, q, ok = self.children(logits, max(rank) + 1)  # [batch, depth, ranks], every parent shares them
+        parents = torch.tensor(parent, device=top.device).expand(top.shape[0], -1)
+        return DraftTree(top[:, depth, rank], parents, ok[:, depth, rank], None if q is None else q[:, depth, rank])
 
 
 class HydraDrafter(HeadDrafter):
@@ -88,8 +131,8 @@ class HydraDrafter(HeadDrafter):
     that reads the tokens on that node's path. The prefix attention reads a window of accepted hidden states."""
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
-                 table: list[list[float]] | None = None):
-        super().__init__(heads, tree_size, rule, table)
+                 table: list[list[float]] | None = None, draws: str = "auto"):
+        super().__init__(heads, tree_size, rule, table, draws)
         self._levels: dict[int, list[tuple]] = {}  # the tree's index tensors per depth budget k (`levels`)
         heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
@@ -148,15 +191,20 @@ class HydraDrafter(HeadDrafter):
         context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
         b = context.shape[0]
         tokens = torch.zeros(b, len(parent), dtype=torch.long, device=context.device)
+        valid = torch.ones(b, len(parent), dtype=torch.bool, device=context.device)
+        q = None
         for d, (nodes, ancestors, slot, rank, ranks) in enumerate(self.levels(k)):
             # tokens on each parent's path, root first: [batch, parents, d + 1]
             path_tokens = torch.cat([self.root[:, None, None].expand(-1, len(ancestors), 1), tokens[:, ancestors]], -1)
             ctx = context[:, None].expand(-1, len(ancestors), -1)
-            top = self.heads.head(d, ctx, path_tokens).topk(ranks, dim=-1).indices  # [batch, parents, ranks]
-            tokens[:, nodes] = top[:, slot, rank]
+            top, drawn_from, ok = self.children(self.heads.head(d, ctx, path_tokens), ranks)  # [batch, parents, ranks]
+            tokens[:, nodes], valid[:, nodes] = top[:, slot, rank], ok[:, slot, rank]
+            if drawn_from is not None:
+                q = drawn_from.new_zeros(b, len(parent), drawn_from.shape[-1]) if q is None else q
+                q[:, nodes] = drawn_from[:, slot, rank]
         self.forwards += 1
         parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
-        return DraftTree(tokens, parents_t, torch.ones_like(tokens, dtype=torch.bool))
+        return DraftTree(tokens, parents_t, valid, q)
 
 
 class BeamDrafter(HeadDrafter):
@@ -243,8 +291,11 @@ class HawkDrafter(Drafter):
         self.marginal = marginal
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
-        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table) if hydra else
-                           MedusaDrafter(heads, tree_size, table=self.table))
+        # top-k guesses only: which cached guesses join the tree depends on the drafted tokens (agreement with
+        # the favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is
+        # no longer distributed as the q it is tested with, so drawn guesses would not be lossless here
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table, draws="top") if hydra else
+                           MedusaDrafter(heads, tree_size, table=self.table, draws="top"))
         self.size = len(self.horizontal.paths)
 
     @property

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cached_lm import CachedLM, listen_hidden
+from ..drafters.heads import draw_distinct
 from ..heads.base import KINDS
 from ..loop import generate
 from ..sampling import Sampling
@@ -122,8 +123,8 @@ def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
 def parse_rule(rule: str) -> tuple[str, int]:
     """'greedy', 'sample', 'tolerance:K' -> (name, K); K is 1 unless given."""
     name, _, k = rule.partition(":")
-    if name not in ("greedy", "sample", "tolerance") or (k and not k.isdigit()) or (name != "tolerance" and k):
-        raise ValueError(f"unknown calibration rule {rule!r}: use greedy, sample or tolerance:K (K >= 1)")
+    if name not in ("greedy", "sample", "drawn", "tolerance") or (k and not k.isdigit()) or (name != "tolerance" and k):
+        raise ValueError(f"unknown calibration rule {rule!r}: use greedy, sample, drawn or tolerance:K (K >= 1)")
     return name, int(k or 1)
 
 
@@ -138,10 +139,13 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
     - greedy: the rank-r token is the target's argmax;
     - sample (lossless rule, at `temperature`): the target's probability of the rank-r token, which is exactly the
       chance that recursive rejection over distinct deterministic children accepts it;
+    - drawn (the same rule over children drawn from the head, `draw_distinct`): the chance that recursive
+      rejection takes the r-th drawn child, for one draw of the children per position (`drawn_takes`);
     - tolerance:K (VADUSA): the rank-r token is in the target's top K and the target ranks it above every other
       guess of that head (the walk follows the accepted child the target ranks highest).
     With `guidance` the target's logits are the guided ones (`target_view`)."""
     parsed = {r: parse_rule(r) for r in rules}
+    generator = torch.Generator(seqs.device).manual_seed(0)  # the children `drawn` draws
     offsets = heads.offsets
     hits = {r: torch.zeros(len(offsets), ranks) for r in rules}
     counts = torch.zeros(len(offsets))
@@ -149,7 +153,9 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
         x = seqs[i : i + batch]
         hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
         logits = logits.float()
-        top = heads.train_logits(hidden, x).topk(ranks, -1).indices  # [b, L, heads, ranks]
+        head_logits = heads.train_logits(hidden, x).float()  # [b, L, heads, V]
+        top = head_logits.topk(ranks, -1).indices  # [b, L, heads, ranks]
+        drafted = dict((d, g) for d, g, _ in aligned(head_logits, logits, offsets))
         for d, guess, want in aligned(top, logits, offsets):  # guess [b, span, ranks], want [b, span, V]
             span = guess.shape[1]
             keep = torch.ones(x.shape[0], span, dtype=torch.bool, device=x.device)
@@ -161,6 +167,9 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
             for r, (name, k) in parsed.items():
                 if name == "sample":
                     took = (want / temperature).softmax(-1).gather(-1, guess)
+                elif name == "drawn":
+                    took = drawn_takes((want / temperature).softmax(-1), (drafted[d] / temperature).softmax(-1),
+                                       ranks, generator)
                 else:
                     ok = rank < k
                     best = rank.masked_fill(~ok, 1 << 30).argmin(-1, keepdim=True)  # the child the walk takes
@@ -168,6 +177,24 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
                 hits[r][d] += (took * keep[..., None]).sum((0, 1)).cpu()
             counts[d] += keep.sum().cpu()
     return {r: (h / counts.clamp(min=1)[:, None]).tolist() for r, h in hits.items()}
+
+
+def drawn_takes(p: torch.Tensor, q: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For n children drawn from q [..., V] without replacement (`draw_distinct`, one draw), the probability that
+    recursive rejection against p [..., V] (`accept_sample`) takes each of them [..., n]: child r is reached when
+    every earlier one is rejected, and then taken with min(1, p_r(x_r) / q_r(x_r)), p_r the residual after the
+    earlier rejections."""
+    tokens, q_r, ok = draw_distinct(q, n, generator)
+    took, reach = torch.zeros(ok.shape, device=p.device), torch.ones(ok.shape[:-1], device=p.device)
+    for r in range(n):
+        qr, x = q_r[..., r, :], tokens[..., r : r + 1]
+        qx = qr.gather(-1, x)
+        take = (p.gather(-1, x) / torch.where(qx > 0, qx, 1.0)).clamp(max=1.0)[..., 0] * ok[..., r]
+        took[..., r], reach = reach * take, reach * (1 - take)
+        rest = (p - qr).clamp(min=0.0)
+        total = rest.sum(-1, keepdim=True)
+        p = torch.where(total > 0, rest / torch.where(total > 0, total, 1.0), p)
+    return took
 
 
 def calibration(heads, target, seqs: torch.Tensor, rules: list[str], start: torch.Tensor | None = None,
@@ -191,8 +218,8 @@ def vertical_rates(heads, target, seqs: torch.Tensor, rules: list[str], start: t
     agrees with the first horizontal head's guess for it, and when it differs (rates["sample"]["agree"][d]). A
     vertical guess that differs from the horizontal favourite is right far less often than its head's overall
     rate, one that agrees more often; the drafter scores cached guesses with these. Tolerance rules count a guess
-    in the target's top K."""
-    parsed = {r: parse_rule(r) for r in rules}
+    in the target's top K. Hawk's cached guesses are never drawn, so `drawn` gets no entry."""
+    parsed = {r: parse_rule(r) for r in rules if r != "drawn"}
     n_h, w, n_v = heads.num_heads, heads.config["width"], heads.config["vertical"]
     hits = {r: torch.zeros(2, n_v) for r in rules}  # [agree, differ] x vertical head
     counts = torch.zeros(2, n_v)
@@ -253,7 +280,8 @@ def add_calibrate_arguments(p: argparse.ArgumentParser):
     p.add_argument("--target", required=True, help="the target the heads were trained on (HF folder)")
     p.add_argument("--heads", required=True, help="heads folder; its heads.json gains the tables")
     p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
-    p.add_argument("--rules", nargs="+", default=["sample"], help="greedy, sample, tolerance:K")
+    p.add_argument("--rules", nargs="+", default=["sample"],
+                   help="greedy, sample, drawn (sample over children drawn from the heads), tolerance:K")
     p.add_argument("--sequences", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--prompt-len", type=int, default=32)
