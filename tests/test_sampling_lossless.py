@@ -61,7 +61,7 @@ def models():
 
 def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto"):
     gen = torch.Generator().manual_seed(seed)
-    drafter = make_drafter(method, drafts.get(method), draws=draws) if method in ("medusa", "hydra") else \
+    drafter = make_drafter(method, drafts.get(method), draws=draws) if method in ("medusa", "hydra", "hawk") else \
         make_drafter(method, drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
                     max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
@@ -77,9 +77,10 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
 @pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "medusa:top", "hydra", "hydra:top",
-                                    "redrafter", "hawk"])
+                                    "redrafter", "hawk", "hawk:sample"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
-    """Head methods draw their guesses from the heads by default; ':top' takes their top-k instead."""
+    """Medusa and Hydra++ draw their guesses from the heads by default (':top' takes their top-k instead); Hawk
+    takes its top-k by default (':sample' draws its horizontal guesses)."""
     target, drafts = models
     expected = exact_distribution(target, sampling)
     method, _, draws = method.partition(":")

@@ -1,5 +1,6 @@
-"""`specgen bench image`: `ar`, Hawk with horizontal heads only, Hawk with horizontal and vertical heads, and
-Hawk with relaxed (LANTERN-style) acceptance, on held-out captions. Per row: token-stage speedup over `ar`,
+"""`specgen bench image`: `ar`, Hawk with horizontal heads only, Hawk with horizontal and vertical heads, Hawk
+with horizontal guesses drawn from the heads (no vertical ones), and Hawk with relaxed (LANTERN-style)
+acceptance, on held-out captions. Per row: token-stage speedup over `ar`,
 mean accepted length, prompt adherence (the scene checker's verdict on every sample), and diversity (mean
 pixel distance between samples of one caption). A grid of samples is written beside the table."""
 from __future__ import annotations
@@ -23,6 +24,7 @@ COLUMNS = [("method", "method", str), ("tokens_per_s", "tokens/s", lambda v: f"{
            ("lossless", "lossless", str)]
 
 HAWK = {"hawk horizontal": dict(method="hawk", vertical=False), "hawk horizontal+vertical": dict(method="hawk"),
+        "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),
         "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
 
 

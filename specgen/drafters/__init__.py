@@ -19,7 +19,7 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
     'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA and Hydra++ trees pick a node's children
-    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`)."""
+    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`; Hawk takes 'auto' as 'top', see `HawkDrafter`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -39,8 +39,8 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft)
-        if method == "hawk":
-            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule)
+        if method == "hawk":  # Hawk's own tree (with the vertical guesses) unless drawn guesses are asked for
+            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws="top" if draws == "auto" else draws)
         return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "

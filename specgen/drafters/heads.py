@@ -275,7 +275,12 @@ class HawkDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
-                 rule: str | None = None):
+                 rule: str | None = None, draws: str = "top"):
+        """draws: 'top' (the default) keeps Hawk's tree; 'sample' (or 'auto', drawn under the lossless `sample`
+        rule) draws the horizontal guesses as `HeadDrafter` does and then leaves the cached vertical guesses out:
+        which of them join the tree depends on the drafted tokens (agreement with the favourite, shared
+        prefixes), and a drawn guess whose place in the tree depends on its own value is no longer distributed as
+        the q it is tested with."""
         self.heads, self.name = narrow_matmuls(heads), heads.kind
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)
@@ -291,11 +296,8 @@ class HawkDrafter(Drafter):
         self.marginal = marginal
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
-        # top-k guesses only: which cached guesses join the tree depends on the drafted tokens (agreement with
-        # the favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is
-        # no longer distributed as the q it is tested with, so drawn guesses would not be lossless here
-        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table, draws="top") if hydra else
-                           MedusaDrafter(heads, tree_size, table=self.table, draws="top"))
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table, draws=draws) if hydra else
+                           MedusaDrafter(heads, tree_size, table=self.table, draws=draws))
         self.size = len(self.horizontal.paths)
 
     @property
@@ -308,6 +310,7 @@ class HawkDrafter(Drafter):
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
+        self.horizontal.configure(self.acceptance, self.blocked)
         self.horizontal.start(prompts, first, sampling, vocab, device, generator, hidden)
         self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
         self.image_start = [len(p) for p in prompts]
@@ -359,6 +362,8 @@ class HawkDrafter(Drafter):
     def propose(self, k: int) -> DraftTree:
         _, depth, rank, _ = self.horizontal.tree(k)
         tree = self.horizontal.propose(k)  # nodes in the order of the sparse tree's paths
+        if tree.q is not None:  # drawn guesses: the horizontal tree as drawn, no cached guesses (see __init__)
+            return tree
         tokens, parent = tree.tokens.tolist(), tree.parents[0].tolist()
         rows = []
         for b in range(len(tokens)):
