@@ -172,6 +172,9 @@ def add_image(sub):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--acceptance", choices=["relaxed"], help="relaxed: LANTERN-style, lossy")
+    p.add_argument("--draws", default="top", choices=["top", "sample"],
+                   help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and leave "
+                        "the vertical guesses out; top: Hawk's tree of top-k guesses")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=int, default=1, help="number of samples, saved side by side")
     p.add_argument("--out", required=True, help="output PNG")
@@ -187,7 +190,8 @@ def run_image(args):
     check_out(args.out, ".png")
     gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, heads=args.heads)
     res = gen.generate(args.prompt, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
-                       method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance)
+                       method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance,
+                       draws=args.draws)
     res.save(args.out)
     record = {"out": args.out, "samples": len(res.images), "stats": res.stats.as_dict()}
     report(args, record, f"wrote {args.out}: {len(res.images)} image(s), {res.stats.tokens_per_s:.1f} tokens/s, "
@@ -334,7 +338,7 @@ def add_batch(sub):
             ("speech", "models/zoo/speech-tts", "text (required), voice_prompt, method, tolerance, temperature, "
                                                 "top_k, seed, max_seconds, vocoder"),
             ("image", "models/zoo/image-scenes", "prompt (required), cfg_scale, temperature, top_k, method, seed, "
-                                                 "samples, acceptance"),
+                                                 "samples, acceptance, draws"),
             ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, tolerance, "
                                       "draws, temperature, seed, vocoder")):
         m = kinds.add_parser(kind, help=f"{kind} jobs: {{{fields}}} per line")
@@ -380,7 +384,7 @@ MEDIA_JOBS = {
     "speech": ("modalities.speech", "SpeechPipeline", ("text", "voice_prompt", "method", "tolerance", "temperature",
                                                        "top_k", "seed", "max_seconds", "vocoder"), ("text",), "wav"),
     "image": ("modalities.image", "ImagePipeline", ("prompt", "cfg_scale", "temperature", "top_k", "method", "seed",
-                                                    "samples", "acceptance"), ("prompt",), "png"),
+                                                    "samples", "acceptance", "draws"), ("prompt",), "png"),
     "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "tolerance",
                                               "draws", "temperature", "seed", "vocoder"), ("lyrics", "accompaniment"),
             "wav"),

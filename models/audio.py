@@ -47,7 +47,11 @@ def mel_filterbank(cfg: MelConfig) -> torch.Tensor:
 
 
 def stft_magnitude(audio: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
-    """|STFT| [..., frames, n_fft // 2 + 1] with a Hann window, centred frames."""
+    """|STFT| [..., frames, n_fft // 2 + 1] with a Hann window, centred frames. Audio shorter than half a window
+    (a clip cut off after a token or two) is padded with silence, which centring's reflection could not do."""
+    short = cfg.n_fft // 2 + 1 - audio.shape[-1]
+    if short > 0:
+        audio = torch.nn.functional.pad(audio, (0, short))
     window = torch.hann_window(cfg.n_fft, device=audio.device)
     spec = torch.stft(audio, cfg.n_fft, cfg.hop, window=window, center=True, return_complex=True)
     return spec.abs().transpose(-1, -2)

@@ -48,6 +48,9 @@ def test_cli_image_writes_a_png(gen, tmp_path, capsys):
     assert main(["image", "--model", root, "--prompt", "a small red circle", "--grid", "2", "--out",
                  str(tmp_path / "x.png"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 2 and (tmp_path / "x.png").is_file()
+    assert main(["image", "--model", root, "--prompt", "a small red circle", "--draws", "sample", "--out",
+                 str(tmp_path / "d.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["lossless"] and (tmp_path / "d.png").is_file()
     assert main(["image", "--model", root, "--prompt", "a dog", "--out", str(tmp_path / "y.png")]) == 2
     assert "does not know" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
     assert main(["image", "--model", root, "--heads", str(tmp_path / "nowhere"), "--prompt", "a small red circle",
@@ -68,7 +71,7 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
     assert main(["bench", "image", "--model", str(gen.root), "--captions", "1", "--samples", "2", "--grid-rows",
                  "1", "--heads", str(hydra), "--out", str(out)]) == 0
     rows = json.loads((out / "image.json").read_text())["rows"]
-    hawk = ["hawk horizontal", "hawk horizontal+vertical", "hawk + relaxed"]
+    hawk = ["hawk horizontal", "hawk horizontal+vertical", "hawk horizontal, drawn guesses", "hawk + relaxed"]
     want = ["ar", *[f"{m} (hawk)" for m in hawk], *[f"{m} (hawk hydra-rows)" for m in hawk]]
     assert [r["method"] for r in rows] == want
     assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)

@@ -72,6 +72,9 @@ def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
                  str(rap_dir / "beat.wav"), "--out", str(out), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert out.is_file() and (tmp_path / "song.vocals.wav").is_file() and abs(rec["bpm"] - 96) <= 1
+    assert main(["rap", "--model", str(rap_dir), "--lyrics-file", str(tmp_path / "lyrics.txt"), "--beat",
+                 str(rap_dir / "beat.wav"), "--draws", "top", "--out", str(tmp_path / "top.wav"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["lossless"]
     assert main(["rap", "--model", str(rap_dir), "--lyrics-file", str(tmp_path / "none.txt"), "--beat",
                  str(rap_dir / "beat.wav"), "--out", str(tmp_path / "x.wav")]) == 2
     assert "cannot read --lyrics-file" in capsys.readouterr().err

@@ -108,7 +108,11 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
                  "--tolerances", "1", "3", "--max-seconds", "0.4", "--heads", str(hydra), "--out", str(out)]) == 0
     result = json.loads((out / "speech.json").read_text())["rows"]
     assert [r["method"] for r in result] == ["ar", "ar, Griffin-Lim", "vadusa k=1 (medusa)", "vadusa k=3 (medusa)",
-                                             "vadusa k=1 (hydra)", "vadusa k=3 (hydra)", "reference recording",
+                                             "vadusa k=1 (hydra)", "vadusa k=3 (hydra)",
+                                             "heads, exact, drawn guesses (medusa)",
+                                             "heads, exact, top-k guesses (medusa)",
+                                             "heads, exact, drawn guesses (hydra)",
+                                             "heads, exact, top-k guesses (hydra)", "reference recording",
                                              "reference tokens, resynthesized", "reference mel, Griffin-Lim",
                                              "reference mel, neural vocoder"]
     assert all(r["lsd"] > 0 for r in result[-2:])

@@ -84,6 +84,11 @@ def bench(args) -> str:
     methods += [
         (f"vadusa k={k}" + (f" ({kind})" if len(variants) > 1 else ""), pipe, dict(method="vadusa", tolerance=k))
         for kind, pipe in variants for k in args.tolerances]
+    if args.temperature > 0 and args.exact:  # the heads under the lossless rule: guesses drawn, and their top-k
+        methods += [(f"heads, exact{label}" + (f" ({kind})" if len(variants) > 1 else ""), pipe,
+                     dict(method="vadusa", acceptance="sample", draws=draws))
+                    for kind, pipe in variants for label, draws in ((", drawn guesses", "auto"),
+                                                                     (", top-k guesses", "top"))]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
                     "lossless": True} for name, _, _ in methods}
     ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
@@ -139,6 +144,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--data", default="data/speech")
     p.add_argument("--sentences", type=int, default=12)
     p.add_argument("--tolerances", type=int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
+                   help="also decode the heads with the lossless sampling rule (drawn and top-k guesses)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")

@@ -56,10 +56,10 @@ class Runner:
                 m.generation_config.eos_token_id = None  # every run makes max_new tokens
                 m.generation_config.pad_token_id = 0
 
-    def ours(self, method: str, k: int, temperature: float, draft=None):
+    def ours(self, method: str, k: int, temperature: float, draft=None, draws: str = "auto"):
         if draft is None and method in ("pard", "draft_model"):
             draft = self.pard_draft if method == "pard" else self.ar_draft
-        drafter = make_drafter(method, draft)
+        drafter = make_drafter(method, draft, draws=draws)
         sampling = Sampling(temperature)
 
         def run(prompt, seed):
@@ -103,6 +103,8 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
             m[f"pard K={k}"] = runner.ours("pard", k, temperature)
     for name, heads in runner.heads.items():
         m[name] = runner.ours(heads.kind, max(ks), temperature, heads)
+        if temperature > 0 and heads.kind in ("medusa", "koala", "hydra"):  # drawn guesses (the default) vs top-k
+            m[f"{name}, top-k guesses"] = runner.ours(heads.kind, max(ks), temperature, heads, draws="top")
     if only:
         m = {name: fn for name, fn in m.items() if name == "ar" or name.startswith(tuple(only))}
     return m
