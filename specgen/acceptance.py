@@ -109,14 +109,12 @@ def sample_chain(p_all, tokens, valid, q, generator, mass=None):
     accepted = accepted_run((u * qx < px) & valid[:, 1:])  # [batch]
     rows = torch.arange(b, device=p_all.device)
     p_end = p_all[rows, accepted]  # [batch, vocab]
-    rejected = accepted < valid[:, 1:].sum(1)  # stopped at a draft, not at the end of the chain
     at = accepted.clamp(max=max(n - 1, 0))
+    # stopped at a draft that was tested and rejected (not at the end of the chain, nor at an invalid draft)
+    rejected = (accepted < n) & valid[:, 1:].gather(1, at[:, None])[:, 0] if n else accepted < 0
     if n and rejected.any():
         q_end = q[rows, at] if q is not None else torch.nn.functional.one_hot(x[rows, at], p_all.shape[-1]).to(p_all)
-        r = (p_end - q_end).clamp(min=0.0)
-        total = r.sum(-1, keepdim=True)
-        resid = torch.where(total > 0, r / total.clamp(min=1e-30), p_end)  # only rounding can empty it
-        p_end = torch.where(rejected[:, None], resid, p_end)
+        p_end = torch.where(rejected[:, None], leftover(p_end, q_end), p_end)
     nxt = torch.multinomial(p_end, 1, generator=generator)[:, 0]
     return chain_paths(accepted), nxt.tolist()
 
@@ -124,13 +122,18 @@ def sample_chain(p_all, tokens, valid, q, generator, mass=None):
 def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:
     """norm(max(p - q, 0)); q None stands for the one-hot distribution on x."""
     if q is None:
-        r = p.clone()
-        r[x] = 0.0
-    else:
-        r = (p - q).clamp(min=0.0)
-    total = r.sum()
-    # a rejection leaves mass >= q(x) - p(x) > 0; only rounding can empty it, and then p itself is the answer
-    return r / total if total > 0 else p
+        q = torch.zeros_like(p)
+        q[x] = 1.0
+    return leftover(p, q)
+
+
+def leftover(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(p - q, 0)) over the last axis, what recursive rejection samples from after rejecting a draft from q.
+    A rejection leaves mass >= q(x) - p(x) > 0; only rounding can empty it, and then p itself is the answer.
+    No floor on the total: what is left may be far below any fixed one."""
+    r = (p - q).clamp(min=0.0)
+    total = r.sum(-1, keepdim=True)
+    return torch.where(total > 0, r / torch.where(total > 0, total, 1.0), p)
 
 
 def accept_typical(logits, tokens, parents, valid, q, sampling: Sampling, generator=None, epsilon: float = 0.09,

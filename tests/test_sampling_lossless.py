@@ -56,13 +56,19 @@ def models():
               "redrafter": random_heads(target, "redrafter", scale=2.0), "hawk": random_heads(target, "hawk:hydra",
                                                                                            scale=2.0)}
     drafts["hawk"].config["width"] = 2  # rows of two: cached vertical guesses join the trees within DEPTH
+    drafts["hydra-chain"] = random_heads(target, "hydra", scale=2.0, seed=5)
+    drafts["hydra-chain"].config["topk_accuracy"] = [[0.9, 0.01]] * 4  # with 4 nodes: a chain (`sample_chain`)
     return target, drafts
 
 
 def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto"):
     gen = torch.Generator().manual_seed(seed)
-    drafter = make_drafter(method, drafts.get(method), draws=draws) if method in ("medusa", "hydra", "hawk") else \
-        make_drafter(method, drafts.get(method))
+    if method == "hydra-chain":
+        drafter = make_drafter("hydra", drafts[method], tree_size=4, draws=draws)
+    elif method in ("medusa", "hydra", "hawk"):
+        drafter = make_drafter(method, drafts.get(method), draws=draws)
+    else:
+        drafter = make_drafter(method, drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
                     max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
     counts: dict[tuple, int] = {}
@@ -77,7 +83,7 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
 @pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "medusa:top", "hydra", "hydra:top",
-                                    "redrafter", "hawk", "hawk:sample"])
+                                    "hydra-chain", "hydra-chain:top", "redrafter", "hawk", "hawk:sample"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
     """Medusa and Hydra++ draw their guesses from the heads by default (':top' takes their top-k instead); Hawk
     takes its top-k by default (':sample' draws its horizontal guesses)."""
@@ -156,6 +162,21 @@ def test_relaxed_acceptance_with_zero_delta_is_exact_and_reported_lossy(models):
     p = torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
     assert relaxed_mass(p, torch.tensor(0), neighbours, 0.15).item() == pytest.approx(0.6)  # one neighbour fits
     assert relaxed_mass(p, torch.tensor(0), neighbours, 0.25).item() == pytest.approx(0.7)  # both fit
+
+
+def test_a_chain_with_an_invalid_draft_in_the_middle_ends_on_p_itself():
+    """sample_chain stops at an invalid draft without testing it, so the next token comes from p, not from a
+    residual after a rejection that never happened."""
+    from specgen.acceptance import sample_chain
+
+    n = 4000
+    p = torch.tensor([0.5, 0.5, 0.0])
+    tokens = torch.tensor([[0, 2, 1]]).expand(n, 3)  # root, an invalid draft, a valid one behind it
+    valid = torch.tensor([[True, False, True]]).expand(n, 3)
+    q = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]]).expand(n, 2, 3)
+    paths, nxt = sample_chain(p.expand(n, 3, 3), tokens, valid, q, torch.Generator().manual_seed(0))
+    assert all(path == [0] for path in paths)
+    assert 0.45 < sum(t == 0 for t in nxt) / n < 0.55
 
 
 def test_drawn_children_follow_q_without_replacement():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .base import Drafter, ModelDrafter
 from .draft_model import DraftModelDrafter
-from .heads import BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
+from .heads import DRAWS, BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
 from .ngram import NgramDrafter
 from .pard import PardDrafter, pard_token_of
 
@@ -24,6 +24,11 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
+    if draws != "auto" and method not in ("medusa", "koala", "hydra", "hawk"):
+        raise ValueError(f"draws={draws!r} applies to the medusa, koala, hydra and hawk head drafters, not to "
+                         f"{method!r}: leave it at 'auto'")
     if method == "ar":
         return None
     if method == "ngram":

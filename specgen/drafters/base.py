@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cached_lm import CachedLM
-from ..sampling import Sampling
+from ..sampling import Sampling, draw_distinct
 from ..tree import DraftTree
 
 
@@ -54,7 +54,7 @@ class Drafter(ABC):
         if self.sampling.greedy:
             return logits.argmax(-1), None
         q = self.sampling.probs(logits)
-        tokens = torch.multinomial(q.flatten(0, 1), 1, generator=self.generator).view(q.shape[:2])
+        tokens = draw_distinct(q, 1, self.generator)[0][..., 0]
         return tokens, F.pad(q, (0, self.vocab - q.shape[-1]))
 
 

@@ -7,6 +7,7 @@ import torch
 
 from ..cpu import narrow_matmuls
 from ..heads.base import DraftHeads
+from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
 
@@ -18,28 +19,6 @@ def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
 
 CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
 DRAWS = ("auto", "top", "sample")
-
-
-def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = None):
-    """n distinct tokens drawn in order without replacement from q [..., vocab] (Gumbel top-k: distributed as n
-    successive draws, each from q renormalized over the tokens not drawn yet), the distribution each was drawn
-    from [..., n, vocab], and whether it is a real draw [..., n] (False once q has fewer than n tokens with mass).
-    Recursive rejection over siblings drawn this way, each tested against its own renormalized q, is lossless
-    (Jeon et al. 2024, "Recursive Speculative Decoding"; `accept_sample`)."""
-    if n == 1:  # one child (the common chain case): inverse-CDF, several times cheaper than multinomial on a CPU
-        cdf = q.cumsum(-1)
-        u = torch.rand(*q.shape[:-1], 1, generator=generator, device=q.device) * cdf[..., -1:]
-        tokens = torch.searchsorted(cdf, u, right=True).clamp(max=q.shape[-1] - 1)  # the first token whose cdf > u
-        return tokens, q[..., None, :], q.gather(-1, tokens) > 0
-    u = torch.rand(q.shape, generator=generator, device=q.device).clamp(min=1e-20)
-    tokens = (q.log() - (-u.log()).log()).topk(n, -1).indices  # log q plus Gumbel noise
-    taken = torch.zeros(*tokens.shape, q.shape[-1], device=q.device).scatter_(-1, tokens[..., None], 1.0)
-    left = q[..., None, :] * (1.0 - (taken.cumsum(-2) - taken))  # [..., n, vocab]: q without earlier draws
-    total = left.sum(-1, keepdim=True)
-    left = left / torch.where(total > 0, total, 1.0)  # no clamp: the mass left may be far below any floor
-    # a draw is real only where its own distribution gives it mass: not where q ran out of tokens, nor where
-    # the mass left after the earlier draws is too small for fp32 (a zero q(x) would pass any acceptance test)
-    return tokens, left, left.gather(-1, tokens[..., None])[..., 0] > 0
 
 
 def default_tree_size(heads: DraftHeads) -> int:
@@ -56,6 +35,7 @@ class HeadDrafter(Drafter):
     """What head drafters share: the hidden state at each row's last accepted node and its pending root token."""
 
     needs_hidden = True
+    drawn = False  # this batch's children are drawn (`start`)
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
                  table: list[list[float]] | None = None, draws: str = "auto"):
@@ -74,12 +54,16 @@ class HeadDrafter(Drafter):
         self.heads = narrow_matmuls(heads)
         self.name = heads.kind
         self.draws = draws
-        if draws != "top" and rule == "sample" and "drawn" in (heads.config.get("rule_accuracy") or {}):
-            rule = "drawn"  # the table calibrated for drawn children (`specgen calibrate-heads --rules drawn`)
-        accuracy = (table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))[: heads.num_heads]
         vocab = heads.lm_head.weight.shape[0]
-        accuracy = [row[:vocab] for row in accuracy]  # no rank beyond the vocabulary
-        self.paths = sparse_tree(accuracy, tree_size)  # breadth-first candidate paths of head ranks
+
+        def tree_for(accuracy):  # breadth-first candidate paths of head ranks; no rank beyond the vocabulary
+            return sparse_tree([row[:vocab] for row in accuracy[: heads.num_heads]], tree_size)
+
+        self.paths = tree_for(table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))
+        # when the decode turns out to draw (`start`), the tree calibrated for drawn children, if there is one
+        # (`specgen calibrate-heads --rules drawn`)
+        drawn = None if table or draws == "top" else (heads.config.get("rule_accuracy") or {}).get("drawn")
+        self.drawn_paths = tree_for(drawn) if drawn else self.paths
         self.forwards = 0
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
@@ -98,7 +82,7 @@ class HeadDrafter(Drafter):
         self.h, self.root = self.h[rows], self.root[rows]
 
     def tree(self, k: int):
-        paths = [p for p in self.paths if len(p) <= k]
+        paths = [p for p in (self.drawn_paths if self.drawn else self.paths) if len(p) <= k]
         return paths, *tree_tensors(paths)
 
     def children(self, logits: torch.Tensor, n: int):
@@ -133,7 +117,7 @@ class HydraDrafter(HeadDrafter):
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
                  table: list[list[float]] | None = None, draws: str = "auto"):
         super().__init__(heads, tree_size, rule, table, draws)
-        self._levels: dict[int, list[tuple]] = {}  # the tree's index tensors per depth budget k (`levels`)
+        self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
         heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
@@ -169,8 +153,8 @@ class HydraDrafter(HeadDrafter):
         """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes, its
         parents' ancestor nodes [parents, depth] (the drafted tokens on each parent's path), each node's parent
         slot and rank, and how many ranks the level needs."""
-        cache = self._levels
-        if k not in cache:
+        cache, key = self._levels, (k, self.drawn)
+        if key not in cache:
             paths, depth, rank, parent = self.tree(k)
             index = {p: i for i, p in enumerate(paths)}
             out = []
@@ -182,8 +166,8 @@ class HydraDrafter(HeadDrafter):
                                  [(nodes, -1), (ancestors, (len(parents), d)),
                                   ([parents.index(parent[i]) for i in nodes], -1), ([rank[i] for i in nodes], -1)])
                            + (max(rank[i] for i in nodes) + 1,))
-            cache[k] = out
-        return cache[k]
+            cache[key] = out
+        return cache[key]
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
@@ -315,7 +299,13 @@ class HawkDrafter(Drafter):
         self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
         self.image_start = [len(p) for p in prompts]
         self.cache: list[dict[int, dict[int, int]]] = [{} for _ in prompts]  # position -> {vertical head: token}
-        self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
+        if self.uses_cache:
+            self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
+
+    @property
+    def uses_cache(self) -> bool:
+        """Vertical guesses join this batch's trees (never with drawn horizontal guesses, see __init__)."""
+        return self.vertical and not self.horizontal.drawn
 
     def remember(self, hidden_rows: torch.Tensor, positions: list[list[int]]):
         """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions."""
@@ -386,7 +376,7 @@ class HawkDrafter(Drafter):
         positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
                      (width - len(p)) for b, p in enumerate(paths)]
         self.horizontal.accept(emitted, paths, hidden)
-        if self.vertical:
+        if self.uses_cache:
             self.remember(accepted_hidden, positions)
         for b, e in enumerate(emitted):
             self.root_pos[b] += len(e)

@@ -15,11 +15,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ..acceptance import leftover
 from ..cached_lm import CachedLM, listen_hidden
-from ..drafters.heads import draw_distinct
 from ..heads.base import KINDS
 from ..loop import generate
-from ..sampling import Sampling
+from ..sampling import Sampling, draw_distinct
 from ..utils import resolve_mixed_precision
 from .data import SequenceSet, TokenMix
 from .lm import lr_at, plain_args
@@ -154,9 +154,8 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
         hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
         logits = logits.float()
         head_logits = heads.train_logits(hidden, x).float()  # [b, L, heads, V]
-        top = head_logits.topk(ranks, -1).indices  # [b, L, heads, ranks]
-        drafted = dict((d, g) for d, g, _ in aligned(head_logits, logits, offsets))
-        for d, guess, want in aligned(top, logits, offsets):  # guess [b, span, ranks], want [b, span, V]
+        for d, drafted, want in aligned(head_logits, logits, offsets):  # drafted and want [b, span, V]
+            guess = drafted.topk(ranks, -1).indices  # [b, span, ranks]
             span = guess.shape[1]
             keep = torch.ones(x.shape[0], span, dtype=torch.bool, device=x.device)
             if start is not None:  # position t guesses t + 1 + offset: count it once that token is generated
@@ -167,9 +166,9 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
             for r, (name, k) in parsed.items():
                 if name == "sample":
                     took = (want / temperature).softmax(-1).gather(-1, guess)
-                elif name == "drawn":
-                    took = drawn_takes((want / temperature).softmax(-1), (drafted[d] / temperature).softmax(-1),
-                                       ranks, generator)
+                elif name == "drawn":  # one row at a time: it holds [span, ranks, V] tensors
+                    took = torch.cat([drawn_takes((w / temperature).softmax(-1), (g / temperature).softmax(-1),
+                                                  ranks, generator) for w, g in zip(want.split(1), drafted.split(1))])
                 else:
                     ok = rank < k
                     best = rank.masked_fill(~ok, 1 << 30).argmin(-1, keepdim=True)  # the child the walk takes
@@ -191,9 +190,7 @@ def drawn_takes(p: torch.Tensor, q: torch.Tensor, n: int, generator: torch.Gener
         qx = qr.gather(-1, x)
         take = (p.gather(-1, x) / torch.where(qx > 0, qx, 1.0)).clamp(max=1.0)[..., 0] * ok[..., r]
         took[..., r], reach = reach * take, reach * (1 - take)
-        rest = (p - qr).clamp(min=0.0)
-        total = rest.sum(-1, keepdim=True)
-        p = torch.where(total > 0, rest / torch.where(total > 0, total, 1.0), p)
+        p = leftover(p, qr)
     return took
 
 
@@ -221,7 +218,7 @@ def vertical_rates(heads, target, seqs: torch.Tensor, rules: list[str], start: t
     in the target's top K. Hawk's cached guesses are never drawn, so `drawn` gets no entry."""
     parsed = {r: parse_rule(r) for r in rules if r != "drawn"}
     n_h, w, n_v = heads.num_heads, heads.config["width"], heads.config["vertical"]
-    hits = {r: torch.zeros(2, n_v) for r in rules}  # [agree, differ] x vertical head
+    hits = {r: torch.zeros(2, n_v) for r in parsed}  # [agree, differ] x vertical head
     counts = torch.zeros(2, n_v)
     for i in range(0, len(seqs), batch):
         x = seqs[i : i + batch]
