@@ -3,7 +3,7 @@
 # steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench
-#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads prompt bench   (after speech: it reuses
+#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
 set -euo pipefail
@@ -61,6 +61,9 @@ for step in "$@"; do
         --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
+    rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone
+      $S calibrate-heads --target $Z/lm --heads $Z/heads --data $D/heldout.pt --rules drawn --only-rules \
+        --sequences 16 --new-tokens 256 --gen-batch 16 ;;
     *:bench) $S bench $M --model $Z --out bench_out ;;
     *) echo "$M has no step $step"; exit 2 ;;
   esac

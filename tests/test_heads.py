@@ -188,6 +188,13 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     assert tree_rule("tolerance", 1.0, {"tolerance": 5}) == "tolerance:5"
     heads.config["rule_accuracy"]["sample"] = [[0.9, 0.0], [0.9, 0.0], [0.9, 0.0], [0.9, 0.0]]  # a pure chain
     assert make_drafter("medusa", heads, 8, rule="sample").paths == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    greedy = heads.config["topk_accuracy"]
+    assert main(["calibrate-heads", "--target", str(tmp_path / "target"), "--heads", str(out), "--data",
+                 f"{tmp_path}/train.bin:1", "--rules", "drawn", "--only-rules", "--sequences", "4", "--seed", "3",
+                 "--new-tokens", "12", "--prompt-len", "8", "--gen-batch", "4", "--cpu"]) == 0
+    again = load_heads(str(out), target)  # the drawn table added; the greedy one kept though other prompts ran
+    assert set(again.config["rule_accuracy"]) == {"sample", "tolerance:5", "drawn"}
+    assert again.config["topk_accuracy"] == greedy
     pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
     spec = pipe.generate("def f", max_new_tokens=20)
     assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids

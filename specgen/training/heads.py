@@ -268,8 +268,12 @@ def calibrate(args):
     start = torch.tensor(starts, device=device)
     tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0,
                          guidance=guidance)
+    if args.only_rules and "greedy" not in args.rules:  # add the named tables, leave the greedy one as it was
+        tables.pop("topk_accuracy")
     write_config(args.heads, {**tables, **({"cpu_tree_size": args.cpu_tree_size} if args.cpu_tree_size else {})})
-    for rule, table in [("greedy", tables["topk_accuracy"]), *tables["rule_accuracy"].items()]:
+    for rule, table in [("greedy", tables.get("topk_accuracy")), *tables["rule_accuracy"].items()]:
+        if table is None or (args.only_rules and rule not in args.rules):
+            continue
         print(f"{rule}: rank-0 per head {[round(row[0], 3) for row in table]}")
 
 
@@ -279,6 +283,8 @@ def add_calibrate_arguments(p: argparse.ArgumentParser):
     p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
     p.add_argument("--rules", nargs="+", default=["sample"],
                    help="greedy, sample, drawn (sample over children drawn from the heads), tolerance:K")
+    p.add_argument("--only-rules", action="store_true",
+                   help="write only the --rules tables: keep the greedy table (unless greedy is named) and the rest")
     p.add_argument("--sequences", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--prompt-len", type=int, default=32)
