@@ -8,6 +8,7 @@ lossy and says so (`LOSSLESS`), and the loop reports it in its stats.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .sampling import Sampling
 
@@ -109,12 +110,13 @@ def sample_chain(p_all, tokens, valid, q, generator, mass=None):
     accepted = accepted_run((u * qx < px) & valid[:, 1:])  # [batch]
     rows = torch.arange(b, device=p_all.device)
     p_end = p_all[rows, accepted]  # [batch, vocab]
-    at = accepted.clamp(max=max(n - 1, 0))
-    # stopped at a draft that was tested and rejected (not at the end of the chain, nor at an invalid draft)
-    rejected = (accepted < n) & valid[:, 1:].gather(1, at[:, None])[:, 0] if n else accepted < 0
-    if n and rejected.any():
-        q_end = q[rows, at] if q is not None else torch.nn.functional.one_hot(x[rows, at], p_all.shape[-1]).to(p_all)
-        p_end = torch.where(rejected[:, None], leftover(p_end, q_end), p_end)
+    if n:
+        at = accepted.clamp(max=n - 1)
+        # stopped at a draft that was tested and rejected (not at the end of the chain, nor at an invalid draft)
+        rejected = (accepted < n) & valid[:, 1:].gather(1, at[:, None])[:, 0]
+        if rejected.any():
+            q_end = q[rows, at] if q is not None else F.one_hot(x[rows, at], p_all.shape[-1]).to(p_all)
+            p_end = torch.where(rejected[:, None], leftover(p_end, q_end), p_end)
     nxt = torch.multinomial(p_end, 1, generator=generator)[:, 0]
     return chain_paths(accepted), nxt.tolist()
 

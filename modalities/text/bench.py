@@ -17,6 +17,7 @@ import torch
 
 from specgen import CachedLM, Sampling, generate, make_drafter
 from specgen.bench import Results, settings, write_outputs
+from specgen.drafters import AUTO_DRAWN
 from specgen.loading import load_causal_lm
 
 
@@ -103,7 +104,7 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
             m[f"pard K={k}"] = runner.ours("pard", k, temperature)
     for name, heads in runner.heads.items():
         m[name] = runner.ours(heads.kind, max(ks), temperature, heads)
-        if temperature > 0 and heads.kind in ("medusa", "koala", "hydra"):  # drawn guesses (the default) vs top-k
+        if temperature > 0 and heads.kind in AUTO_DRAWN:  # drawn guesses (the default) against top-k
             m[f"{name}, top-k guesses"] = runner.ours(heads.kind, max(ks), temperature, heads, draws="top")
     if only:
         m = {name: fn for name, fn in m.items() if name == "ar" or name.startswith(tuple(only))}

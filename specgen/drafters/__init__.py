@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .base import Drafter, ModelDrafter
 from .draft_model import DraftModelDrafter
-from .heads import DRAWS, BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
+from .heads import BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
 from .ngram import NgramDrafter
 from .pard import PardDrafter, pard_token_of
 
@@ -11,6 +11,9 @@ MODEL_DRAFTERS = {"pard": PardDrafter, "draft_model": DraftModelDrafter}
 HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": MedusaDrafter, "redrafter": BeamDrafter,
                  "hawk": HawkDrafter}
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
+# the head methods that draw their guesses under the lossless `sample` rule by default (draws="auto"); Hawk draws
+# only when asked (see `HawkDrafter`), ReDrafter never
+AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafter, HydraDrafter))
 
 
 def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
@@ -24,10 +27,8 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if draws not in DRAWS:
-        raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
-    if draws != "auto" and method not in ("medusa", "koala", "hydra", "hawk"):
-        raise ValueError(f"draws={draws!r} applies to the medusa, koala, hydra and hawk head drafters, not to "
+    if draws != "auto" and method not in (*AUTO_DRAWN, "hawk"):  # the head drafters check the value itself
+        raise ValueError(f"draws={draws!r} applies to the {', '.join(AUTO_DRAWN)} and hawk head drafters, not to "
                          f"{method!r}: leave it at 'auto'")
     if method == "ar":
         return None
@@ -61,4 +62,5 @@ def tree_rule(rule: str | None, temperature: float, options: dict | None = None)
 
 
 __all__ = ["tree_rule", "Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
-           "HydraDrafter", "BeamDrafter", "HawkDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS"]
+           "HydraDrafter", "BeamDrafter", "HawkDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS",
+           "AUTO_DRAWN"]

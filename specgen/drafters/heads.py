@@ -176,15 +176,14 @@ class HydraDrafter(HeadDrafter):
         b = context.shape[0]
         tokens = torch.zeros(b, len(parent), dtype=torch.long, device=context.device)
         valid = torch.ones(b, len(parent), dtype=torch.bool, device=context.device)
-        q = None
+        q = context.new_zeros(b, len(parent), self.heads.lm_head.weight.shape[0]) if self.drawn else None
         for d, (nodes, ancestors, slot, rank, ranks) in enumerate(self.levels(k)):
             # tokens on each parent's path, root first: [batch, parents, d + 1]
             path_tokens = torch.cat([self.root[:, None, None].expand(-1, len(ancestors), 1), tokens[:, ancestors]], -1)
             ctx = context[:, None].expand(-1, len(ancestors), -1)
             top, drawn_from, ok = self.children(self.heads.head(d, ctx, path_tokens), ranks)  # [batch, parents, ranks]
             tokens[:, nodes], valid[:, nodes] = top[:, slot, rank], ok[:, slot, rank]
-            if drawn_from is not None:
-                q = drawn_from.new_zeros(b, len(parent), drawn_from.shape[-1]) if q is None else q
+            if q is not None:
                 q[:, nodes] = drawn_from[:, slot, rank]
         self.forwards += 1
         parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
@@ -350,10 +349,10 @@ class HawkDrafter(Drafter):
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
-        _, depth, rank, _ = self.horizontal.tree(k)
         tree = self.horizontal.propose(k)  # nodes in the order of the sparse tree's paths
-        if tree.q is not None:  # drawn guesses: the horizontal tree as drawn, no cached guesses (see __init__)
+        if self.horizontal.drawn:  # drawn guesses: the horizontal tree as drawn, no cached guesses (see __init__)
             return tree
+        _, depth, rank, _ = self.horizontal.tree(k)
         tokens, parent = tree.tokens.tolist(), tree.parents[0].tolist()
         rows = []
         for b in range(len(tokens)):
