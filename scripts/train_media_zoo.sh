@@ -61,9 +61,11 @@ for step in "$@"; do
         --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
-    rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone
+    rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
+      # session 10: their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
+      # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)
       $S calibrate-heads --target $Z/lm --heads $Z/heads --data $D/heldout.pt --rules drawn --only-rules \
-        --sequences 16 --new-tokens 256 --gen-batch 16 ;;
+        --sequences 16 --new-tokens 256 --gen-batch 16 --cpu-tree-size 7 ;;
     *:bench) $S bench $M --model $Z --out bench_out ;;
     *) echo "$M has no step $step"; exit 2 ;;
   esac

@@ -99,26 +99,27 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
 
 
 def sample_chain(p_all, tokens, valid, q, generator, mass=None):
-    """`accept_sample` for chains, all rows and depths at once: draft i is kept while u_i q_i(x_i) < p_i(x_i)
-    holds for it and every draft before it; the next token comes from the residual at the first rejection, or
-    from p at the end of the chain."""
+    """`accept_sample` for chains, every depth at once: draft i is kept while u_i q_i(x_i) < p_i(x_i) holds for
+    it and every draft before it; the next token comes from the residual at the first rejection, or from p at the
+    end of the chain (or at an invalid draft, which was never tested). The tests run as one batch of tensor ops;
+    the walk along each row's few verdicts is plain Python."""
     b, n = tokens.shape[0], tokens.shape[1] - 1
     x = tokens[:, 1:]  # [batch, n] drafts; p_all[:, i] is the target at draft i+1's parent
     px = p_all[:, :-1].gather(2, x[..., None])[..., 0] if mass is None else mass(p_all[:, :-1], x)
     qx = q.gather(2, x[..., None])[..., 0] if q is not None else torch.ones_like(px)
     u = torch.rand(b, n, generator=generator, device=p_all.device)
-    accepted = accepted_run((u * qx < px) & valid[:, 1:])  # [batch]
-    rows = torch.arange(b, device=p_all.device)
-    p_end = p_all[rows, accepted]  # [batch, vocab]
-    if n:
-        at = accepted.clamp(max=n - 1)
-        # stopped at a draft that was tested and rejected (not at the end of the chain, nor at an invalid draft)
-        rejected = (accepted < n) & valid[:, 1:].gather(1, at[:, None])[:, 0]
-        if rejected.any():
-            q_end = q[rows, at] if q is not None else F.one_hot(x[rows, at], p_all.shape[-1]).to(p_all)
-            p_end = torch.where(rejected[:, None], leftover(p_end, q_end), p_end)
-    nxt = torch.multinomial(p_end, 1, generator=generator)[:, 0]
-    return chain_paths(accepted), nxt.tolist()
+    verdicts, real = (u * qx < px).tolist(), valid[:, 1:].tolist()
+    accepted, ends = [], []
+    for row in range(b):
+        a = next((i for i in range(n) if not (verdicts[row][i] and real[row][i])), n)
+        p_end = p_all[row, a]
+        if a < n and real[row][a]:  # a draft tested and rejected: draw from what its q left of p
+            q_end = q[row, a] if q is not None else F.one_hot(x[row, a], p_all.shape[-1]).to(p_all)
+            p_end = leftover(p_end, q_end)
+        accepted.append(a)
+        ends.append(p_end)
+    nxt = torch.multinomial(torch.stack(ends), 1, generator=generator)[:, 0]
+    return [list(range(a + 1)) for a in accepted], nxt.tolist()
 
 
 def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:

@@ -23,18 +23,23 @@ FEW_ROWS = 64  # above this a plain `linear` (a real matrix product) was as fast
 ON = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # read at call time too, so a benchmark can compare both
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, computed as `W @ x.T` for 2-64 rows in fp32 on the CPU; same result up to rounding."""
+    rows = x.numel() // weight.shape[1]
+    if (not ON or rows < 2 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
+            or torch.is_grad_enabled() and weight.requires_grad):  # e.g. moved to CUDA after the switch
+        return F.linear(x, weight, bias)
+    y = (weight @ x.reshape(rows, weight.shape[1]).t()).t().contiguous()  # attention kernels want it contiguous
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
 class NarrowLinear(nn.Linear):
     """`nn.Linear` computing 2-64 rows as `W @ x.T`; same parameters, same state dict, same results up to rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        if (not ON or rows < 2 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
-                or torch.is_grad_enabled() and self.weight.requires_grad):  # e.g. moved to CUDA after the switch
-            return F.linear(x, self.weight, self.bias)
-        y = (self.weight @ x.reshape(rows, self.in_features).t()).t().contiguous()  # attention kernels want it
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return linear(x, self.weight, self.bias)
 
 
 def narrow_matmuls(module: nn.Module) -> nn.Module:

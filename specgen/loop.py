@@ -140,8 +140,8 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         with timer("draft"):
             tree = drafter.propose(k) if drafter is not None and k > 0 else DraftTree.empty(len(rows), target.device)
         tokens, parents, valid = tree.with_root(roots)
-        if tokens.shape[1] > 1:  # nodes past a row's budget would only be thrown away
-            valid &= ancestry(parents, valid)[1] < remaining[:, None]
+        if tokens.shape[1] > 1 and int(remaining.min()) <= k:  # nodes past a row's budget would be thrown away
+            valid &= ancestry(parents, valid)[1] < remaining[:, None]  # (a tree of k drafts is at most k deep)
         with timer("verify"):
             logits = restrict(target.step(tokens, parents, valid))  # [batch, nodes, vocab]
         paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator, **(rule_options or {}))

@@ -129,7 +129,16 @@ def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
     small.agree = small.differ = small.marginal = [0.0, 0.0]  # never taken: the horizontal tree alone
     alone = small.propose(4)
     small.vertical = False
-    assert torch.equal(alone.tokens, small.propose(4).tokens) and torch.equal(alone.parents, small.propose(4).parents)
+    assert tree_paths(alone) == tree_paths(small.propose(4))  # the same tree (its nodes may come in another order)
+
+
+def tree_paths(tree) -> set[tuple[int, ...]]:
+    """Row 0's candidate paths as token tuples, whatever order the nodes come in."""
+    toks, pars = tree.tokens[0].tolist(), tree.parents[0].tolist()
+    path = {}
+    for i, (t, p) in enumerate(zip(toks, pars)):
+        path[i] = (path[p] if p >= 0 else ()) + (t,)
+    return set(path.values())
 
 
 def test_tree_size_defaults_by_device_and_is_checked():
@@ -143,6 +152,39 @@ def test_tree_size_defaults_by_device_and_is_checked():
     assert len(make_drafter("medusa", heads).paths) == 3
     with pytest.raises(ValueError, match="tree_size"):
         make_drafter("medusa", heads, tree_size=0)
+
+
+def test_trees_put_the_run_of_first_guesses_first():
+    """Depth-first node order, lower ranks first: accepting the first guesses keeps a prefix of the nodes (a cache
+    crop); parents still precede their children."""
+    from specgen.drafters import make_drafter
+
+    heads = random_heads(tiny_model())
+    heads.config["topk_accuracy"] = [[0.6, 0.3], [0.5, 0.3], [0.4, 0.3]]
+    paths = make_drafter("medusa", heads, tree_size=7).paths
+    assert paths[:3] == [(0,), (0, 0), (0, 0, 0)] and len(paths) == 7
+    assert all(paths.index(p[:-1]) < i for i, p in enumerate(paths) if len(p) > 1)
+
+
+def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
+    """fp32 heads draft from an fp16 copy with its own LM head and embeddings (the target keeps fp32); the copy is
+    made once and remade when a weight changes; dtype=float32 drafts with the heads themselves."""
+    from specgen.drafters import make_drafter
+
+    target = tiny_model()
+    heads = random_heads(target, "hydra")
+    drafter = make_drafter("hydra", heads)
+    assert drafter.heads is not heads and drafter.dtype == torch.float16
+    assert drafter.heads.lm_head.weight.dtype == torch.float16 and target.lm_head.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float16 for p in drafter.heads.parameters())
+    assert next(heads.parameters()).dtype == torch.float32  # the heads themselves are untouched
+    assert make_drafter("hydra", heads).heads is drafter.heads  # kept
+    with torch.no_grad():
+        heads.inputs[0].bias.add_(1.0)
+    remade = make_drafter("hydra", heads).heads
+    assert remade is not drafter.heads
+    torch.testing.assert_close(remade.inputs[0].bias, heads.inputs[0].bias.half())
+    assert make_drafter("hydra", heads, dtype=torch.float32).heads is heads
 
 
 def test_rule_tables_measure_what_each_acceptance_walk_takes():

@@ -99,12 +99,12 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
     random_heads(AutoModelForCausalLM.from_pretrained(rap_dir / "lm"), "hydra").save(str(hydra))
     assert main(["bench", "rap", "--model", str(rap_dir), "--data", str(data), "--songs", "1", "--heads", str(hydra),
-                 "--tolerances", "3", "--out", str(out)]) == 0
+                 "--tolerances", "3", "--tree-sizes", "3", "--fp32-drafting", "--out", str(out)]) == 0
     result = json.loads((out / "rap.json").read_text())["rows"]
-    assert [r["method"] for r in result] == ["reference vocals", "ar", "heads (medusa)",
-                                             "heads (medusa), top-k guesses", "heads (medusa) k=3", "heads (hydra)",
-                                             "heads (hydra), top-k guesses", "heads (hydra) k=3"]
-    assert [r.get("lossless") for r in result] == [None, "yes", "yes", "yes", "no", "yes", "yes", "no"]
+    per_heads = ["", ", top-k guesses", " k=3", ", tree 3", ", fp32 drafting"]
+    assert [r["method"] for r in result] == ["reference vocals", "ar", *[f"heads ({kind}){row}" for kind in
+                                                                         ("medusa", "hydra") for row in per_heads]]
+    assert [r.get("lossless") for r in result] == [None, "yes", *["yes", "yes", "no", "yes", "yes"] * 2]
     assert result[0]["onsets"] == 1  # the reference tone starts once
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
 

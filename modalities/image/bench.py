@@ -10,6 +10,7 @@ import itertools
 import os
 
 import numpy as np
+import torch
 from PIL import Image
 
 from specgen.bench import head_variants, settings, write_outputs
@@ -57,15 +58,22 @@ def bench(args) -> str:
         raise ValueError(f"--sample-batch must be >= 1, got {batch}")
     variants = head_variants(gen, args.heads)
     methods = {"ar": (gen, dict(method="ar"))}
+    drawn = HAWK["hawk horizontal, drawn guesses"]
     for label, pipe in variants:
-        methods.update({name + (f" ({label})" if len(variants) > 1 else ""): (pipe, kw) for name, kw in HAWK.items()})
-    captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=True)]
+        tag = f" ({label})" if len(variants) > 1 else ""
+        methods.update({name + tag: (pipe, kw) for name, kw in HAWK.items()})
+        methods.update({f"hawk horizontal, drawn guesses, tree {n}{tag}": (pipe, {**drawn, "tree_size": n})
+                        for n in args.tree_sizes})
+        if args.fp32_drafting:  # the heads drafting in the target's fp32 instead of the CPU default fp16
+            methods[f"hawk horizontal, drawn guesses, fp32 drafting{tag}"] = (pipe, {**drawn,
+                                                                                    "draft_dtype": torch.float32})
+    captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=args.split == "heldout")]
     tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
     gen.generate(captions[0], method="ar", samples=1, temperature=args.temperature)  # warm-up
     grid = []
     for i, caption in enumerate(captions):
         for name, (pipe, kw) in methods.items():
-            tree = {"tree_size": args.tree_size} if kw["method"] == "hawk" else {}
+            tree = {"tree_size": args.tree_size} if kw["method"] == "hawk" and "tree_size" not in kw else {}
             t, images = tally[name], []
             for j in range(0, args.samples, batch):  # `batch` samples per call, each call with its own seed
                 res = pipe.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
@@ -98,6 +106,12 @@ def bench(args) -> str:
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/image-scenes")
     p.add_argument("--captions", type=int, default=16, help="held-out captions")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                   help="held-out captions (the benchmark) or training captions (for choosing settings)")
+    p.add_argument("--tree-sizes", type=int, nargs="*", default=[],
+                   help="also decode with drawn horizontal guesses at these tree sizes (candidate nodes per round)")
+    p.add_argument("--fp32-drafting", action="store_true",
+                   help="also decode drawn horizontal guesses with the heads drafting in fp32 (fp16 on a CPU)")
     p.add_argument("--samples", type=int, default=4, help="images per caption and method")
     p.add_argument("--sample-batch", type=int, help="samples per generate call (default: all of them in one batch; "
                                                     "1: one image at a time, the latency case)")

@@ -17,12 +17,13 @@ AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafte
 
 
 def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
-                 draws: str = "auto") -> Drafter | None:
+                 draws: str = "auto", dtype=None) -> Drafter | None:
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
     'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA and Hydra++ trees pick a node's children
-    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`; Hawk takes 'auto' as 'top', see `HawkDrafter`)."""
+    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`; Hawk takes 'auto' as 'top', see `HawkDrafter`);
+    `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -44,10 +45,11 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
         if tree_size is not None and tree_size < 1:
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
-            return HEAD_DRAFTERS[method](draft)
+            return HEAD_DRAFTERS[method](draft, dtype=dtype)
         if method == "hawk":  # Hawk's own tree (with the vertical guesses) unless drawn guesses are asked for
-            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws="top" if draws == "auto" else draws)
-        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws)
+            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws="top" if draws == "auto" else draws,
+                                         dtype=dtype)
+        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
                          f"method={draft.kind!r}")

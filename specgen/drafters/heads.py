@@ -21,6 +21,17 @@ CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
 DRAWS = ("auto", "top", "sample")
 
 
+def default_draft_dtype(heads: DraftHeads) -> torch.dtype:
+    """The precision heads draft in when the caller names none: fp16 for fp32 heads on a CPU, else their own.
+    A draft step reads every head's weights once, and by then the target's forward has pushed them out of the
+    cache: on the AVX2 CPU of the README's benchmarks a one-row fp16 product of a 384 x 384 matrix read from
+    memory took about a fifth of the fp32 time (`scripts/bench_draft_precision.py`). Precision changes which guesses
+    are made, never whether the output is exact: the target checks them, and a drawn guess is tested against the
+    very distribution it was drawn from (non-finite logits only make invalid guesses)."""
+    dtype = heads.lm_head.weight.dtype
+    return torch.float16 if heads.lm_head.weight.device.type == "cpu" and dtype == torch.float32 else dtype
+
+
 def default_tree_size(heads: DraftHeads) -> int:
     """Candidate-tree nodes per round when the caller names none. On a GPU a forward over 32 tokens costs about
     what one costs (memory-bound), so a wide tree is free; on a CPU a small model's forward grows with the
@@ -38,26 +49,31 @@ class HeadDrafter(Drafter):
     drawn = False  # this batch's children are drawn (`start`)
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
-                 table: list[list[float]] | None = None, draws: str = "auto"):
+                 table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None):
         """rule: the acceptance rule the tree is shaped for ('greedy', 'sample', 'tolerance:K'); its calibration
         table from heads.json when there is one (`specgen calibrate-heads`), else the greedy table (`table`
         overrides both). The shape changes speed only, never what is accepted.
         draws: how a node's children are picked: 'top', the heads' top-k; 'sample', drawn without replacement
         from the heads' distribution after the decode's temperature, top-k and top-p (`draw_distinct`), which
         under the lossless `sample` rule is accepted with probability 1 - TV(target, head) instead of the
-        target's probability of the head's favourite; 'auto', drawn when the decode samples with that rule."""
+        target's probability of the head's favourite; 'auto', drawn when the decode samples with that rule.
+        dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         if tree_size < 1:
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         if draws not in DRAWS:
             raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
-        self.heads = narrow_matmuls(heads)
+        self.heads = narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+        self.dtype = self.heads.lm_head.weight.dtype
         self.name = heads.kind
         self.draws = draws
         vocab = heads.lm_head.weight.shape[0]
 
-        def tree_for(accuracy):  # breadth-first candidate paths of head ranks; no rank beyond the vocabulary
-            return sparse_tree([row[:vocab] for row in accuracy[: heads.num_heads]], tree_size)
+        def tree_for(accuracy):  # candidate paths of head ranks; no rank beyond the vocabulary
+            # depth first, lower ranks first (tuple order): the run of first guesses takes the first node indices,
+            # so accepting along it keeps a prefix of the verified nodes (the target's cache is cropped, not
+            # gathered); a parent still precedes its children, and siblings keep their rank order
+            return sorted(sparse_tree([row[:vocab] for row in accuracy[: heads.num_heads]], tree_size))
 
         self.paths = tree_for(table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))
         # when the decode turns out to draw (`start`), the tree calibrated for drawn children, if there is one
@@ -70,12 +86,12 @@ class HeadDrafter(Drafter):
         super().start(prompts, first, sampling, vocab, device, generator)
         self.drawn = not sampling.greedy and (self.draws == "sample" or
                                               (self.draws == "auto" and self.acceptance == "sample"))
-        self.h = hidden[:, -1]  # [batch, dim]: the state whose next token is the pending root
+        self.h = hidden[:, -1].to(self.dtype)  # [batch, dim]: the state whose next token is the pending root
         self.root = torch.tensor(first, device=hidden.device)
 
     def accept(self, emitted, paths, hidden=None):
         last = torch.tensor([p[-1] for p in paths], device=hidden.device)
-        self.h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        self.h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].to(self.dtype)
         self.root = torch.tensor([e[-1] for e in emitted], device=hidden.device)
 
     def select(self, rows):
@@ -115,16 +131,16 @@ class HydraDrafter(HeadDrafter):
     that reads the tokens on that node's path. The prefix attention reads a window of accepted hidden states."""
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
-                 table: list[list[float]] | None = None, draws: str = "auto"):
-        super().__init__(heads, tree_size, rule, table, draws)
+                 table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None):
+        super().__init__(heads, tree_size, rule, table, draws, dtype)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
-        heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
+        self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
-        self.buffer = hidden[:, -w:]  # [batch, <= window, dim], newest last (prompts are left-padded)
+        self.buffer = hidden[:, -w:].to(self.dtype)  # [batch, <= window, dim], newest last (prompts are left-padded)
         with torch.inference_mode():
             self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
         t = self.buffer.shape[1]
@@ -132,17 +148,25 @@ class HydraDrafter(HeadDrafter):
 
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
+        width = max(len(p) for p in paths)
+        idx = torch.tensor([p + p[-1:] * (width - len(p)) for p in paths], device=hidden.device)
+        kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)  # [b, width, dim]
         with torch.inference_mode():
-            memory = self.heads.prefix.memory(hidden)  # [batch, nodes, 2 * dim]
-        rows = [(torch.cat([self.buffer[b][self.valid[b]], hidden[b, p]])[-w:],
-                 torch.cat([self.memory[b][self.valid[b]], memory[b, p]])[-w:]) for b, p in enumerate(paths)]
-        width = max(len(r) for r, _ in rows)
-        self.buffer = hidden.new_zeros(len(rows), width, hidden.shape[-1])
-        self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
-        self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
-        for b, (r, m) in enumerate(rows):
-            self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
-            self.valid[b, width - len(r):] = True
+            memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
+        if all(len(p) == width for p in paths) and bool(self.valid.all()):  # no holes: one append for the batch
+            self.buffer = torch.cat([self.buffer, kept], 1)[:, -w:]
+            self.memory = torch.cat([self.memory, memory], 1)[:, -w:]
+            self.valid = torch.ones(self.buffer.shape[:2], dtype=torch.bool, device=hidden.device)
+        else:  # rows keep different numbers: each row's newest `window` states, left-padded
+            rows = [(torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:],
+                     torch.cat([self.memory[b][self.valid[b]], memory[b, : len(p)]])[-w:]) for b, p in enumerate(paths)]
+            width = max(len(r) for r, _ in rows)
+            self.buffer = kept.new_zeros(len(rows), width, kept.shape[-1])
+            self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
+            self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
+            for b, (r, m) in enumerate(rows):
+                self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
+                self.valid[b, width - len(r):] = True
         super().accept(emitted, paths, hidden)
 
     def select(self, rows):
@@ -150,20 +174,21 @@ class HydraDrafter(HeadDrafter):
         self.buffer, self.valid, self.memory = self.buffer[rows], self.valid[rows], self.memory[rows]
 
     def levels(self, k: int) -> list[tuple]:
-        """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes, its
-        parents' ancestor nodes [parents, depth] (the drafted tokens on each parent's path), each node's parent
-        slot and rank, and how many ranks the level needs."""
+        """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes (as slots
+        of a [root, nodes...] row), its parents' paths [parents, depth + 1] (slots of the root and of the drafted
+        tokens on each parent's path, root first), each node's parent slot and rank, and how many ranks the level
+        needs."""
         cache, key = self._levels, (k, self.drawn)
         if key not in cache:
             paths, depth, rank, parent = self.tree(k)
-            index = {p: i for i, p in enumerate(paths)}
+            index = {p: i + 1 for i, p in enumerate(paths)}  # slot 0 is the root
             out = []
             for d in range(max(depth) + 1):
                 nodes = [i for i, dd in enumerate(depth) if dd == d]
                 parents = sorted({parent[i] for i in nodes})  # -1: the root
-                ancestors = [[index[paths[p][: j + 1]] for j in range(d)] if p >= 0 else [] for p in parents]
+                ancestors = [[0] + ([index[paths[p][: j + 1]] for j in range(d)] if p >= 0 else []) for p in parents]
                 out.append(tuple(torch.tensor(t, dtype=torch.long, device=self.h.device).view(shape) for t, shape in
-                                 [(nodes, -1), (ancestors, (len(parents), d)),
+                                 [([i + 1 for i in nodes], -1), (ancestors, (len(parents), d + 1)),
                                   ([parents.index(parent[i]) for i in nodes], -1), ([rank[i] for i in nodes], -1)])
                            + (max(rank[i] for i in nodes) + 1,))
             cache[key] = out
@@ -173,29 +198,31 @@ class HydraDrafter(HeadDrafter):
     def propose(self, k: int) -> DraftTree:
         _, _, _, parent = self.tree(k)
         context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
+        pre = self.heads.context_inputs(context)  # [batch, heads, dim]: the same at every depth
         b = context.shape[0]
-        tokens = torch.zeros(b, len(parent), dtype=torch.long, device=context.device)
-        valid = torch.ones(b, len(parent), dtype=torch.bool, device=context.device)
-        q = context.new_zeros(b, len(parent), self.heads.lm_head.weight.shape[0]) if self.drawn else None
+        tokens = torch.zeros(b, len(parent) + 1, dtype=torch.long, device=context.device)  # the root, then nodes
+        tokens[:, 0] = self.root
+        valid = torch.ones(b, len(parent) + 1, dtype=torch.bool, device=context.device)
+        q = (torch.zeros(b, len(parent) + 1, self.heads.lm_head.weight.shape[0], device=context.device)
+             if self.drawn else None)  # fp32, as drawn (`children`), whatever the heads' precision
         for d, (nodes, ancestors, slot, rank, ranks) in enumerate(self.levels(k)):
-            # tokens on each parent's path, root first: [batch, parents, d + 1]
-            path_tokens = torch.cat([self.root[:, None, None].expand(-1, len(ancestors), 1), tokens[:, ancestors]], -1)
-            ctx = context[:, None].expand(-1, len(ancestors), -1)
-            top, drawn_from, ok = self.children(self.heads.head(d, ctx, path_tokens), ranks)  # [batch, parents, ranks]
+            # the tokens on each parent's path, root first: [batch, parents, d + 1]
+            logits = self.heads.head(d, context[:, None], tokens[:, ancestors], pre[:, None, d])
+            top, drawn_from, ok = self.children(logits, ranks)  # [batch, parents, ranks]
             tokens[:, nodes], valid[:, nodes] = top[:, slot, rank], ok[:, slot, rank]
             if q is not None:
                 q[:, nodes] = drawn_from[:, slot, rank]
         self.forwards += 1
         parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
-        return DraftTree(tokens, parents_t, valid, q)
+        return DraftTree(tokens[:, 1:], parents_t, valid[:, 1:], None if q is None else q[:, 1:])
 
 
 class BeamDrafter(HeadDrafter):
     """ReDrafter: a beam search of width `beam_width` with the recurrent head; the beams are merged into a prefix
     tree (shared prefixes become one node), so siblings are distinct tokens."""
 
-    def __init__(self, heads: DraftHeads, beam_width: int = 4):
-        super().__init__(heads)
+    def __init__(self, heads: DraftHeads, beam_width: int = 4, dtype: torch.dtype | None = None):
+        super().__init__(heads, dtype=dtype)
         self.beam_width = min(beam_width, heads.lm_head.weight.shape[0])
 
     @torch.inference_mode()
@@ -258,13 +285,14 @@ class HawkDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
-                 rule: str | None = None, draws: str = "top"):
+                 rule: str | None = None, draws: str = "top", dtype: torch.dtype | None = None):
         """draws: 'top' (the default) keeps Hawk's tree; 'sample' (or 'auto', drawn under the lossless `sample`
         rule) draws the horizontal guesses as `HeadDrafter` does and then leaves the cached vertical guesses out:
         which of them join the tree depends on the drafted tokens (agreement with the favourite, shared
         prefixes), and a drawn guess whose place in the tree depends on its own value is no longer distributed as
-        the q it is tested with."""
-        self.heads, self.name = narrow_matmuls(heads), heads.kind
+        the q it is tested with. dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
+        heads = narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+        self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)
         # acceptance rates per head (horizontal, then vertical) and rank; uncalibrated vertical head d gets the
@@ -312,7 +340,7 @@ class HawkDrafter(Drafter):
             hidden_rows = hidden_rows[:, None]
         w = self.heads.config["width"]
         with torch.inference_mode():
-            guesses = self.heads.vertical_logits(hidden_rows).argmax(-1)  # [batch, n, vertical]
+            guesses = self.heads.vertical_logits(hidden_rows.to(self.heads.lm_head.weight.dtype)).argmax(-1)
         for b, (row, cache) in enumerate(zip(guesses.tolist(), self.cache)):
             for (pos, per_head) in zip(positions[b], row):
                 for d, tok in enumerate(per_head):

@@ -5,6 +5,7 @@ needs the target model.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from abc import ABC, abstractmethod
@@ -54,6 +55,27 @@ class DraftHeads(nn.Module, ABC):
     def offsets(self) -> list[int]:
         """Head j at position t guesses the token at t + 1 + offsets[j] (Medusa-style heads: t+2, t+3, ...)."""
         return list(range(1, self.num_heads + 1))
+
+    def drafting_copy(self, dtype: torch.dtype) -> "DraftHeads":
+        """These heads in `dtype`, with their own copies of the target's LM head and embeddings (the target keeps
+        its own), for drafting; self when they already are in `dtype`. Kept and reused until a weight changes.
+        Guesses are checked by the target, so the heads' precision moves speed, never what is accepted."""
+        if next(self.parameters()).dtype == dtype:
+            return self
+        key = (dtype, tuple(t._version for t in [*self.parameters(), *(m.weight for m in self._target)]))
+        kept = self.__dict__.get("_drafting")
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        aside = {k: self.__dict__.pop(k) for k in ("_drafting", "_tables") if k in self.__dict__}
+        try:
+            clone = copy.deepcopy(self)  # the target's modules too (through _target), shared ones once
+        finally:
+            self.__dict__.update(aside)
+        for m in clone.modules():
+            if isinstance(m, DraftHeads):
+                m._target = [t.to(dtype) for t in m._target]
+        self._drafting = (key, clone.to(dtype).eval())
+        return clone
 
     @abstractmethod
     def train_logits(self, hidden, tokens):

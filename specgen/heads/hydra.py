@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import cpu
 from .base import DraftHeads, register
 from .medusa import ResidualStack
 
@@ -34,12 +35,12 @@ class PrefixAttention(nn.Module):
 
     def memory(self, hidden: torch.Tensor) -> torch.Tensor:
         """Keys and values [..., 2 * dim] of base hidden states [..., dim]; drafting keeps them with the window."""
-        return F.linear(self.norm1(hidden), self.qkv.weight[hidden.shape[-1] :])
+        return cpu.linear(self.norm1(hidden), self.qkv.weight[hidden.shape[-1] :])
 
     def attend(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """queries [b, q, dim] (normed) over keys and values memory [b, k, 2 * dim], mask [b, q, k] bool."""
         b, q, d = queries.shape
-        qh = F.linear(queries, self.qkv.weight[:d]).view(b, q, self.heads, -1).transpose(1, 2)
+        qh = cpu.linear(queries, self.qkv.weight[:d]).view(b, q, self.heads, -1).transpose(1, 2)
         kh, vh = (t.reshape(b, memory.shape[1], self.heads, -1).transpose(1, 2) for t in memory.chunk(2, -1))
         att = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask[:, None])
         return self.out(att.transpose(1, 2).reshape(b, q, d))
@@ -74,46 +75,61 @@ class HydraHeads(DraftHeads):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Head i: context [..., dim], tokens [..., i+1] (x_{t+1} .. x_{t+1+i}) -> logits [..., vocab]."""
+    def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor, pre: torch.Tensor | None = None):
+        """Head i: context [..., dim], tokens [..., i+1] (x_{t+1} .. x_{t+1+i}) -> logits [..., vocab]. `pre`: this
+        head's `context_inputs` when the caller computed them for every head at once (drafting does, since the
+        context is the same at every depth of a round)."""
+        if pre is None:
+            d = context.shape[-1]
+            pre = F.linear(context, self.inputs[i].weight[:, :d], self.inputs[i].bias)
         tables = None if torch.is_grad_enabled() else self._current_tables()
-        if tables is not None:  # the same input layer, its token part looked up instead of multiplied
-            w_context, per_slot = tables[i]
-            pre = F.linear(context, w_context, self.inputs[i].bias)
-            for j, table in enumerate(per_slot):
-                pre = pre + table[tokens[..., j]]
+        if tables is not None:  # the token part of the input layer looked up instead of multiplied
+            pre = pre + tables["tokens"][i][tokens + tables["offsets"][i]].sum(-2)
         else:
-            emb = self.embed(tokens).flatten(-2)  # [..., (i+1) * dim]
-            pre = self.inputs[i](torch.cat([context, emb], -1))
+            d = context.shape[-1]
+            pre = pre + F.linear(self.embed(tokens).flatten(-2), self.inputs[i].weight[:, d:])  # [..., (i+1) * dim]
         x = self.stacks[i](F.silu(pre))
         return self.lm_head(context + x)
 
+    def context_inputs(self, context: torch.Tensor) -> torch.Tensor:
+        """Every head's input layer on the context part alone, bias included: context [..., dim] -> [..., heads,
+        dim]; one product when the drafting tables are built."""
+        tables = None if torch.is_grad_enabled() else self._current_tables()
+        if tables is not None:
+            return cpu.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
+        d = context.shape[-1]
+        return torch.stack([F.linear(context, lin.weight[:, :d], lin.bias) for lin in self.inputs], -2)
+
     def build_token_tables(self, max_bytes: int = 64 * 2**20) -> bool:
         """For drafting: fold each input layer's token columns into a table over the vocabulary (embedding @
-        W_slot^T, [vocab, dim] per head and path slot), so a head call gathers one row per path token instead of
-        reading a (path length x dim x dim) block of weights. Same function up to float rounding; built only when
-        the tables fit in `max_bytes` (small vocabularies: speech, image, rap), refreshed if the weights change,
-        and never used with gradients on (training). Returns whether tables are in use."""
+        W_slot^T; per head one [(i+1) * vocab, dim] table, slot j's rows at offset j * vocab), so a head call
+        gathers one row per path token instead of reading a (path length x dim x dim) block of weights, and stack
+        the heads' context columns into one matrix (`context_inputs`). Same function up to float rounding; built
+        only when the tables fit in `max_bytes` (small vocabularies: speech, image, rap), refreshed if the weights
+        change, and never used with gradients on (training). Returns whether tables are in use."""
         built = getattr(self, "_tables", None)
         if built is not None and built[0] == self._weight_versions():
             return True  # already built for these weights (drafters are made per call; build once)
         self._tables = None
         d = self.inputs[0].weight.shape[0]
         emb = self.embed.weight
+        vocab = emb.shape[0]
         slots = sum(i + 1 for i in range(self.num_heads))
-        if slots * emb.shape[0] * d * emb.element_size() > max_bytes:
+        if slots * vocab * d * emb.element_size() > max_bytes:
             return False
         with torch.no_grad():
-            tables = []
-            for lin in self.inputs:
-                w = lin.weight
-                tables.append((w[:, :d].contiguous(), [emb @ w[:, d * (j + 1) : d * (j + 2)].t()
-                                                       for j in range(w.shape[1] // d - 1)]))
+            weights = [lin.weight for lin in self.inputs]
+            tables = {"context": torch.cat([w[:, :d] for w in weights]),
+                      "bias": torch.cat([lin.bias for lin in self.inputs]),
+                      "tokens": [torch.cat([emb @ w[:, d * (j + 1) : d * (j + 2)].t()
+                                            for j in range(w.shape[1] // d - 1)]) for w in weights],
+                      "offsets": [torch.arange(w.shape[1] // d - 1, device=emb.device) * vocab for w in weights]}
         self._tables = (self._weight_versions(), tables)
         return True
 
     def _weight_versions(self) -> tuple:
-        return tuple(p._version for p in [self.embed.weight] + [lin.weight for lin in self.inputs])
+        tensors = [self.embed.weight, *(t for lin in self.inputs for t in (lin.weight, lin.bias))]
+        return tuple(t._version for t in tensors)
 
     def _current_tables(self):
         """The tables if a drafter asked for them, rebuilt first if the weights changed in place since."""
