@@ -2,7 +2,7 @@
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
-#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench
+#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench   (treesize: session 10's step alone)
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
@@ -19,7 +19,7 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
           HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain (session 7); the shipped set grew from 4:
           HEAD_ARGS=(--num-heads 6 --mixed-precision no ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
-          HEADS=(hawk 256 1.0)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
+          HEADS=(hawk 256 1.0 3)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
                      --uncond-prompt 1,5,3) ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
@@ -61,6 +61,10 @@ for step in "$@"; do
         --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
+    image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
+      # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
+      # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json)
+      $P -c "from specgen.heads.base import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
     rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
       # session 10: their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
       # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)

@@ -111,6 +111,28 @@ def settings(args) -> dict:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}
 
 
+def add_setting_sweeps(p, items: str, varied: str):
+    """--split, --tree-sizes and --fp32-drafting for a media benchmark, the options that choose a model's settings:
+    `items` names what it decodes (songs, captions), `varied` the row the extra rows vary."""
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                   help=f"held-out {items} (the benchmark) or training {items} (for choosing settings)")
+    p.add_argument("--tree-sizes", type=int, nargs="*", default=[],
+                   help=f"also decode {varied} at these tree sizes (candidate nodes per round)")
+    p.add_argument("--fp32-drafting", action="store_true",
+                   help=f"also decode {varied} with the heads drafting in fp32 (fp16 on a CPU by default)")
+
+
+def sweep_rows(label: str, kw: dict, args) -> dict[str, dict]:
+    """The extra rows those options ask for: '<label>, tree N' and '<label>, fp32 drafting', each `kw` (a pipeline's
+    generate arguments) with its setting."""
+    import torch
+
+    rows = {f"{label}, tree {n}": {**kw, "tree_size": n} for n in args.tree_sizes}
+    if args.fp32_drafting:
+        rows[f"{label}, fp32 drafting"] = {**kw, "draft_dtype": torch.float32}
+    return rows
+
+
 def machine() -> dict:
     """What a benchmark ran on, kept beside its figures: speedups depend on the processor, bf16 support most."""
     import platform

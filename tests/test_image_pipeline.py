@@ -23,6 +23,17 @@ def test_hawk_greedy_equals_ar_greedy_with_guidance(gen):
     assert ar.image.size == (64, 64)
 
 
+def test_sampling_draws_the_horizontal_guesses_by_default(gen):
+    """draws='auto': drawn guesses when sampling with exact acceptance (the same decode as draws='sample'), Hawk's
+    top-k tree otherwise."""
+    kw = dict(temperature=1.0, seed=4, tree_size=4)
+    default = gen.generate("a small red square", **kw)
+    assert default.tokens == gen.generate("a small red square", draws="sample", **kw).tokens
+    relaxed = dict(kw, acceptance="relaxed")
+    assert gen.generate("a small red square", **relaxed).tokens == gen.generate("a small red square", draws="top",
+                                                                                 **relaxed).tokens
+
+
 def test_samples_make_a_grid_and_relaxed_acceptance_is_reported(gen, tmp_path):
     res = gen.generate("a large green triangle", samples=2, acceptance="relaxed", seed=3)
     assert res.grid().size == (128, 64) and res.stats.lossless is False

@@ -10,10 +10,9 @@ import itertools
 import os
 
 import numpy as np
-import torch
 from PIL import Image
 
-from specgen.bench import head_variants, settings, write_outputs
+from specgen.bench import add_setting_sweeps, head_variants, settings, sweep_rows, write_outputs
 
 from .scenes import check
 from .train import scenes
@@ -24,8 +23,9 @@ COLUMNS = [("method", "method", str), ("tokens_per_s", "tokens/s", lambda v: f"{
            ("adherence", "adherence", lambda v: f"{v:.1%}"), ("diversity", "diversity", lambda v: f"{v:.3f}"),
            ("lossless", "lossless", str)]
 
-HAWK = {"hawk horizontal": dict(method="hawk", vertical=False), "hawk horizontal+vertical": dict(method="hawk"),
-        "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),
+HAWK = {"hawk horizontal": dict(method="hawk", vertical=False, draws="top"),
+        "hawk horizontal+vertical": dict(method="hawk", draws="top"),
+        "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),  # the default
         "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
 
 
@@ -58,15 +58,11 @@ def bench(args) -> str:
         raise ValueError(f"--sample-batch must be >= 1, got {batch}")
     variants = head_variants(gen, args.heads)
     methods = {"ar": (gen, dict(method="ar"))}
-    drawn = HAWK["hawk horizontal, drawn guesses"]
+    drawn = "hawk horizontal, drawn guesses"
     for label, pipe in variants:
         tag = f" ({label})" if len(variants) > 1 else ""
-        methods.update({name + tag: (pipe, kw) for name, kw in HAWK.items()})
-        methods.update({f"hawk horizontal, drawn guesses, tree {n}{tag}": (pipe, {**drawn, "tree_size": n})
-                        for n in args.tree_sizes})
-        if args.fp32_drafting:  # the heads drafting in the target's fp32 instead of the CPU default fp16
-            methods[f"hawk horizontal, drawn guesses, fp32 drafting{tag}"] = (pipe, {**drawn,
-                                                                                    "draft_dtype": torch.float32})
+        rows = {**HAWK, **sweep_rows(drawn, HAWK[drawn], args)}
+        methods.update({name + tag: (pipe, kw) for name, kw in rows.items()})
     captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=args.split == "heldout")]
     tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
     gen.generate(captions[0], method="ar", samples=1, temperature=args.temperature)  # warm-up
@@ -106,12 +102,7 @@ def bench(args) -> str:
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/image-scenes")
     p.add_argument("--captions", type=int, default=16, help="held-out captions")
-    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
-                   help="held-out captions (the benchmark) or training captions (for choosing settings)")
-    p.add_argument("--tree-sizes", type=int, nargs="*", default=[],
-                   help="also decode with drawn horizontal guesses at these tree sizes (candidate nodes per round)")
-    p.add_argument("--fp32-drafting", action="store_true",
-                   help="also decode drawn horizontal guesses with the heads drafting in fp32 (fp16 on a CPU)")
+    add_setting_sweeps(p, "captions", "drawn horizontal guesses")
     p.add_argument("--samples", type=int, default=4, help="images per caption and method")
     p.add_argument("--sample-batch", type=int, help="samples per generate call (default: all of them in one batch; "
                                                     "1: one image at a time, the latency case)")

@@ -70,13 +70,15 @@ class ImagePipeline:
     def generate(self, prompt: str, cfg_scale: float = 3.0, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, method: str = "hawk", seed: int = 0, samples: int = 1,
                  num_draft_tokens: int = 8, acceptance: str | None = None, delta: float = 0.2,
-                 vertical: bool = True, tree_size: int | None = None, draws: str = "top",
+                 vertical: bool = True, tree_size: int | None = None, draws: str = "auto",
                  draft_dtype: torch.dtype | None = None) -> ImageResult:
         """`samples` images for one caption. method: hawk or ar; acceptance: None (exact: greedy or sample) or
         "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
-        heads only; tree_size: candidate nodes per round (default by device: 8 on CPU, 32 on CUDA); draws:
-        'top' (Hawk's tree), or 'sample' to draw the horizontal guesses from the heads when sampling exactly,
-        which leaves the vertical guesses out (see `HawkDrafter`); draft_dtype: the precision the heads draft in
+        heads only; tree_size: candidate nodes per round (default: the heads' measured CPU size, else by device:
+        8 on CPU, 32 on CUDA); draws: 'top' (Hawk's tree), 'sample' to draw the horizontal guesses from the heads
+        when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': 'sample'
+        when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
+        else 'top'; draft_dtype: the precision the heads draft in
         (default: fp16 on a CPU; see `default_draft_dtype`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
@@ -91,6 +93,8 @@ class ImagePipeline:
             options = {"neighbours": codebook_neighbours(self.tokenizer.codebook.detach().cpu(), self.vocab),
                        "delta": delta}
         drafter = None
+        if draws == "auto":
+            draws = "sample" if temperature > 0 and acceptance is None else "top"
         if method == "hawk":
             drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options), draws,
                                    draft_dtype)

@@ -9,11 +9,10 @@ import argparse
 import os
 
 import numpy as np
-import torch
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import file_label, head_variants, settings, write_outputs
+from specgen.bench import add_setting_sweeps, file_label, head_variants, settings, sweep_rows, write_outputs
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -44,9 +43,7 @@ def bench(args) -> str:
         if args.temperature > 0:  # the heads' guesses drawn (the default) against their top-k
             methods[f"{label}, top-k guesses"] = (pipe, dict(method="heads", draws="top"))
         methods.update({f"{label} k={k}": (pipe, dict(method="heads", tolerance=k)) for k in args.tolerances})
-        methods.update({f"{label}, tree {n}": (pipe, dict(method="heads", tree_size=n)) for n in args.tree_sizes})
-        if args.fp32_drafting:  # the heads drafting in the target's fp32 instead of the CPU default fp16
-            methods[f"{label}, fp32 drafting"] = (pipe, dict(method="heads", draft_dtype=torch.float32))
+        methods.update({name: (pipe, kw) for name, kw in sweep_rows(label, dict(method="heads"), args).items()})
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "onsets": [],
                  "mcd": [], "sim": [], "lossless": True} for m in methods}
     reference_alignment, reference_onsets = [], []
@@ -96,12 +93,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/rap")
     p.add_argument("--data", default="data/rap")
     p.add_argument("--songs", type=int, default=8)
-    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
-                   help="the songs to decode: held-out (the benchmark) or training songs (for choosing settings)")
-    p.add_argument("--tree-sizes", type=int, nargs="*", default=[],
-                   help="also decode with the heads at these tree sizes (candidate nodes per round)")
-    p.add_argument("--fp32-drafting", action="store_true",
-                   help="also decode with the heads drafting in fp32 (on a CPU they draft in fp16 by default)")
+    add_setting_sweeps(p, "songs", "the heads")
     p.add_argument("--tolerances", type=int, nargs="*", default=[],
                    help="also decode the heads with VADUSA tolerance acceptance at these k (lossy)")
     p.add_argument("--temperature", type=float, default=1.0)
