@@ -135,13 +135,14 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         rows, roots = live, torch.tensor([first[r] for r in live], device=target.device)
 
     while rows:
-        remaining = torch.tensor([max_new_tokens - len(out[r]) for r in rows], device=target.device)
-        k = min(num_draft_tokens, int(remaining.max()) - 1)
+        left = [max_new_tokens - len(out[r]) for r in rows]  # tokens each row may still emit
+        k = min(num_draft_tokens, max(left) - 1)
         with timer("draft"):
             tree = drafter.propose(k) if drafter is not None and k > 0 else DraftTree.empty(len(rows), target.device)
         tokens, parents, valid = tree.with_root(roots)
-        if tokens.shape[1] > 1 and int(remaining.min()) <= k:  # nodes past a row's budget would be thrown away
-            valid &= ancestry(parents, valid)[1] < remaining[:, None]  # (a tree of k drafts is at most k deep)
+        if tokens.shape[1] > 1 and min(left) <= k:  # nodes past a row's budget would be thrown away
+            remaining = torch.tensor(left, device=target.device)[:, None]  # (a tree of k drafts is at most k deep)
+            valid &= ancestry(parents, valid)[1] < remaining
         with timer("verify"):
             logits = restrict(target.step(tokens, parents, valid))  # [batch, nodes, vocab]
         paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator, **(rule_options or {}))

@@ -126,6 +126,7 @@ def best_paths(rates: dict[tuple, float], size: int) -> list[tuple]:
 
 
 def tree_tensors(paths: list[tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:
-    """For candidate paths in breadth-first order: each node's depth (0-based head index), rank, parent index."""
+    """For candidate paths with every parent before its children: each node's depth (0-based head index), rank,
+    parent index."""
     index = {p: i for i, p in enumerate(paths)}
     return [len(p) - 1 for p in paths], [p[-1] for p in paths], [index.get(p[:-1], -1) for p in paths]

@@ -169,6 +169,7 @@ def test_trees_put_the_run_of_first_guesses_first():
 def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
     """fp32 heads draft from an fp16 copy with its own LM head and embeddings (the target keeps fp32); the copy is
     made once and remade when a weight changes; dtype=float32 drafts with the heads themselves."""
+    from specgen import CachedLM
     from specgen.drafters import make_drafter
 
     target = tiny_model()
@@ -185,6 +186,14 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
     assert remade is not drafter.heads
     torch.testing.assert_close(remade.inputs[0].bias, heads.inputs[0].bias.half())
     assert make_drafter("hydra", heads, dtype=torch.float32).heads is heads
+    heads.config["cpu_tree_size"] = 3  # a setting changed after the copy was made reaches the copy
+    assert len(make_drafter("hydra", heads).paths) == 3
+    CachedLM(target).keep_hidden()  # the target's LM head gets the hidden-state listener, a copy should not
+    hawk = random_heads(target, "hawk:hydra")
+    for dtype in (torch.float32, torch.float16):  # Hawk's horizontal drafter drafts in the precision asked for
+        drafter = make_drafter("hawk", hawk, dtype=dtype)
+        assert drafter.horizontal.dtype == dtype and drafter.heads.lm_head.weight.dtype == dtype
+    assert target.lm_head._forward_hooks and not drafter.heads.lm_head._forward_hooks
 
 
 def test_rule_tables_measure_what_each_acceptance_walk_takes():

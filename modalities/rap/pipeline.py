@@ -91,7 +91,8 @@ class RapPipeline:
                  draws: str = "auto", draft_dtype: torch.dtype | None = None) -> RapResult:
         """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
         `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
-        per round (default by device: 8 on CPU, 32 on CUDA). A `tolerance` k (with no other `acceptance` named)
+        per round (default: the heads' measured CPU size, 7 for the zoo model, else by device: 8 on CPU, 32 on
+        CUDA). A `tolerance` k (with no other `acceptance` named)
         decodes the heads with VADUSA tolerance acceptance: a guess is kept when it is among the target's top k;
         k=1 keeps only the target's top choice (greedy's output at temperature 0). Stats report every tolerance
         as lossy; `ar` ignores it.

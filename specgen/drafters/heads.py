@@ -307,8 +307,9 @@ class HawkDrafter(Drafter):
         self.marginal = marginal
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
-        self.horizontal = (HydraDrafter(heads.rows, tree_size, table=self.table, draws=draws) if hydra else
-                           MedusaDrafter(heads, tree_size, table=self.table, draws=draws))
+        kw = dict(table=self.table, draws=draws, dtype=heads.lm_head.weight.dtype)  # the copy's: draft in it
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw) if hydra else
+                           MedusaDrafter(heads, tree_size, **kw))
         self.size = len(self.horizontal.paths)
 
     @property
@@ -361,7 +362,7 @@ class HawkDrafter(Drafter):
             score[path] = score[path[:-1]] * rate
         ranked = sorted(score.values(), reverse=True)
         floor = ranked[self.size] if len(ranked) > self.size else 0.0  # ranked[0] is the root's 1.0
-        frontier = deque(score)  # breadth-first, so a node's rate is final when its children are scored
+        frontier = deque(score)  # parents before children, so a node's rate is final when its children are scored
         while frontier:
             node = frontier.popleft()
             if node:

@@ -58,22 +58,29 @@ class DraftHeads(nn.Module, ABC):
 
     def drafting_copy(self, dtype: torch.dtype) -> "DraftHeads":
         """These heads in `dtype`, with their own copies of the target's LM head and embeddings (the target keeps
-        its own), for drafting; self when they already are in `dtype`. Kept and reused until a weight changes.
+        its own), for drafting; self when they already are in `dtype`. Kept and reused until a weight changes or
+        moves; the copy shares this object's config, so settings changed later (a tree size, say) apply to it.
         Guesses are checked by the target, so the heads' precision moves speed, never what is accepted."""
-        if next(self.parameters()).dtype == dtype:
+        tensors = [*self.parameters(), *(m.weight for m in self._target)]
+        if all(t.dtype == dtype for t in tensors):
             return self
-        key = (dtype, tuple(t._version for t in [*self.parameters(), *(m.weight for m in self._target)]))
+        key = (dtype, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
         kept = self.__dict__.get("_drafting")
         if kept is not None and kept[0] == key:
             return kept[1]
-        aside = {k: self.__dict__.pop(k) for k in ("_drafting", "_tables") if k in self.__dict__}
+        own = [m for m in self.modules() if isinstance(m, DraftHeads)]  # Hawk's Hydra++ rows are heads too
+        aside = [{k: m.__dict__.pop(k) for k in ("_drafting", "_tables") if k in m.__dict__} for m in own]
         try:
             clone = copy.deepcopy(self)  # the target's modules too (through _target), shared ones once
         finally:
-            self.__dict__.update(aside)
-        for m in clone.modules():
-            if isinstance(m, DraftHeads):
-                m._target = [t.to(dtype) for t in m._target]
+            for m, kept_state in zip(own, aside):
+                m.__dict__.update(kept_state)
+        for original, m in zip(own, [m for m in clone.modules() if isinstance(m, DraftHeads)]):
+            m.config = original.config
+            m._target = [t.to(dtype) for t in m._target]
+            for t in m._target:  # a copied forward hook (CachedLM's hidden-state listener) would only cost time
+                t._forward_hooks.clear()
+                t._forward_pre_hooks.clear()
         self._drafting = (key, clone.to(dtype).eval())
         return clone
 

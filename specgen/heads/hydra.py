@@ -80,8 +80,7 @@ class HydraHeads(DraftHeads):
         head's `context_inputs` when the caller computed them for every head at once (drafting does, since the
         context is the same at every depth of a round)."""
         if pre is None:
-            d = context.shape[-1]
-            pre = F.linear(context, self.inputs[i].weight[:, :d], self.inputs[i].bias)
+            pre = self.context_input(i, context)
         tables = None if torch.is_grad_enabled() else self._current_tables()
         if tables is not None:  # the token part of the input layer looked up instead of multiplied
             pre = pre + tables["tokens"][i][tokens + tables["offsets"][i]].sum(-2)
@@ -97,8 +96,12 @@ class HydraHeads(DraftHeads):
         tables = None if torch.is_grad_enabled() else self._current_tables()
         if tables is not None:
             return cpu.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
-        d = context.shape[-1]
-        return torch.stack([F.linear(context, lin.weight[:, :d], lin.bias) for lin in self.inputs], -2)
+        return torch.stack([self.context_input(i, context) for i in range(self.num_heads)], -2)
+
+    def context_input(self, i: int, context: torch.Tensor) -> torch.Tensor:
+        """Head i's input layer on the context part alone, bias included."""
+        lin = self.inputs[i]
+        return F.linear(context, lin.weight[:, : context.shape[-1]], lin.bias)
 
     def build_token_tables(self, max_bytes: int = 64 * 2**20) -> bool:
         """For drafting: fold each input layer's token columns into a table over the vocabulary (embedding @
