@@ -52,6 +52,7 @@ class CachedLM:
         self.vocab = vocab_size(model)
         self.forwards = 0
         self.hidden = None  # [batch, n, hidden] of the last step, once keep_hidden() was called
+        self._last_tree = None  # (parents, valid, their ancestry) of the last tree verified
         self._hook = None
         self.reset(0)
 
@@ -112,7 +113,7 @@ class CachedLM:
             anc = tri & valid[:, None, :] & valid[:, :, None] | eye
             depth = (valid.cumsum(1) - 1).clamp(min=0)
         else:
-            anc, depth = ancestry(parents, valid)
+            anc, depth = self._ancestry(parents, valid)
         slots = self.slot_valid.shape[1]
         base = self.pos + self.slot_valid[:, slots - self.pending:].sum(1)  # [batch]
         positions = base[:, None] + depth
@@ -125,6 +126,16 @@ class CachedLM:
         self.slot_valid = torch.cat([self.slot_valid, valid], 1)
         self.pending += n
         return out.logits
+
+    def _ancestry(self, parents: torch.Tensor, valid: torch.Tensor):
+        """`ancestry`, reused while the tree stays the same: a head drafter's tree has one shape every round."""
+        last = self._last_tree
+        if (last is not None and last[0].shape == parents.shape and torch.equal(last[0], parents)
+                and torch.equal(last[1], valid)):
+            return last[2]
+        out = ancestry(parents, valid)
+        self._last_tree = (parents.clone(), valid.clone(), out)
+        return out
 
     def commit_all(self):
         """Keep every pending slot."""

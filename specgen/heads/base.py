@@ -69,7 +69,7 @@ class DraftHeads(nn.Module, ABC):
         if kept is not None and kept[0] == key:
             return kept[1]
         own = [m for m in self.modules() if isinstance(m, DraftHeads)]  # Hawk's Hydra++ rows are heads too
-        aside = [{k: m.__dict__.pop(k) for k in ("_drafting", "_tables") if k in m.__dict__} for m in own]
+        aside = [{k: m.__dict__.pop(k) for k in ("_drafting", "_tables", "_sources") if k in m.__dict__} for m in own]
         try:
             clone = copy.deepcopy(self)  # the target's modules too (through _target), shared ones once
         finally:
