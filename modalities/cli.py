@@ -172,7 +172,7 @@ def add_image(sub):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--acceptance", choices=["relaxed"], help="relaxed: LANTERN-style, lossy")
-    p.add_argument("--draws", default="auto", choices=["auto", "top", "sample"],
+    p.add_argument("--draws", default="auto", choices=list(DRAWS),
                    help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and leave "
                         "the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample when sampling "
                         "with exact acceptance, else top")

@@ -32,8 +32,9 @@ def accepted_run(ok: torch.Tensor) -> torch.Tensor:
     return ok.long().cumprod(1).sum(1)
 
 
-def chain_paths(accepted: torch.Tensor) -> list[list[int]]:
-    return [list(range(a + 1)) for a in accepted.tolist()]
+def chain_paths(accepted: list[int]) -> list[list[int]]:
+    """The accepted node paths of chains, from each row's count of accepted drafts."""
+    return [list(range(a + 1)) for a in accepted]
 
 
 def accept_greedy(logits, tokens, parents, valid, q=None, sampling=None, generator=None):
@@ -41,7 +42,7 @@ def accept_greedy(logits, tokens, parents, valid, q=None, sampling=None, generat
     if is_chain(parents):  # one pass on the device: the leading run of drafts equal to the argmax before them
         best = logits.argmax(-1)  # [batch, nodes]
         accepted = accepted_run((tokens[:, 1:] == best[:, :-1]) & valid[:, 1:])
-        return chain_paths(accepted), best.gather(1, accepted[:, None])[:, 0].tolist()
+        return chain_paths(accepted.tolist()), best.gather(1, accepted[:, None])[:, 0].tolist()
     best = logits.argmax(-1).tolist()  # [batch][nodes]
     toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
     paths, nxt = [], []
@@ -119,7 +120,7 @@ def sample_chain(p_all, tokens, valid, q, generator, mass=None):
         accepted.append(a)
         ends.append(p_end)
     nxt = torch.multinomial(torch.stack(ends), 1, generator=generator)[:, 0]
-    return [list(range(a + 1)) for a in accepted], nxt.tolist()
+    return chain_paths(accepted), nxt.tolist()
 
 
 def residual(p: torch.Tensor, q: torch.Tensor | None, x: int) -> torch.Tensor:

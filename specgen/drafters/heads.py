@@ -32,6 +32,12 @@ def default_draft_dtype(heads: DraftHeads) -> torch.dtype:
     return torch.float16 if heads.lm_head.weight.device.type == "cpu" and dtype == torch.float32 else dtype
 
 
+def drafting_heads(heads: DraftHeads, dtype: torch.dtype | None) -> DraftHeads:
+    """The heads a drafter runs: their kept copy in `dtype` (default `default_draft_dtype`), with the few-row CPU
+    product switched on where it applies."""
+    return narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+
+
 def default_tree_size(heads: DraftHeads) -> int:
     """Candidate-tree nodes per round when the caller names none. On a GPU a forward over 32 tokens costs about
     what one costs (memory-bound), so a wide tree is free; on a CPU a small model's forward grows with the
@@ -63,7 +69,7 @@ class HeadDrafter(Drafter):
             raise ValueError(f"tree_size must be >= 1, got {tree_size}")
         if draws not in DRAWS:
             raise ValueError(f"draws must be one of {', '.join(DRAWS)}, got {draws!r}")
-        self.heads = narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+        self.heads = drafting_heads(heads, dtype)
         self.dtype = self.heads.lm_head.weight.dtype
         self.name = heads.kind
         self.draws = draws
@@ -291,7 +297,7 @@ class HawkDrafter(Drafter):
         which of them join the tree depends on the drafted tokens (agreement with the favourite, shared
         prefixes), and a drawn guess whose place in the tree depends on its own value is no longer distributed as
         the q it is tested with. dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
-        heads = narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+        heads = drafting_heads(heads, dtype)
         self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
         self.vertical = vertical  # False: horizontal heads only (the ablation)

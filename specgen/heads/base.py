@@ -64,7 +64,7 @@ class DraftHeads(nn.Module, ABC):
         tensors = [*self.parameters(), *(m.weight for m in self._target)]
         if all(t.dtype == dtype for t in tensors):
             return self
-        key = (dtype, tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+        key = (dtype, weights_state(tensors))
         kept = self.__dict__.get("_drafting")
         if kept is not None and kept[0] == key:
             return kept[1]
@@ -102,6 +102,12 @@ class DraftHeads(nn.Module, ABC):
         """The calibration table that shapes trees for an acceptance rule ('sample', 'tolerance:3', ...), falling
         back to the greedy table (`topk_accuracy`) when that rule was not calibrated."""
         return (self.config.get("rule_accuracy") or {}).get(rule) or self.config.get("topk_accuracy")
+
+
+def weights_state(tensors) -> tuple:
+    """What identifies the current values of some weights: each tensor's storage, in-place version, dtype and
+    device. Anything built from them (a drafting copy, lookup tables) is stale once this changes."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
 def write_json(path: str, data: dict):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cpu
-from .base import DraftHeads, register
+from .base import DraftHeads, register, weights_state
 from .medusa import ResidualStack
 
 
@@ -131,12 +131,12 @@ class HydraHeads(DraftHeads):
         return True
 
     def _weight_versions(self) -> tuple:
-        """What the tables were built from: each source tensor's storage and in-place version. The tensors are
-        listed once (a head call checks this, and walking the modules costs more than the check)."""
+        """The state of what the tables are built from (`weights_state`). The tensors are listed once (a head call
+        checks this, and walking the modules costs more than the check)."""
         tensors = self.__dict__.get("_sources")
         if tensors is None:
             tensors = self._sources = [self.embed.weight, *(t for lin in self.inputs for t in (lin.weight, lin.bias))]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+        return weights_state(tensors)
 
     def _current_tables(self):
         """The tables if a drafter asked for them, rebuilt first if the weights changed in place since."""
