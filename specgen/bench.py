@@ -184,3 +184,28 @@ def file_label(name: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
+def warm_up(calls):
+    """Run each zero-argument decode in `calls` once, untimed, before anything is timed. First calls allocate,
+    pick kernels and make the heads' drafting copy; on a GPU the first also initialises the CUDA libraries, which
+    would otherwise land on whichever method is timed first (on an H100 that halved `ar`'s measured rate)."""
+    for call in calls:
+        call()
+
+
+PHASES = ("draft_s", "verify_s", "loop_s")
+
+
+def add_phases(t: dict, stats):
+    """Add one decode's phase seconds and verification forwards to a method's tally (a dict)."""
+    for k in PHASES:
+        t[k] = t.get(k, 0.0) + getattr(stats, k)
+    t["forwards"] = t.get("forwards", 0) + stats.target_forwards
+
+
+def round_ms(t: dict) -> dict:
+    """Milliseconds per verification forward (a round; an `ar` step), by phase, from a tally `add_phases` filled:
+    where a round's time goes, for the JSON rows."""
+    n = max(t.get("forwards", 0), 1)
+    return {k.removesuffix("_s"): 1000 * t.get(k, 0.0) / n for k in PHASES}

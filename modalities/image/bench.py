@@ -12,7 +12,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from specgen.bench import add_setting_sweeps, head_variants, settings, sweep_rows, write_outputs
+from specgen.bench import (add_phases, add_setting_sweeps, head_variants, round_ms, settings, sweep_rows, warm_up,
+                           write_outputs)
 
 from .scenes import check
 from .train import scenes
@@ -65,19 +66,26 @@ def bench(args) -> str:
         methods.update({name + tag: (pipe, kw) for name, kw in rows.items()})
     captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=args.split == "heldout")]
     tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
-    gen.generate(captions[0], method="ar", samples=1, temperature=args.temperature)  # warm-up
+
+    def with_tree(kw):
+        return {"tree_size": args.tree_size, **kw} if kw["method"] == "hawk" else kw
+
+    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(captions[0], cfg_scale=args.cfg_scale, samples=1,
+                                                    temperature=args.temperature, **with_tree(kw))
+             for pipe, kw in methods.values()])
     grid = []
     for i, caption in enumerate(captions):
         for name, (pipe, kw) in methods.items():
-            tree = {"tree_size": args.tree_size} if kw["method"] == "hawk" and "tree_size" not in kw else {}
             t, images = tally[name], []
             for j in range(0, args.samples, batch):  # `batch` samples per call, each call with its own seed
                 res = pipe.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
-                                    samples=min(batch, args.samples - j), seed=args.seed + i + 1000 * j, **kw, **tree)
+                                    samples=min(batch, args.samples - j), seed=args.seed + i + 1000 * j,
+                                    **with_tree(kw))
                 t["tokens"] += res.stats.new_tokens * len(res.images)
                 t["seconds"] += res.stats.wall_s
                 t["acc"].append(res.stats.mean_accepted)
                 t["lossless"] &= res.stats.lossless
+                add_phases(t, res.stats)
                 images += res.images
             t["ok"] += [check(im, caption)["all"] for im in images]
             pix = [np.asarray(im, dtype=np.float32) / 255 for im in images]
@@ -89,7 +97,7 @@ def bench(args) -> str:
     rows = [{"group": "image", "method": m, "tokens_per_s": t["tokens"] / t["seconds"],
              "speedup": t["tokens"] / t["seconds"] / base, "mean_accepted": float(np.mean(t["acc"])),
              "adherence": float(np.mean(t["ok"])), "diversity": float(np.mean(t["div"])) if t["div"] else 0.0,
-             "lossless": "yes" if t["lossless"] else "no"} for m, t in tally.items()]
+             "lossless": "yes" if t["lossless"] else "no", "round_ms": round_ms(t)} for m, t in tally.items()]
     os.makedirs(args.out, exist_ok=True)
     md = write_outputs(args.out, "image", rows, {**settings(args), "captions": captions},
                        "image tokens: speedup over ar", COLUMNS)

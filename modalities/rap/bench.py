@@ -12,7 +12,8 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import add_setting_sweeps, file_label, head_variants, settings, sweep_rows, write_outputs
+from specgen.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
+                           warm_up, write_outputs)
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -48,8 +49,16 @@ def bench(args) -> str:
                  "mcd": [], "sim": [], "lossless": True} for m in methods}
     reference_alignment, reference_onsets = [], []
     os.makedirs(args.out, exist_ok=True)
+
+    def prompt_of(s):
+        return next((o for o in by_voice[s["voice"]] if o["id"] != s["id"]), s)["vocals"]
+
+    first = items[0]  # its first line, once per method
+    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(first["lyrics"][0], first["beat"], voice_prompt=prompt_of(first),
+                                                    temperature=args.temperature, seed=args.seed, **kw)
+             for pipe, kw in methods.values()])
     for i, s in enumerate(items):
-        prompt = next((o for o in by_voice[s["voice"]] if o["id"] != s["id"]), s)["vocals"]
+        prompt = prompt_of(s)
         ref, prompt_audio = load_audio(s["vocals"], rap.sample_rate), load_audio(prompt, rap.sample_rate)
         grid = np.array(s["beat_times"])
         onsets = word_onsets(ref)
@@ -65,6 +74,7 @@ def bench(args) -> str:
             t["audio"] += len(res.mix) / res.sample_rate
             t["acc"].append(res.stats.mean_accepted)
             t["lossless"] &= res.stats.lossless
+            add_phases(t, res.stats)
             onsets = word_onsets(res.vocals)
             t["align"].append(beat_alignment(onsets, grid))
             t["onsets"].append(len(onsets))
@@ -81,7 +91,8 @@ def bench(args) -> str:
               "alignment": float(np.mean(t["align"])), "alignment_per_song": t["align"],
               "onsets": float(np.mean(t["onsets"])),
               "mcd": float(np.mean(t["mcd"])),
-              "speaker_sim": float(np.mean(t["sim"])), "lossless": "yes" if t["lossless"] else "no"}
+              "speaker_sim": float(np.mean(t["sim"])), "lossless": "yes" if t["lossless"] else "no",
+              "round_ms": round_ms(t)}
              for m, t in tally.items()]
     md = write_outputs(args.out, "rap", rows, settings(args),
                        "rap token stage", COLUMNS)

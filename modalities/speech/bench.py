@@ -15,7 +15,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
-from specgen.bench import file_label, head_variants, settings, write_outputs
+from specgen.bench import file_label, head_variants, settings, warm_up, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -95,7 +95,9 @@ def bench(args) -> str:
     copies: dict[str, dict[str, list]] = {}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
-    tts.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], method="ar", max_seconds=0.5)  # warm-up
+    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"],
+                                                    max_seconds=0.5, temperature=args.temperature, **kw)
+             for _, pipe, kw in methods])
     for i, (clip, prompt) in enumerate(pairs):
         reference = load_audio(clip["path"], tts.sample_rate)
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)
