@@ -29,7 +29,9 @@ class Sampling:
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Target (or draft) distribution after temperature, top-k and top-p: logits [..., vocab] -> fp32 probs."""
         assert not self.greedy, "greedy decoding takes the argmax, not a distribution"
-        logits = logits.float() / self.temperature
+        logits = logits.float()
+        if self.temperature != 1.0:  # (x / 1.0 is x: one operation fewer per call at the common setting)
+            logits = logits / self.temperature
         if self.top_k and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

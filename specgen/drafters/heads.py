@@ -151,6 +151,7 @@ class HydraDrafter(HeadDrafter):
             self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
         t = self.buffer.shape[1]
         self.valid = torch.arange(t, device=hidden.device)[None, :] >= (t - lengths)[:, None]
+        self.full = bool(self.valid.all())  # no holes (left padding) in any row's window
 
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
@@ -159,31 +160,38 @@ class HydraDrafter(HeadDrafter):
         kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)  # [b, width, dim]
         with torch.inference_mode():
             memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
-        if all(len(p) == width for p in paths) and bool(self.valid.all()):  # no holes: one append for the batch
+        if self.full and all(len(p) == width for p in paths):  # no holes: one append for the batch
             self.buffer = torch.cat([self.buffer, kept], 1)[:, -w:]
             self.memory = torch.cat([self.memory, memory], 1)[:, -w:]
-            self.valid = torch.ones(self.buffer.shape[:2], dtype=torch.bool, device=hidden.device)
-        else:  # rows keep different numbers: each row's newest `window` states, left-padded
-            rows = [(torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:],
-                     torch.cat([self.memory[b][self.valid[b]], memory[b, : len(p)]])[-w:]) for b, p in enumerate(paths)]
-            width = max(len(r) for r, _ in rows)
-            self.buffer = kept.new_zeros(len(rows), width, kept.shape[-1])
-            self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
-            self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
-            for b, (r, m) in enumerate(rows):
-                self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
-                self.valid[b, width - len(r):] = True
+            if self.valid.shape != self.buffer.shape[:2]:
+                self.valid = torch.ones(self.buffer.shape[:2], dtype=torch.bool, device=hidden.device)
+            self.h = kept[:, -1]  # each row's last accepted state (what `HeadDrafter.accept` gathers)
+            self.root = torch.tensor([e[-1] for e in emitted], device=hidden.device)
+            return
+        # rows keep different numbers: each row's newest `window` states, left-padded
+        rows = [(torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:],
+                 torch.cat([self.memory[b][self.valid[b]], memory[b, : len(p)]])[-w:]) for b, p in enumerate(paths)]
+        width = max(len(r) for r, _ in rows)
+        self.buffer = kept.new_zeros(len(rows), width, kept.shape[-1])
+        self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
+        self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
+        for b, (r, m) in enumerate(rows):
+            self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
+            self.valid[b, width - len(r):] = True
+        self.full = bool(self.valid.all())
         super().accept(emitted, paths, hidden)
 
     def select(self, rows):
         super().select(rows)
         self.buffer, self.valid, self.memory = self.buffer[rows], self.valid[rows], self.memory[rows]
+        self.full = bool(self.valid.all())
 
     def levels(self, k: int) -> list[tuple]:
         """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes (as slots
         of a [root, nodes...] row), its parents' paths [parents, depth + 1] (slots of the root and of the drafted
-        tokens on each parent's path, root first), each node's parent slot and rank, and how many ranks the level
-        needs."""
+        tokens on each parent's path, root first), each node's parent slot and rank, how many ranks the level
+        needs, and its one node's slot where the level only extends the run of first guesses (one top child of
+        the parent in slots 0..depth; else None): `propose` fills such a level by plain slicing."""
         cache, key = self._levels, (k, self.drawn)
         if key not in cache:
             paths, depth, rank, parent = self.tree(k)
@@ -193,10 +201,11 @@ class HydraDrafter(HeadDrafter):
                 nodes = [i for i, dd in enumerate(depth) if dd == d]
                 parents = sorted({parent[i] for i in nodes})  # -1: the root
                 ancestors = [[0] + ([index[paths[p][: j + 1]] for j in range(d)] if p >= 0 else []) for p in parents]
+                chain = nodes[0] + 1 if ancestors == [list(range(d + 1))] and [rank[i] for i in nodes] == [0] else None
                 out.append(tuple(torch.tensor(t, dtype=torch.long, device=self.h.device).view(shape) for t, shape in
                                  [([i + 1 for i in nodes], -1), (ancestors, (len(parents), d + 1)),
                                   ([parents.index(parent[i]) for i in nodes], -1), ([rank[i] for i in nodes], -1)])
-                           + (max(rank[i] for i in nodes) + 1,))
+                           + (max(rank[i] for i in nodes) + 1, chain))
             cache[key] = out
         return cache[key]
 
@@ -211,10 +220,17 @@ class HydraDrafter(HeadDrafter):
         valid = torch.ones(b, len(parent) + 1, dtype=torch.bool, device=context.device)
         q = (torch.zeros(b, len(parent) + 1, self.heads.lm_head.weight.shape[0], device=context.device)
              if self.drawn else None)  # fp32, as drawn (`children`), whatever the heads' precision
-        for d, (nodes, ancestors, slot, rank, ranks) in enumerate(self.levels(k)):
+        tables = self.heads.current_tables()  # checked once for the round's head calls
+        for d, (nodes, ancestors, slot, rank, ranks, chain) in enumerate(self.levels(k)):
             # the tokens on each parent's path, root first: [batch, parents, d + 1]
-            logits = self.heads.head(d, context[:, None], tokens[:, ancestors], pre[:, None, d])
+            path = tokens[:, None, : d + 1] if chain else tokens[:, ancestors]
+            logits = self.heads.head(d, context[:, None], path, pre[:, None, d], tables)
             top, drawn_from, ok = self.children(logits, ranks)  # [batch, parents, ranks]
+            if chain:  # one node, the parent's first guess: the same writes without index tensors
+                tokens[:, chain], valid[:, chain] = top[:, 0, 0], ok[:, 0, 0]
+                if q is not None:
+                    q[:, chain] = drawn_from[:, 0, 0]
+                continue
             tokens[:, nodes], valid[:, nodes] = top[:, slot, rank], ok[:, slot, rank]
             if q is not None:
                 q[:, nodes] = drawn_from[:, slot, rank]

@@ -75,13 +75,16 @@ class HydraHeads(DraftHeads):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor, pre: torch.Tensor | None = None):
+    def head(self, i: int, context: torch.Tensor, tokens: torch.Tensor, pre: torch.Tensor | None = None,
+             tables: dict | None = None):
         """Head i: context [..., dim], tokens [..., i+1] (x_{t+1} .. x_{t+1+i}) -> logits [..., vocab]. `pre`: this
         head's `context_inputs` when the caller computed them for every head at once (drafting does, since the
-        context is the same at every depth of a round)."""
+        context is the same at every depth of a round); `tables`: `current_tables()` when the caller checked them
+        once for several head calls (else they are checked here)."""
         if pre is None:
             pre = self.context_input(i, context)
-        tables = None if torch.is_grad_enabled() else self._current_tables()
+        if tables is None:
+            tables = self.current_tables()
         if tables is not None:  # the token part of the input layer looked up instead of multiplied
             pre = pre + tables["tokens"][i][tokens + tables["offsets"][i]].sum(-2)
         else:
@@ -93,7 +96,7 @@ class HydraHeads(DraftHeads):
     def context_inputs(self, context: torch.Tensor) -> torch.Tensor:
         """Every head's input layer on the context part alone, bias included: context [..., dim] -> [..., heads,
         dim]; one product when the drafting tables are built."""
-        tables = None if torch.is_grad_enabled() else self._current_tables()
+        tables = self.current_tables()
         if tables is not None:
             return cpu.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
         return torch.stack([self.context_input(i, context) for i in range(self.num_heads)], -2)
@@ -138,9 +141,10 @@ class HydraHeads(DraftHeads):
             tensors = self._sources = [self.embed.weight, *(t for lin in self.inputs for t in (lin.weight, lin.bias))]
         return weights_state(tensors)
 
-    def _current_tables(self):
-        """The tables if a drafter asked for them, rebuilt first if the weights changed in place since."""
-        if getattr(self, "_tables", None) is None or not self.build_token_tables():
+    def current_tables(self) -> dict | None:
+        """The tables if a drafter asked for them and gradients are off, rebuilt first if the weights changed in
+        place since; else None."""
+        if torch.is_grad_enabled() or getattr(self, "_tables", None) is None or not self.build_token_tables():
             return None
         return self._tables[1]
 
