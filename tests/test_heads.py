@@ -349,14 +349,17 @@ def test_hydra_token_tables_compute_the_same_heads_and_follow_weight_changes():
     assert not heads.build_token_tables(max_bytes=1024)  # too big: the plain path stays
 
 
-@pytest.mark.parametrize("kind", ["medusa", "hydra"])
+@pytest.mark.parametrize("kind", ["medusa", "hydra", "hawk:hydra"])
 def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     """Under the `sample` rule the children of a node are drawn from the heads' distribution, distinct, each with
-    the distribution it was drawn from; greedy decoding, tolerance acceptance and draws='top' take the top-k."""
+    the distribution it was drawn from; greedy decoding, tolerance acceptance and draws='top' take the top-k.
+    Hawk (with Hydra++ rows) does the same with its horizontal guesses, by default as the others do."""
     from specgen import CachedLM, Sampling, make_drafter
 
     target = tiny_model("llama", vocab=40, layers=2)
     heads = random_heads(target, kind)
+    kind = kind.partition(":")[0]
+    heads.config.setdefault("width", 4)  # Hawk's image rows
     lm = CachedLM(target)
     lm.keep_hidden()
     prompt = [[1, 5, 7, 9, 11]]

@@ -83,10 +83,10 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
 @pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "medusa:top", "hydra", "hydra:top",
-                                    "hydra-chain", "hydra-chain:top", "redrafter", "hawk", "hawk:sample"])
+                                    "hydra-chain", "hydra-chain:top", "redrafter", "hawk", "hawk:top"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
-    """Medusa and Hydra++ draw their guesses from the heads by default (':top' takes their top-k instead); Hawk
-    takes its top-k by default (':sample' draws its horizontal guesses)."""
+    """Medusa, Hydra++ and Hawk draw their guesses from the heads by default (Hawk its horizontal ones); ':top'
+    takes their top-k instead (for Hawk, its tree with the cached vertical guesses)."""
     target, drafts = models
     expected = exact_distribution(target, sampling)
     method, _, draws = method.partition(":")

@@ -76,9 +76,9 @@ class ImagePipeline:
         "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
         heads only; tree_size: candidate nodes per round (default: the heads' measured CPU size, else by device:
         8 on CPU, 32 on CUDA); draws: 'top' (Hawk's tree), 'sample' to draw the horizontal guesses from the heads
-        when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': 'sample'
+        when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': drawn
         when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
-        else 'top'; draft_dtype: the precision the heads draft in
+        else Hawk's tree; draft_dtype: the precision the heads draft in
         (default: fp16 on a CPU; see `default_draft_dtype`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
@@ -93,8 +93,6 @@ class ImagePipeline:
             options = {"neighbours": codebook_neighbours(self.tokenizer.codebook.detach().cpu(), self.vocab),
                        "delta": delta}
         drafter = None
-        if draws == "auto":
-            draws = "sample" if temperature > 0 and acceptance is None else "top"
         if method == "hawk":
             drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options), draws,
                                    draft_dtype)

@@ -11,9 +11,9 @@ MODEL_DRAFTERS = {"pard": PardDrafter, "draft_model": DraftModelDrafter}
 HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": MedusaDrafter, "redrafter": BeamDrafter,
                  "hawk": HawkDrafter}
 METHODS = ("ar", "pard", "draft_model", "ngram", *HEAD_DRAFTERS)
-# the head methods that draw their guesses under the lossless `sample` rule by default (draws="auto"); Hawk draws
-# only when asked (see `HawkDrafter`), ReDrafter never
-AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafter, HydraDrafter))
+# the head methods that draw their guesses under the lossless `sample` rule by default (draws="auto"; Hawk then
+# draws its horizontal guesses and leaves the cached vertical ones out, see `HawkDrafter`); ReDrafter never does
+AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafter, HydraDrafter, HawkDrafter))
 
 
 def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
@@ -21,15 +21,15 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
-    'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA and Hydra++ trees pick a node's children
-    under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`; Hawk takes 'auto' as 'top', see `HawkDrafter`);
+    'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA, Hydra++ and Hawk trees pick a node's
+    children under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`, and `HawkDrafter` for Hawk);
     `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if draws != "auto" and method not in (*AUTO_DRAWN, "hawk"):  # the head drafters check the value itself
-        raise ValueError(f"draws={draws!r} applies to the {', '.join(AUTO_DRAWN)} and hawk head drafters, not to "
+    if draws != "auto" and method not in AUTO_DRAWN:  # the head drafters check the value itself
+        raise ValueError(f"draws={draws!r} applies to the {', '.join(AUTO_DRAWN)} head drafters, not to "
                          f"{method!r}: leave it at 'auto'")
     if method == "ar":
         return None
@@ -46,9 +46,6 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft, dtype=dtype)
-        if method == "hawk":  # Hawk's own tree (with the vertical guesses) unless drawn guesses are asked for
-            return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws="top" if draws == "auto" else draws,
-                                         dtype=dtype)
         return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "

@@ -307,12 +307,13 @@ class HawkDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
-                 rule: str | None = None, draws: str = "top", dtype: torch.dtype | None = None):
-        """draws: 'top' (the default) keeps Hawk's tree; 'sample' (or 'auto', drawn under the lossless `sample`
-        rule) draws the horizontal guesses as `HeadDrafter` does and then leaves the cached vertical guesses out:
-        which of them join the tree depends on the drafted tokens (agreement with the favourite, shared
-        prefixes), and a drawn guess whose place in the tree depends on its own value is no longer distributed as
-        the q it is tested with. dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
+                 rule: str | None = None, draws: str = "auto", dtype: torch.dtype | None = None):
+        """draws: 'top' keeps Hawk's tree; 'sample', and 'auto' (the default) when the decode samples under the
+        lossless `sample` rule, draw the horizontal guesses as `HeadDrafter` does and then leave the cached
+        vertical guesses out: which of them join the tree depends on the drafted tokens (agreement with the
+        favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is no
+        longer distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps
+        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
         heads = drafting_heads(heads, dtype)
         self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
