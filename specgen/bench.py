@@ -186,12 +186,13 @@ def file_label(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
-def warm_up(calls):
-    """Run each zero-argument decode in `calls` once, untimed, before anything is timed. First calls allocate,
-    pick kernels and make the heads' drafting copy; on a GPU the first also initialises the CUDA libraries, which
-    would otherwise land on whichever method is timed first (on an H100 that halved `ar`'s measured rate)."""
-    for call in calls:
-        call()
+def warm_up(decode, methods):
+    """`decode(pipe, kw)` once per (pipeline, generate arguments) in `methods`, untimed, before anything is timed.
+    First calls allocate, pick kernels and make the heads' drafting copy; on a GPU the first also initialises the
+    CUDA libraries, which would otherwise land on whichever method is timed first (on an H100 that halved `ar`'s
+    measured rate)."""
+    for pipe, kw in methods:
+        decode(pipe, kw)
 
 
 PHASES = ("draft_s", "verify_s", "loop_s")

@@ -7,12 +7,10 @@ import pytest
 import torch
 
 from specgen import CachedLM, Sampling, generate, make_drafter
+from test_speculative_greedy import HEAD_KINDS, PROMPTS, run
 from tiny import perturbed, random_heads, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter", "hawk", "hawk:hydra"]
-PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [3, 3, 3, 4, 5, 6, 7, 3, 3, 4, 5, 20, 21]]
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +20,6 @@ def models():
     heads = {kind: random_heads(target, kind) for kind in HEAD_KINDS}  # made on the CPU, then moved with the target
     target.cuda()
     return target, {"pard": draft.cuda(), "draft_model": draft, **{k: h.cuda() for k, h in heads.items()}}
-
-
-def run(target, prompts, method, drafts, **kw):
-    return generate(CachedLM(target), prompts, make_drafter(method.partition(":")[0], drafts.get(method)), **kw)
 
 
 @pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", *HEAD_KINDS])

@@ -70,9 +70,8 @@ def bench(args) -> str:
     def with_tree(kw):
         return {"tree_size": args.tree_size, **kw} if kw["method"] == "hawk" else kw
 
-    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(captions[0], cfg_scale=args.cfg_scale, samples=1,
-                                                    temperature=args.temperature, **with_tree(kw))
-             for pipe, kw in methods.values()])
+    warm_up(lambda pipe, kw: pipe.generate(captions[0], cfg_scale=args.cfg_scale, samples=1,
+                                           temperature=args.temperature, **with_tree(kw)), methods.values())
     grid = []
     for i, caption in enumerate(captions):
         for name, (pipe, kw) in methods.items():

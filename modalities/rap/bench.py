@@ -54,9 +54,8 @@ def bench(args) -> str:
         return next((o for o in by_voice[s["voice"]] if o["id"] != s["id"]), s)["vocals"]
 
     first = items[0]  # its first line, once per method
-    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(first["lyrics"][0], first["beat"], voice_prompt=prompt_of(first),
-                                                    temperature=args.temperature, seed=args.seed, **kw)
-             for pipe, kw in methods.values()])
+    warm_up(lambda pipe, kw: pipe.generate(first["lyrics"][0], first["beat"], voice_prompt=prompt_of(first),
+                                           temperature=args.temperature, seed=args.seed, **kw), methods.values())
     for i, s in enumerate(items):
         prompt = prompt_of(s)
         ref, prompt_audio = load_audio(s["vocals"], rap.sample_rate), load_audio(prompt, rap.sample_rate)

@@ -95,9 +95,8 @@ def bench(args) -> str:
     copies: dict[str, dict[str, list]] = {}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
-    warm_up([lambda pipe=pipe, kw=kw: pipe.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"],
-                                                    max_seconds=0.5, temperature=args.temperature, **kw)
-             for _, pipe, kw in methods])
+    warm_up(lambda pipe, kw: pipe.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], max_seconds=0.5,
+                                           temperature=args.temperature, **kw), [(pipe, kw) for _, pipe, kw in methods])
     for i, (clip, prompt) in enumerate(pairs):
         reference = load_audio(clip["path"], tts.sample_rate)
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)

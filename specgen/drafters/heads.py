@@ -97,8 +97,13 @@ class HeadDrafter(Drafter):
 
     def accept(self, emitted, paths, hidden=None):
         last = torch.tensor([p[-1] for p in paths], device=hidden.device)
-        self.h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].to(self.dtype)
-        self.root = torch.tensor([e[-1] for e in emitted], device=hidden.device)
+        self.advance(emitted, hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+
+    def advance(self, emitted, h: torch.Tensor):
+        """Each row's next draft state: h [batch, dim], the hidden state at its last accepted node, and its pending
+        root, the last token it emitted."""
+        self.h = h.to(self.dtype)
+        self.root = torch.tensor([e[-1] for e in emitted], device=h.device)
 
     def select(self, rows):
         self.h, self.root = self.h[rows], self.root[rows]
@@ -165,8 +170,7 @@ class HydraDrafter(HeadDrafter):
             self.memory = torch.cat([self.memory, memory], 1)[:, -w:]
             if self.valid.shape != self.buffer.shape[:2]:
                 self.valid = torch.ones(self.buffer.shape[:2], dtype=torch.bool, device=hidden.device)
-            self.h = kept[:, -1]  # each row's last accepted state (what `HeadDrafter.accept` gathers)
-            self.root = torch.tensor([e[-1] for e in emitted], device=hidden.device)
+            self.advance(emitted, kept[:, -1])  # each row's last accepted state, already gathered
             return
         # rows keep different numbers: each row's newest `window` states, left-padded
         rows = [(torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:],
@@ -213,14 +217,14 @@ class HydraDrafter(HeadDrafter):
     def propose(self, k: int) -> DraftTree:
         _, _, _, parent = self.tree(k)
         context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
-        pre = self.heads.context_inputs(context)  # [batch, heads, dim]: the same at every depth
+        tables = self.heads.current_tables()  # checked once for the round's head calls
+        pre = self.heads.context_inputs(context, tables)  # [batch, heads, dim]: the same at every depth
         b = context.shape[0]
         tokens = torch.zeros(b, len(parent) + 1, dtype=torch.long, device=context.device)  # the root, then nodes
         tokens[:, 0] = self.root
         valid = torch.ones(b, len(parent) + 1, dtype=torch.bool, device=context.device)
         q = (torch.zeros(b, len(parent) + 1, self.heads.lm_head.weight.shape[0], device=context.device)
              if self.drawn else None)  # fp32, as drawn (`children`), whatever the heads' precision
-        tables = self.heads.current_tables()  # checked once for the round's head calls
         for d, (nodes, ancestors, slot, rank, ranks, chain) in enumerate(self.levels(k)):
             # the tokens on each parent's path, root first: [batch, parents, d + 1]
             path = tokens[:, None, : d + 1] if chain else tokens[:, ancestors]

@@ -93,10 +93,11 @@ class HydraHeads(DraftHeads):
         x = self.stacks[i](F.silu(pre))
         return self.lm_head(context + x)
 
-    def context_inputs(self, context: torch.Tensor) -> torch.Tensor:
+    def context_inputs(self, context: torch.Tensor, tables: dict | None = None) -> torch.Tensor:
         """Every head's input layer on the context part alone, bias included: context [..., dim] -> [..., heads,
-        dim]; one product when the drafting tables are built."""
-        tables = self.current_tables()
+        dim]; one product when the drafting tables are built (`tables` as in `head`)."""
+        if tables is None:
+            tables = self.current_tables()
         if tables is not None:
             return cpu.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
         return torch.stack([self.context_input(i, context) for i in range(self.num_heads)], -2)
