@@ -2,7 +2,7 @@
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
-#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads bench   (treesize: session 10's step alone)
+#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv bench   (treesize: session 10's step alone)
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
@@ -61,6 +61,15 @@ for step in "$@"; do
         --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
+    image:tv)  # session 12: the heads fine-tuned on total variation, the chance a drawn guess is rejected, on 1536
+      # guided rasters (the first 512 are the heads step's); then calibrated on 32 fresh ones like the other sets
+      $S train-heads --target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --out runs/$M-heads-tv \
+        --new-tokens 256 --temperature 1.0 --sequences 1536 --gen-batch 32 --steps 1200 --lr 3e-4 --warmup 20 \
+        --loss tv --cfg-scale 3 --uncond-prompt 1,5,3 --rules sample drawn --init $Z/heads --cpu-tree-size 7 \
+        --max-minutes "$MINUTES"
+      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv --data $D/train.pt --rules sample drawn \
+        --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3
+      cp runs/$M-heads-tv/heads.safetensors runs/$M-heads-tv/heads.json $Z/heads/ ;;
     image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
       # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json)

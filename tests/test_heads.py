@@ -38,6 +38,29 @@ def test_one_training_step_lowers_the_distillation_loss(kind):
     assert after.item() < before.item()
 
 
+def test_tv_loss_is_the_chance_a_drawn_guess_is_rejected_and_training_lowers_it():
+    target = tiny_model("llama", layers=2)
+    heads = random_heads(target, "hydra")
+    x = torch.randint(3, 97, (4, 24))
+    with torch.no_grad():
+        hidden, logits = capture_hidden(target, x)
+    head_logits = heads.train_logits(hidden, x)
+    _, per_head = distill_loss(head_logits, logits, kind="tv")
+    for j, (head, want) in enumerate(zip(head_logits.unbind(2), [logits[:, j + 1:] for j in range(4)])):
+        kept = torch.minimum(head[:, : want.shape[1]].softmax(-1), want.softmax(-1)).sum(-1).mean()
+        assert per_head[j] == pytest.approx(1 - kept.item(), abs=1e-5)
+    opt = torch.optim.AdamW(heads.parameters(), lr=1e-2)
+    for kind in ("tv", "kl+tv"):
+        before, _ = distill_loss(heads.train_logits(hidden, x), logits, kind=kind)
+        before.backward()
+        opt.step()
+        opt.zero_grad()
+        after, _ = distill_loss(heads.train_logits(hidden, x), logits, kind=kind)
+        assert after.item() < before.item()
+    with pytest.raises(ValueError, match="kl, tv, kl\\+tv"):
+        distill_loss(head_logits, logits, kind="js")
+
+
 def saved_target(tmp_path):
     """A tiny target with its tokenizer saved at tmp_path/target and random training tokens at tmp_path/train.bin."""
     tok = tiny_tokenizer(vocab=300)

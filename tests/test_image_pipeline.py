@@ -89,6 +89,10 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
     assert [r["method"] for r in rows] == want
     assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)
     assert (out / "image-samples.png").is_file()
+    assert main(["bench", "image", "--model", str(gen.root), "--captions", "1", "--samples", "1", "--rows", "drawn",
+                 "vertical", "--grid-rows", "0", "--out", str(out)]) == 0
+    rows = json.loads((out / "image.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["ar", "hawk horizontal+vertical", "hawk horizontal, drawn guesses"]
 
 
 def test_batch_image_writes_pngs_and_records_bad_jobs(gen, tmp_path):

@@ -28,6 +28,8 @@ HAWK = {"hawk horizontal": dict(method="hawk", vertical=False, draws="top"),
         "hawk horizontal+vertical": dict(method="hawk", draws="top"),
         "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),  # the default
         "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
+ROWS = {"horizontal": "hawk horizontal", "vertical": "hawk horizontal+vertical",
+        "drawn": "hawk horizontal, drawn guesses", "relaxed": "hawk + relaxed"}
 
 
 def sample_sheet(cells: list[tuple[str, str, Image.Image]], methods: list[str]) -> Image.Image:
@@ -60,9 +62,10 @@ def bench(args) -> str:
     variants = head_variants(gen, args.heads)
     methods = {"ar": (gen, dict(method="ar"))}
     drawn = "hawk horizontal, drawn guesses"
+    chosen = {ROWS[r] for r in args.rows}
     for label, pipe in variants:
         tag = f" ({label})" if len(variants) > 1 else ""
-        rows = {**HAWK, **sweep_rows(drawn, HAWK[drawn], args)}
+        rows = {**{name: kw for name, kw in HAWK.items() if name in chosen}, **sweep_rows(drawn, HAWK[drawn], args)}
         methods.update({name + tag: (pipe, kw) for name, kw in rows.items()})
     captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=args.split == "heldout")]
     tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
@@ -117,6 +120,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--grid-rows", type=int, default=4, help="captions shown in the sample sheet")
     p.add_argument("--heads", nargs="*", help="other Hawk heads folders trained on this LM, compared in the same run")
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                   help="Hawk rows to time beside ar (default: all): horizontal top-k, horizontal+vertical, drawn "
+                        "horizontal guesses (the default decode), relaxed acceptance")
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: the heads' CPU size, or 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

@@ -77,15 +77,29 @@ def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor, offsets: lis
             yield j, head_logits[:, :span, j], target_logits[:, off : off + span]
 
 
+LOSSES = ("kl", "tv", "kl+tv")
+
+
 def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8,
-                 offsets: list[int] | None = None):
-    """Sum over heads j of decay**j * KL(target || head j); returns the loss and each head's mean KL."""
+                 offsets: list[int] | None = None, kind: str = "kl"):
+    """Sum over heads j of decay**j * the head's distance from the target: KL(target || head j) ("kl"), their total
+    variation ("tv"), or both added ("kl+tv"). Returns the loss and each head's mean distance.
+
+    Total variation is what a guess drawn from the head loses under the lossless rule: such a guess is kept with
+    probability sum_x min(p(x), q(x)) = 1 - TV(p, q) (DistillSpec, Zhou et al. 2024, trains drafts on it). KL
+    spreads a head's mass over everything the target might say; TV rewards overlap alone."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown distillation loss {kind!r}: use one of {', '.join(LOSSES)}")
     total, per_head = 0.0, []
     for i, head, teacher in aligned(head_logits, target_logits, offsets):
-        kl = F.kl_div(F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1), log_target=True,
-                      reduction="none").sum(-1).mean()
-        per_head.append(kl.item())
-        total = total + decay**i * kl
+        loss = 0.0
+        if kind != "tv":
+            loss = F.kl_div(F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1), log_target=True,
+                            reduction="none").sum(-1).mean()
+        if kind != "kl":
+            loss = loss + 0.5 * (head.float().softmax(-1) - teacher.float().softmax(-1)).abs().sum(-1).mean()
+        per_head.append(loss.item())
+        total = total + decay**i * loss
     return total, per_head
 
 
@@ -488,7 +502,8 @@ def train(args):
                 hidden, target_logits = target_view(target, x, guidance, None if start is None else start[idx])
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
-            loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets)
+            loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets,
+                                              kind=args.loss)
         if adversarial:  # the discriminator learns first, then the heads learn to fool the updated one
             d_opt.zero_grad(set_to_none=True)
             with acc.autocast():
@@ -506,7 +521,7 @@ def train(args):
         bar.set_postfix(loss=f"{loss.item():.3f}")
         done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
         if state["step"] % args.eval_every == 0 or done:
-            state["log"].append({"step": state["step"], "loss": loss.item(), "kl_per_head": per_head})
+            state["log"].append({"step": state["step"], "loss": loss.item(), f"{args.loss}_per_head": per_head})
             save = {"heads": acc.unwrap_model(heads).state_dict(), "optimizer": optimizer.state_dict(),
                     "state": state}
             if adversarial:
@@ -519,7 +534,7 @@ def train(args):
     final = acc.unwrap_model(heads)
     final.config.update(calibration(final, target, held.to(acc.device), args.rules, held_start,
                                     temperature=args.temperature or 1.0, guidance=guidance))
-    final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1),
+    final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1), "loss": args.loss,
                                 "sequences": len(seqs), "log": state["log"][-5:]}
     final.save(args.out, dtype=getattr(torch, args.save_dtype))
     return final
@@ -549,6 +564,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", default="kl", choices=LOSSES,
+                   help="distance from the target each head learns to close: kl, tv (total variation, the chance a "
+                        "guess drawn from the head is rejected; for drawn guesses) or kl+tv")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100)

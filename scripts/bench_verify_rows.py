@@ -1,0 +1,77 @@
+"""What one verification forward costs by the number of nodes it checks, on a model with its KV cache part full:
+milliseconds per forward of `CachedLM.step` for n = 1 (an `ar` step) to N nodes, each forward over `--rows` batch
+rows (2 for one image with CFG: the conditioned and unconditioned rows), so a forward multiplies rows x n
+activations by every weight. On a CPU the cost does not grow smoothly with that count: it follows the matrix
+library's blocking, and a tree size whose forward lands on a cheap count is worth more than its neighbours
+(README, "Image", session 12).
+
+    .venv/bin/python scripts/bench_verify_rows.py --model models/zoo/image-scenes/lm --rows 2 --max-nodes 12
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from specgen.cached_lm import CachedLM  # noqa: E402
+from specgen.loading import load_causal_lm  # noqa: E402
+
+
+def forward_ms(lm: CachedLM, rows: int, context: int, n: int, reps: int) -> float:
+    """Mean of the faster half of `reps` forwards of n new nodes after `context` cached tokens (each dropped
+    again, so every forward sees the same cache)."""
+    lm.prefill([[3 + (i % 50) for i in range(context)]] * rows)
+    tokens = torch.full((rows, n), 4, dtype=torch.long, device=lm.device)
+    times = []
+    for _ in range(reps + 5):
+        t = time.perf_counter()
+        lm.step(tokens)
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        lm.commit([[] for _ in range(rows)])
+    times = sorted(times[5:])[: max(1, reps // 2)]
+    return 1000 * sum(times) / len(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="models/zoo/image-scenes/lm")
+    p.add_argument("--rows", type=int, default=2, help="batch rows per forward (2: one image with CFG)")
+    p.add_argument("--context", type=int, default=160, help="tokens already in the cache")
+    p.add_argument("--max-nodes", type=int, default=12)
+    p.add_argument("--reps", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3, help="passes over every n, interleaved (the machine drifts)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="also write the table as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    lm = CachedLM(load_causal_lm(args.model, None, "float32", what="model"))
+    sizes = list(range(1, args.max_nodes + 2))  # nodes verified plus the root
+    runs = {n: [] for n in sizes}
+    for _ in range(args.rounds):
+        for n in sizes:
+            runs[n].append(forward_ms(lm, args.rows, args.context, n, args.reps))
+    one = min(runs[1])
+    print("| tree nodes | tokens per forward | rows multiplied | ms (best of rounds) | / ar step |")
+    print("|---|---|---|---|---|")
+    table = []
+    for n in sizes:
+        ms = min(runs[n])
+        table.append({"tree_nodes": n - 1, "tokens": n, "rows": n * args.rows, "ms": ms, "vs_ar": ms / one,
+                      "runs": runs[n]})
+        print(f"| {n - 1 if n > 1 else 'ar'} | {n} | {n * args.rows} | {ms:.2f} | {ms / one:.2f} |")
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            json.dump({"settings": vars(args), "table": table}, f, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
+
+if __name__ == "__main__":
+    main()
