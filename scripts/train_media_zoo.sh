@@ -62,14 +62,17 @@ for step in "$@"; do
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
     image:tv)  # session 12: the heads fine-tuned on total variation, the chance a drawn guess is rejected, on 1536
-      # guided rasters (the first 512 are the heads step's); then calibrated on 32 fresh ones like the other sets
-      $S train-heads --target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --out runs/$M-heads-tv \
-        --new-tokens 256 --temperature 1.0 --sequences 1536 --gen-batch 32 --steps 1200 --lr 3e-4 --warmup 20 \
-        --loss tv --cfg-scale 3 --uncond-prompt 1,5,3 --rules sample drawn --init $Z/heads --cpu-tree-size 7 \
-        --max-minutes "$MINUTES"
-      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv --data $D/train.pt --rules sample drawn \
+      # guided rasters (the first 512 are the heads step's): 1200 steps, then 2400 more from those weights on the
+      # same rasters; then calibrated on 32 fresh ones like the other sets
+      TV=(--target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --new-tokens 256 --temperature 1.0
+          --sequences 1536 --gen-batch 32 --lr 3e-4 --warmup 20 --loss tv --cfg-scale 3 --uncond-prompt 1,5,3
+          --rules sample drawn --cpu-tree-size 7 --max-minutes "$MINUTES")
+      $S train-heads "${TV[@]}" --out runs/$M-heads-tv --steps 1200 --init $Z/heads
+      mkdir -p runs/$M-heads-tv2 && ln -sf ../$M-heads-tv/selfdistill.pt runs/$M-heads-tv2/selfdistill.pt
+      $S train-heads "${TV[@]}" --out runs/$M-heads-tv2 --steps 2400 --init runs/$M-heads-tv
+      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv2 --data $D/train.pt --rules sample drawn \
         --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3
-      cp runs/$M-heads-tv/heads.safetensors runs/$M-heads-tv/heads.json $Z/heads/ ;;
+      cp runs/$M-heads-tv2/heads.safetensors runs/$M-heads-tv2/heads.json $Z/heads/ ;;
     image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
       # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json)

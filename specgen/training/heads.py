@@ -92,12 +92,10 @@ def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: 
         raise ValueError(f"unknown distillation loss {kind!r}: use one of {', '.join(LOSSES)}")
     total, per_head = 0.0, []
     for i, head, teacher in aligned(head_logits, target_logits, offsets):
-        loss = 0.0
-        if kind != "tv":
-            loss = F.kl_div(F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1), log_target=True,
-                            reduction="none").sum(-1).mean()
-        if kind != "kl":
-            loss = loss + 0.5 * (head.float().softmax(-1) - teacher.float().softmax(-1)).abs().sum(-1).mean()
+        log_q, log_p = F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1)  # shared by both terms
+        kl = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1).mean() if kind != "tv" else 0.0
+        tv = 0.5 * (log_q.exp() - log_p.exp()).abs().sum(-1).mean() if kind != "kl" else 0.0
+        loss = kl + tv
         per_head.append(loss.item())
         total = total + decay**i * loss
     return total, per_head
@@ -503,7 +501,7 @@ def train(args):
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
             loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets,
-                                              kind=args.loss)
+                                          kind=args.loss)
         if adversarial:  # the discriminator learns first, then the heads learn to fool the updated one
             d_opt.zero_grad(set_to_none=True)
             with acc.autocast():
