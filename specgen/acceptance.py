@@ -72,31 +72,41 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
     p_all = sampling.probs(logits)  # [batch, nodes, vocab]
     if is_chain(parents):
         return sample_chain(p_all, tokens, valid, q, generator, mass)
+    # every node's test as a first child, in one batch of tensor ops: u q(x) < p(x), p at the node's parent (the
+    # walk takes these verdicts as they are; a later sibling is tested against the residual, which depends on
+    # the siblings before it, so those few tests run where the walk reaches them, with the node's same u)
+    b, n = tokens.shape
+    x = tokens[:, 1:]
+    p_parent = p_all.gather(1, parents[:, 1:, None].clamp(min=0).expand(-1, -1, p_all.shape[-1]))
+    px = p_parent.gather(2, x[..., None])[..., 0] if mass is None else mass(p_parent, x)  # [batch, n - 1]
+    qx = q.gather(2, x[..., None])[..., 0] if q is not None else torch.ones_like(px)
+    u = torch.rand(b, n - 1, generator=generator, device=p_all.device)
+    first = (u * qx < px).tolist()
     toks, pars, vals = tokens.tolist(), parents.tolist(), valid.tolist()
-    paths, nxt = [], []
-    for b in range(p_all.shape[0]):
-        kids = children_of(pars[b], vals[b])
+    paths, ends = [], []
+    for row in range(b):
+        kids = children_of(pars[row], vals[row])
         node, path = 0, [0]
-        p = p_all[b, 0]
         while True:
-            moved = False
+            p = None  # the distribution at `node` the next child is tested against; None: p_all itself, untouched
             for c in kids[node]:
-                x = toks[b][c]
-                qc = q[b, c - 1] if q is not None else None
-                qx = qc[x] if qc is not None else 1.0
-                u = torch.rand((), generator=generator, device=p.device)
-                px = p[x] if mass is None else mass(p, torch.tensor(x, device=p.device))
-                if u * qx < px:  # u < p(x)/q(x), without dividing by a zero q(x)
-                    node, moved = c, True
-                    path.append(c)
-                    p = p_all[b, c]
+                if p is None:
+                    kept = first[row][c - 1]
+                else:
+                    px_c = p[toks[row][c]] if mass is None else mass(p, x[row, c - 1])
+                    kept = bool(u[row, c - 1] * qx[row, c - 1] < px_c)
+                if kept:
                     break
-                p = residual(p, qc, x)
-            if not moved:
+                qc = q[row, c - 1] if q is not None else None
+                p = residual(p_all[row, node] if p is None else p, qc, toks[row][c])
+            else:  # no child kept: the next token comes from what is left at this node
+                ends.append(p_all[row, node] if p is None else p)
                 break
+            node = c
+            path.append(c)
         paths.append(path)
-        nxt.append(int(torch.multinomial(p, 1, generator=generator)))
-    return paths, nxt
+    nxt = torch.multinomial(torch.stack(ends), 1, generator=generator)[:, 0]
+    return paths, nxt.tolist()
 
 
 def sample_chain(p_all, tokens, valid, q, generator, mass=None):

@@ -52,25 +52,25 @@ class Sampling:
 
 
 def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = None):
-    """n distinct tokens drawn in order without replacement from q [..., vocab] (Gumbel top-k: distributed as n
-    successive draws, each from q renormalized over the tokens not drawn yet), the distribution each was drawn
+    """n distinct tokens drawn in order without replacement from q [..., vocab], the distribution each was drawn
     from [..., n, vocab], and whether it is a real draw [..., n] (False once q has fewer than n tokens with mass).
+    The draws are an exponential race: with E_x independent Exp(1) noise, the token with the largest q(x) / E_x
+    is a draw from q, and the n largest are distributed as n successive draws, each from q renormalized over the
+    tokens not drawn yet (the Gumbel top-k trick: -log E_x is Gumbel noise on log q(x)). One noise tensor and one
+    argmax or top-k: fewer operations a round than an inverse CDF or repeated multinomials on a CPU.
     Recursive rejection over siblings drawn this way, each tested against its own renormalized q, is lossless
     (Jeon et al. 2024, "Recursive Speculative Decoding"; `accept_sample`)."""
-    if n == 1:  # one child (the common chain case): inverse CDF, several times cheaper than multinomial on a CPU
-        cdf = q.double().cumsum(-1)  # fp64: an fp32 running sum drifts from q over a large vocabulary
-        total = cdf[..., -1:]
-        u = torch.rand(*q.shape[:-1], 1, generator=generator, device=q.device, dtype=torch.float64) * total
-        u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # strictly below the total mass
-        tokens = torch.searchsorted(cdf, u, right=True)  # the first token whose cdf passes u: it has mass
-        tokens = tokens.clamp(max=q.shape[-1] - 1)  # (past the end only when q has no mass at all: invalid)
+    keys = q / torch.empty_like(q).exponential_(generator=generator)
+    if n == 1:  # one child (the common chain case)
+        tokens = keys.argmax(-1, keepdim=True)  # a token without mass wins only when q has none: invalid
         return tokens, q[..., None, :], q.gather(-1, tokens) > 0
-    u = torch.rand(q.shape, generator=generator, device=q.device).clamp(min=1e-20)
-    tokens = (q.log() - (-u.log()).log()).topk(n, -1).indices  # log q plus Gumbel noise
-    taken = torch.zeros(*tokens.shape, q.shape[-1], device=q.device).scatter_(-1, tokens[..., None], 1.0)
-    left = q[..., None, :] * (1.0 - (taken.cumsum(-2) - taken))  # [..., n, vocab]: q without earlier draws
-    total = left.sum(-1, keepdim=True)
-    left = left / torch.where(total > 0, total, 1.0)  # no clamp: the mass left may be far below any floor
+    tokens = keys.topk(n, -1).indices
+    left, lefts = q, [q]
+    for j in range(1, n):  # q without the draws before draw j, renormalized
+        left = left.scatter(-1, tokens[..., j - 1 : j], 0.0)
+        total = left.sum(-1, keepdim=True)  # summed, not 1 - q(x): the mass left may be far below any floor
+        lefts.append(left / torch.where(total > 0, total, 1.0))
+    left = torch.stack(lefts, -2)  # [..., n, vocab]
     # a draw is real only where its own distribution gives it mass: not where q ran out of tokens, nor where
     # the mass left after the earlier draws is too small for fp32 (a zero q(x) would pass any acceptance test)
     return tokens, left, left.gather(-1, tokens[..., None])[..., 0] > 0

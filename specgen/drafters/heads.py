@@ -157,6 +157,8 @@ class HydraDrafter(HeadDrafter):
         t = self.buffer.shape[1]
         self.valid = torch.arange(t, device=hidden.device)[None, :] >= (t - lengths)[:, None]
         self.full = bool(self.valid.all())  # no holes (left padding) in any row's window
+        with torch.inference_mode():  # the token tables, checked here once for the decode's rounds
+            self.tables = self.heads.current_tables()
 
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
@@ -190,57 +192,66 @@ class HydraDrafter(HeadDrafter):
         self.buffer, self.valid, self.memory = self.buffer[rows], self.valid[rows], self.memory[rows]
         self.full = bool(self.valid.all())
 
-    def levels(self, k: int) -> list[tuple]:
-        """The tree for depth k, depth by depth, as index tensors (built once per k): each level's nodes (as slots
-        of a [root, nodes...] row), its parents' paths [parents, depth + 1] (slots of the root and of the drafted
-        tokens on each parent's path, root first), each node's parent slot and rank, how many ranks the level
-        needs, and its one node's slot where the level only extends the run of first guesses (one top child of
-        the parent in slots 0..depth; else None): `propose` fills such a level by plain slicing."""
+    def levels(self, k: int) -> tuple[list[tuple], torch.Tensor | None, torch.Tensor]:
+        """The tree for depth k as index tensors, built once per (k, drawn): per depth, its nodes (the slots of a
+        [root, nodes...] row, a slice where they are contiguous), its parents' paths [parents, depth + 1] (slots
+        of the root and of the drafted tokens on each parent's path, root first; None where the level extends
+        the run of first guesses, whose path is slots 0..depth), which of the level's [parents x ranks] children
+        are its nodes (flat indices; None: all, in order), and how many ranks it needs. Then where each node
+        sits among the levels' outputs laid end to end (None: already in node order), and the parents tensor."""
         cache, key = self._levels, (k, self.drawn)
         if key not in cache:
             paths, depth, rank, parent = self.tree(k)
             index = {p: i + 1 for i, p in enumerate(paths)}  # slot 0 is the root
-            out = []
+            device = self.h.device
+            as_tensor = lambda t: torch.tensor(t, dtype=torch.long, device=device)  # noqa: E731
+            out, order = [], []
             for d in range(max(depth) + 1):
                 nodes = [i for i, dd in enumerate(depth) if dd == d]
                 parents = sorted({parent[i] for i in nodes})  # -1: the root
                 ancestors = [[0] + ([index[paths[p][: j + 1]] for j in range(d)] if p >= 0 else []) for p in parents]
-                chain = nodes[0] + 1 if ancestors == [list(range(d + 1))] and [rank[i] for i in nodes] == [0] else None
-                out.append(tuple(torch.tensor(t, dtype=torch.long, device=self.h.device).view(shape) for t, shape in
-                                 [([i + 1 for i in nodes], -1), (ancestors, (len(parents), d + 1)),
-                                  ([parents.index(parent[i]) for i in nodes], -1), ([rank[i] for i in nodes], -1)])
-                           + (max(rank[i] for i in nodes) + 1, chain))
-            cache[key] = out
+                ranks = max(rank[i] for i in nodes) + 1
+                pick = [parents.index(parent[i]) * ranks + rank[i] for i in nodes]
+                slots = [i + 1 for i in nodes]
+                contiguous = slots == list(range(slots[0], slots[0] + len(slots)))
+                out.append((slice(slots[0], slots[-1] + 1) if contiguous else as_tensor(slots),
+                            None if ancestors == [list(range(d + 1))] else as_tensor(ancestors),
+                            None if pick == list(range(len(parents) * ranks)) else as_tensor(pick), ranks))
+                order += nodes
+            where = [order.index(i) for i in range(len(order))]
+            cache[key] = (out, None if where == list(range(len(where))) else as_tensor(where), as_tensor(parent))
         return cache[key]
 
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
-        _, _, _, parent = self.tree(k)
+        levels, where, parent = self.levels(k)
         context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
-        tables = self.heads.current_tables()  # checked once for the round's head calls
+        tables = self.tables
         pre = self.heads.context_inputs(context, tables)  # [batch, heads, dim]: the same at every depth
         b = context.shape[0]
-        tokens = torch.zeros(b, len(parent) + 1, dtype=torch.long, device=context.device)  # the root, then nodes
+        tokens = torch.empty(b, parent.shape[0] + 1, dtype=torch.long, device=context.device)  # the root, nodes
         tokens[:, 0] = self.root
-        valid = torch.ones(b, len(parent) + 1, dtype=torch.bool, device=context.device)
-        q = (torch.zeros(b, len(parent) + 1, self.heads.lm_head.weight.shape[0], device=context.device)
-             if self.drawn else None)  # fp32, as drawn (`children`), whatever the heads' precision
-        for d, (nodes, ancestors, slot, rank, ranks, chain) in enumerate(self.levels(k)):
+        oks, qs = [], []  # per level, in level order; q: fp32, as drawn (`children`), whatever the heads' precision
+        for d, (nodes, ancestors, pick, ranks) in enumerate(levels):
             # the tokens on each parent's path, root first: [batch, parents, d + 1]
-            path = tokens[:, None, : d + 1] if chain else tokens[:, ancestors]
+            path = tokens[:, None, : d + 1] if ancestors is None else tokens[:, ancestors]
             logits = self.heads.head(d, context[:, None], path, pre[:, None, d], tables)
             top, drawn_from, ok = self.children(logits, ranks)  # [batch, parents, ranks]
-            if chain:  # one node, the parent's first guess: the same writes without index tensors
-                tokens[:, chain], valid[:, chain] = top[:, 0, 0], ok[:, 0, 0]
-                if q is not None:
-                    q[:, chain] = drawn_from[:, 0, 0]
-                continue
-            tokens[:, nodes], valid[:, nodes] = top[:, slot, rank], ok[:, slot, rank]
-            if q is not None:
-                q[:, nodes] = drawn_from[:, slot, rank]
+            top, ok = top.flatten(1), ok.flatten(1)
+            if drawn_from is not None:
+                drawn_from = drawn_from.flatten(1, 2)
+            if pick is not None:
+                top, ok = top[:, pick], ok[:, pick]
+                drawn_from = None if drawn_from is None else drawn_from[:, pick]
+            tokens[:, nodes] = top
+            oks.append(ok)
+            qs.append(drawn_from)
         self.forwards += 1
-        parents_t = torch.tensor(parent, device=tokens.device).expand(b, -1)
-        return DraftTree(tokens[:, 1:], parents_t, valid[:, 1:], None if q is None else q[:, 1:])
+        valid = oks[0] if len(oks) == 1 else torch.cat(oks, 1)
+        q = None if qs[0] is None else qs[0] if len(qs) == 1 else torch.cat(qs, 1)
+        if where is not None:  # levels laid end to end -> node order
+            valid, q = valid[:, where], None if q is None else q[:, where]
+        return DraftTree(tokens[:, 1:], parent.expand(b, -1), valid, q)
 
 
 class BeamDrafter(HeadDrafter):
@@ -424,18 +435,18 @@ class HawkDrafter(Drafter):
         return prefix_tree(rows, tree.tokens.device)
 
     def accept(self, emitted, paths, hidden=None):
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        width = max(len(p) for p in paths)
-        idx = torch.tensor([p + [p[-1]] * (width - len(p)) for p in paths], device=hidden.device)
-        accepted_hidden = hidden[rows[:, None], idx]  # [batch, width, dim]
-        positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
-                     (width - len(p)) for b, p in enumerate(paths)]
+        if self.uses_cache:  # every accepted node's vertical guesses
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            width = max(len(p) for p in paths)
+            idx = torch.tensor([p + [p[-1]] * (width - len(p)) for p in paths], device=hidden.device)
+            positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
+                         (width - len(p)) for b, p in enumerate(paths)]
+            self.remember(hidden[rows[:, None], idx], positions)  # hidden states [batch, width, dim]
         self.horizontal.accept(emitted, paths, hidden)
-        if self.uses_cache:
-            self.remember(accepted_hidden, positions)
         for b, e in enumerate(emitted):
             self.root_pos[b] += len(e)
-            self.cache[b] = {p: t for p, t in self.cache[b].items() if p > self.root_pos[b]}  # drop decided ones
+            if self.cache[b]:
+                self.cache[b] = {p: t for p, t in self.cache[b].items() if p > self.root_pos[b]}  # drop decided
 
     def select(self, rows):
         self.horizontal.select(rows)
