@@ -120,16 +120,23 @@ def add_setting_sweeps(p, items: str, varied: str):
                    help=f"also decode {varied} at these tree sizes (candidate nodes per round)")
     p.add_argument("--fp32-drafting", action="store_true",
                    help=f"also decode {varied} with the heads drafting in fp32 (fp16 on a CPU by default)")
+    p.add_argument("--compiled-drafting", action="store_true",
+                   help=f"also decode {varied}, at the default tree size and each --tree-sizes, with Hydra++ draft "
+                        f"rounds compiled by torch.compile (compiled during the warm-up)")
 
 
 def sweep_rows(label: str, kw: dict, args) -> dict[str, dict]:
-    """The extra rows those options ask for: '<label>, tree N' and '<label>, fp32 drafting', each `kw` (a pipeline's
-    generate arguments) with its setting."""
+    """The extra rows those options ask for: '<label>, tree N', '<label>, fp32 drafting' and '..., compiled', each
+    `kw` (a pipeline's generate arguments) with its setting."""
     import torch
 
     rows = {f"{label}, tree {n}": {**kw, "tree_size": n} for n in args.tree_sizes}
     if args.fp32_drafting:
         rows[f"{label}, fp32 drafting"] = {**kw, "draft_dtype": torch.float32}
+    if getattr(args, "compiled_drafting", False):
+        rows.update({f"{name}, compiled": {**row, "compile_draft": True}
+                     for name, row in [(label, kw)] + [(f"{label}, tree {n}", rows[f"{label}, tree {n}"])
+                                                       for n in args.tree_sizes]})
     return rows
 
 

@@ -51,7 +51,8 @@ class Sampling:
         return torch.multinomial(self.probs(logits), 1, generator=generator).squeeze(-1)
 
 
-def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = None):
+def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None):
     """n distinct tokens drawn in order without replacement from q [..., vocab], the distribution each was drawn
     from [..., n, vocab], and whether it is a real draw [..., n] (False once q has fewer than n tokens with mass).
     The draws are an exponential race: with E_x independent Exp(1) noise, the token with the largest q(x) / E_x
@@ -59,8 +60,9 @@ def draw_distinct(q: torch.Tensor, n: int, generator: torch.Generator | None = N
     tokens not drawn yet (the Gumbel top-k trick: -log E_x is Gumbel noise on log q(x)). One noise tensor and one
     argmax or top-k: fewer operations a round than an inverse CDF or repeated multinomials on a CPU.
     Recursive rejection over siblings drawn this way, each tested against its own renormalized q, is lossless
-    (Jeon et al. 2024, "Recursive Speculative Decoding"; `accept_sample`)."""
-    keys = q / torch.empty_like(q).exponential_(generator=generator)
+    (Jeon et al. 2024, "Recursive Speculative Decoding"; `accept_sample`). `noise`: the Exp(1) draws, shaped like
+    q, when the caller drew them already (a compiled draft round takes its randomness as an input)."""
+    keys = q / (torch.empty_like(q).exponential_(generator=generator) if noise is None else noise)
     if n == 1:  # one child (the common chain case)
         tokens = keys.argmax(-1, keepdim=True)  # a token without mass wins only when q has none: invalid
         return tokens, q[..., None, :], q.gather(-1, tokens) > 0

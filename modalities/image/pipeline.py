@@ -71,7 +71,8 @@ class ImagePipeline:
                  top_p: float = 1.0, method: str = "hawk", seed: int = 0, samples: int = 1,
                  num_draft_tokens: int = 8, acceptance: str | None = None, delta: float = 0.2,
                  vertical: bool = True, tree_size: int | None = None, draws: str = "auto",
-                 draft_dtype: torch.dtype | None = None) -> ImageResult:
+                 draft_dtype: torch.dtype | None = None,
+                 compile_draft: bool | None = None) -> ImageResult:
         """`samples` images for one caption. method: hawk or ar; acceptance: None (exact: greedy or sample) or
         "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
         heads only; tree_size: candidate nodes per round (default: the heads' measured CPU size, else by device:
@@ -79,7 +80,8 @@ class ImagePipeline:
         when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': drawn
         when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
         else Hawk's tree; draft_dtype: the precision the heads draft in
-        (default: fp16 on a CPU; see `default_draft_dtype`)."""
+        (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: Hydra++ draft rounds compiled by
+        torch.compile (default: SPECGEN_COMPILE_DRAFT, off; see `HydraDrafter`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
         if method == "hawk" and self.heads is None:
@@ -95,7 +97,7 @@ class ImagePipeline:
         drafter = None
         if method == "hawk":
             drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options), draws,
-                                   draft_dtype)
+                                   draft_dtype, compile_draft)
             drafter.vertical = vertical
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         outs = generate(target, [prefix] * samples, drafter, Sampling(temperature, top_k, top_p), GRID * GRID,

@@ -88,7 +88,8 @@ class RapPipeline:
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,
                  num_draft_tokens: int = 8, acceptance: str | None = None, tolerance: int | None = None,
                  beat_gain: float = 0.6, tree_size: int | None = None, vocoder: str = "auto",
-                 draws: str = "auto", draft_dtype: torch.dtype | None = None) -> RapResult:
+                 draws: str = "auto", draft_dtype: torch.dtype | None = None,
+                 compile_draft: bool | None = None) -> RapResult:
         """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
         `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
         per round (default: the heads' measured CPU size, 7 for the zoo model, else by device: 8 on CPU, 32 on
@@ -99,7 +100,8 @@ class RapPipeline:
         vocoder: auto (the model's neural vocoder when it ships one, else Griffin-Lim), neural or griffin-lim.
         draws: how the heads pick their guesses when sampling losslessly: auto or sample (drawn from the heads'
         distribution, accepted more often), or top (their top-k; see `HeadDrafter`). draft_dtype: the precision
-        the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`)."""
+        the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: Hydra++ draft
+        rounds compiled by torch.compile (default: SPECGEN_COMPILE_DRAFT, off; see `HydraDrafter`)."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")
@@ -127,7 +129,7 @@ class RapPipeline:
         drafter = None
         if method == "heads":
             drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(acceptance, temperature, options),
-                                   draws, draft_dtype)
+                                   draws, draft_dtype, compile_draft)
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
                        gen, acceptance, options, self.vocab.allowed)[0]

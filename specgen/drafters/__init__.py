@@ -17,13 +17,15 @@ AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafte
 
 
 def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
-                 draws: str = "auto", dtype=None) -> Drafter | None:
+                 draws: str = "auto", dtype=None, compile: bool | None = None) -> Drafter | None:
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
     'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA, Hydra++ and Hawk trees pick a node's
     children under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`, and `HawkDrafter` for Hawk);
-    `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU)."""
+    `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU);
+    `compile`: Hydra++ and Hawk (Hydra++ rows) draft rounds compiled by torch.compile (default: the
+    SPECGEN_COMPILE_DRAFT environment variable, off; see `HydraDrafter`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:
@@ -46,7 +48,10 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft, dtype=dtype)
-        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype)
+        if compile and method not in ("hydra", "hawk"):
+            raise ValueError(f"compile=True applies to the hydra and hawk drafters, not to {method!r}")
+        extra = {"compile": compile} if method in ("hydra", "hawk") else {}
+        return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype, **extra)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
                          f"method={draft.kind!r}")

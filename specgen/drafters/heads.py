@@ -3,7 +3,10 @@
 merged into a prefix tree (ReDrafter). Every tree is verified in one target forward."""
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.nn.functional as F
 
 from ..cpu import narrow_matmuls
 from ..heads.base import DraftHeads
@@ -18,6 +21,7 @@ def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
 
 
 CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
+COMPILE_DRAFT = os.environ.get("SPECGEN_COMPILE_DRAFT", "0") == "1"  # Hydra++ rounds compiled (`HydraDrafter`)
 DRAWS = ("auto", "top", "sample")
 
 
@@ -142,49 +146,55 @@ class HydraDrafter(HeadDrafter):
     that reads the tokens on that node's path. The prefix attention reads a window of accepted hidden states."""
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
-                 table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None):
+                 table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
+                 compile: bool | None = None):
+        """compile: run each round's tensor work compiled by torch.compile (`compiled_hydra_round`; default
+        `COMPILE_DRAFT`, off unless SPECGEN_COMPILE_DRAFT=1). Same guesses from the same seed, up to float
+        rounding; the first round of a new tree shape or batch size waits for the compiler."""
         super().__init__(heads, tree_size, rule, table, draws, dtype)
+        self.compiled = COMPILE_DRAFT if compile is None else compile
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
+    @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
-        self.buffer = hidden[:, -w:].to(self.dtype)  # [batch, <= window, dim], newest last (prompts are left-padded)
-        with torch.inference_mode():
-            self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
-        t = self.buffer.shape[1]
-        self.valid = torch.arange(t, device=hidden.device)[None, :] >= (t - lengths)[:, None]
-        self.full = bool(self.valid.all())  # no holes (left padding) in any row's window
-        with torch.inference_mode():  # the token tables, checked here once for the decode's rounds
-            self.tables = self.heads.current_tables()
+        # [batch, window, dim], newest last: a short prompt is left-padded to the window (prompts come left-padded
+        # too) and the padding is masked, so the buffer keeps one shape (a compiled round is traced once)
+        self.buffer = F.pad(hidden[:, -w:].to(self.dtype), (0, 0, max(0, w - hidden.shape[1]), 0))
+        self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
+        self.valid = torch.arange(w, device=hidden.device)[None, :] >= (w - lengths)[:, None]
+        self.full = bool(self.valid.all())  # no padding left in any row's window
+        self.tables = self.heads.current_tables()  # the token tables, checked here once for the decode's rounds
+        self.compiled_batch = len(prompts)  # compiled rounds run while no row has left the batch
 
+    @torch.inference_mode()
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
         width = max(len(p) for p in paths)
         idx = torch.tensor([p + p[-1:] * (width - len(p)) for p in paths], device=hidden.device)
         kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)  # [b, width, dim]
-        with torch.inference_mode():
-            memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
-        if self.full and all(len(p) == width for p in paths):  # no holes: one append for the batch
-            self.buffer = torch.cat([self.buffer, kept], 1)[:, -w:]
-            self.memory = torch.cat([self.memory, memory], 1)[:, -w:]
-            if self.valid.shape != self.buffer.shape[:2]:
-                self.valid = torch.ones(self.buffer.shape[:2], dtype=torch.bool, device=hidden.device)
+        memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
+        if all(len(p) == width for p in paths):  # every row keeps as many: one append for the batch
+            # the oldest `width` out, the new ones in: the window keeps its shape and stays contiguous
+            self.buffer = torch.cat([self.buffer[:, width:], kept[:, -w:]], 1)
+            self.memory = torch.cat([self.memory[:, width:], memory[:, -w:]], 1)
+            if not self.full:  # padding is still in some row's window
+                self.valid = torch.cat([self.valid[:, width:], self.valid.new_ones(len(paths), min(width, w))], 1)
+                self.full = bool(self.valid.all())
             self.advance(emitted, kept[:, -1])  # each row's last accepted state, already gathered
             return
-        # rows keep different numbers: each row's newest `window` states, left-padded
-        rows = [(torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:],
-                 torch.cat([self.memory[b][self.valid[b]], memory[b, : len(p)]])[-w:]) for b, p in enumerate(paths)]
-        width = max(len(r) for r, _ in rows)
-        self.buffer = kept.new_zeros(len(rows), width, kept.shape[-1])
-        self.memory = memory.new_zeros(len(rows), width, memory.shape[-1])
-        self.valid = torch.zeros(len(rows), width, dtype=torch.bool, device=hidden.device)
-        for b, (r, m) in enumerate(rows):
-            self.buffer[b, width - len(r):], self.memory[b, width - len(r):] = r, m
-            self.valid[b, width - len(r):] = True
-        self.full = bool(self.valid.all())
+        # rows keep different numbers: each row's newest `window` states, left-padded to the window
+        buffer, memory_all = torch.zeros_like(self.buffer), torch.zeros_like(self.memory)
+        valid = torch.zeros_like(self.valid)
+        for b, p in enumerate(paths):
+            r = torch.cat([self.buffer[b][self.valid[b]], kept[b, : len(p)]])[-w:]
+            m = torch.cat([self.memory[b][self.valid[b]], memory[b, : len(p)]])[-w:]
+            buffer[b, w - len(r):], memory_all[b, w - len(r):], valid[b, w - len(r):] = r, m, True
+        self.buffer, self.memory, self.valid = buffer, memory_all, valid
+        self.full = bool(valid.all())
         super().accept(emitted, paths, hidden)
 
     def select(self, rows):
@@ -225,33 +235,75 @@ class HydraDrafter(HeadDrafter):
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
         levels, where, parent = self.levels(k)
-        context = self.heads.prefix.last(self.buffer, self.valid, self.memory)  # [batch, dim]
-        tables = self.tables
-        pre = self.heads.context_inputs(context, tables)  # [batch, heads, dim]: the same at every depth
-        b = context.shape[0]
-        tokens = torch.empty(b, parent.shape[0] + 1, dtype=torch.long, device=context.device)  # the root, nodes
-        tokens[:, 0] = self.root
-        oks, qs = [], []  # per level, in level order; q: fp32, as drawn (`children`), whatever the heads' precision
-        for d, (nodes, ancestors, pick, ranks) in enumerate(levels):
-            # the tokens on each parent's path, root first: [batch, parents, d + 1]
-            path = tokens[:, None, : d + 1] if ancestors is None else tokens[:, ancestors]
-            logits = self.heads.head(d, context[:, None], path, pre[:, None, d], tables)
-            top, drawn_from, ok = self.children(logits, ranks)  # [batch, parents, ranks]
-            top, ok = top.flatten(1), ok.flatten(1)
-            if drawn_from is not None:
-                drawn_from = drawn_from.flatten(1, 2)
-            if pick is not None:
-                top, ok = top[:, pick], ok[:, pick]
-                drawn_from = None if drawn_from is None else drawn_from[:, pick]
-            tokens[:, nodes] = top
-            oks.append(ok)
-            qs.append(drawn_from)
+        b = self.root.shape[0]
+        noise = None
+        if self.drawn:  # the round's randomness, drawn here: Exp(1) noise for every parent's children (`draw_distinct`)
+            parents = sum(1 if a is None else a.shape[0] for _, a, _, _ in levels)
+            noise = torch.empty(b, parents, self.heads.lm_head.weight.shape[0], device=self.root.device)
+            noise.exponential_(generator=self.generator)
+        run = hydra_round
+        full = k >= max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))  # no path cut short
+        if self.compiled and full and b == self.compiled_batch:
+            run = compiled_hydra_round()  # the whole tree, at the batch the decode started with (else: eager)
+        drawn = self.drawn
+        tokens, valid, q = run(self.heads, levels, where, parent.shape[0], self.tables,
+                               self.blocked if drawn else None, self.sampling if drawn else None, self.buffer,
+                               self.valid, self.memory, self.root, noise)
         self.forwards += 1
-        valid = oks[0] if len(oks) == 1 else torch.cat(oks, 1)
-        q = None if qs[0] is None else qs[0] if len(qs) == 1 else torch.cat(qs, 1)
-        if where is not None:  # levels laid end to end -> node order
-            valid, q = valid[:, where], None if q is None else q[:, where]
-        return DraftTree(tokens[:, 1:], parent.expand(b, -1), valid, q)
+        return DraftTree(tokens, parent.expand(b, -1), valid, q)
+
+
+def hydra_round(heads, levels, where, size, tables, blocked, sampling, buffer, valid, memory, root, noise):
+    """One Hydra++ draft round as tensor work alone (`HydraDrafter.propose` holds the state and the randomness):
+    the context vector from the prefix attention, then the tree of `size` nodes depth by depth (its `levels`), each
+    level's children drawn with the given Exp(1) noise [batch, parents, vocab] (all levels' parents in order)
+    from the heads' distribution after `sampling` with `blocked` tokens barred, or the heads' top-k when
+    `sampling` is None. Returns the nodes' tokens [batch, nodes], validity and, when drawn, the distributions
+    they were drawn from [batch, nodes, vocab] (fp32)."""
+    context = heads.prefix.last(buffer, valid, memory)  # [batch, dim]
+    pre = heads.context_inputs(context, tables)  # [batch, heads, dim]: the same at every depth
+    b = context.shape[0]
+    tokens = torch.empty(b, size + 1, dtype=torch.long, device=context.device)  # the root, then the nodes
+    tokens[:, 0] = root
+    oks, qs, used = [], [], 0  # per level, in level order
+    for d, (nodes, ancestors, pick, ranks) in enumerate(levels):
+        # the tokens on each parent's path, root first: [batch, parents, d + 1]
+        path = tokens[:, None, : d + 1] if ancestors is None else tokens[:, ancestors]
+        logits = heads.head(d, context[:, None], path, pre[:, None, d], tables)  # [batch, parents, vocab]
+        if sampling is not None:
+            if blocked is not None:
+                logits = logits.masked_fill(blocked, float("-inf"))
+            m = logits.shape[1]
+            top, drawn_from, ok = draw_distinct(sampling.probs(logits), ranks, noise=noise[:, used : used + m])
+            used += m
+            drawn_from = drawn_from.flatten(1, 2)
+        else:
+            top, drawn_from = logits.topk(ranks, dim=-1).indices, None
+            ok = torch.ones_like(top, dtype=torch.bool)
+        top, ok = top.flatten(1), ok.flatten(1)  # [batch, parents * ranks]
+        if pick is not None:
+            top, ok = top[:, pick], ok[:, pick]
+            drawn_from = None if drawn_from is None else drawn_from[:, pick]
+        tokens[:, nodes] = top
+        oks.append(ok)
+        qs.append(drawn_from)
+    valid = oks[0] if len(oks) == 1 else torch.cat(oks, 1)
+    q = None if qs[0] is None else qs[0] if len(qs) == 1 else torch.cat(qs, 1)
+    if where is not None:  # levels laid end to end -> node order
+        valid, q = valid[:, where], None if q is None else q[:, where]
+    return tokens[:, 1:], valid, q
+
+
+_COMPILED = {}
+
+
+def compiled_hydra_round():
+    """`hydra_round` compiled by torch.compile (made once per process; each tree shape, batch and precision is
+    traced once and kept, the first time taking seconds). A round issues some 180 small operations; compiled,
+    their Python dispatch goes and the elementwise ones fuse (`COMPILE_DRAFT`)."""
+    if "hydra" not in _COMPILED:
+        _COMPILED["hydra"] = torch.compile(hydra_round, dynamic=False)
+    return _COMPILED["hydra"]
 
 
 class BeamDrafter(HeadDrafter):
@@ -322,13 +374,15 @@ class HawkDrafter(Drafter):
     needs_hidden = True
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
-                 rule: str | None = None, draws: str = "auto", dtype: torch.dtype | None = None):
+                 rule: str | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
+                 compile: bool | None = None):
         """draws: 'top' keeps Hawk's tree; 'sample', and 'auto' (the default) when the decode samples under the
         lossless `sample` rule, draw the horizontal guesses as `HeadDrafter` does and then leave the cached
         vertical guesses out: which of them join the tree depends on the drafted tokens (agreement with the
         favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is no
         longer distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps
-        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`)."""
+        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: Hydra++
+        rows draft compiled (`HydraDrafter`)."""
         heads = drafting_heads(heads, dtype)
         self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
@@ -346,7 +400,7 @@ class HawkDrafter(Drafter):
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
         kw = dict(table=self.table, draws=draws, dtype=heads.lm_head.weight.dtype)  # the copy's: draft in it
-        self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw) if hydra else
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw, compile=compile) if hydra else
                            MedusaDrafter(heads, tree_size, **kw))
         self.size = len(self.horizontal.paths)
 

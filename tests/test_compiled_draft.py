@@ -1,0 +1,64 @@
+"""Compiled Hydra++ draft rounds (`compile=True`, torch.compile): the same round as the eager one, traced once
+per tree shape and batch, and a decode that uses it says exactly what the eager decode says."""
+import pytest
+import torch
+
+from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen.drafters import heads as head_drafters
+from tiny import random_heads, tiny_model
+
+pytest.importorskip("torch._inductor")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    target = tiny_model("llama", vocab=97, init=0.5, seed=3)
+    return target, random_heads(target, "hydra", scale=2.0, seed=5)
+
+
+def decode(target, heads, compile, sampling, seed=0, prompts=([5, 6, 7, 8],), tokens=40):
+    drafter = make_drafter("hydra", heads, tree_size=7, dtype=torch.float32, compile=compile)
+    gen = torch.Generator().manual_seed(seed)
+    outs = generate(CachedLM(target), [list(p) for p in prompts], drafter, sampling, tokens, 8, generator=gen)
+    return [o.token_ids for o in outs], drafter
+
+
+def test_a_compiled_round_drafts_what_the_eager_round_drafts(setup, monkeypatch):
+    """Capture the rounds of a sampled decode run compiled, and redo each eagerly from the same state and noise:
+    the same tokens and validity, and the same distributions up to float rounding."""
+    target, heads = setup
+    rounds = []
+    compiled = head_drafters.compiled_hydra_round()
+
+    def spy(*args):
+        out = compiled(*args)
+        rounds.append((args, out))
+        return out
+
+    monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: spy)
+    _, drafter = decode(target, heads, True, Sampling(temperature=1.0))
+    assert drafter.compiled and len(rounds) >= 3  # the compiled round ran (the last, shorter ones run eagerly)
+    with torch.inference_mode():
+        for args, (tokens, valid, q) in rounds:
+            e_tokens, e_valid, e_q = head_drafters.hydra_round(*args)
+            assert torch.equal(tokens, e_tokens) and torch.equal(valid, e_valid)
+            # (a second sibling's q is renormalized from what its first left, which can be a sliver of mass)
+            assert torch.allclose(q, e_q, atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_compiled_decode_says_what_the_eager_decode_says(setup, temperature):
+    """Greedy and sampled, one row and a batch of two (rows of different lengths, so left padding in the window):
+    token for token the same from the same seed."""
+    target, heads = setup
+    sampling = Sampling(temperature=temperature)
+    for prompts in ([[5, 6, 7, 8]], [[5, 6, 7, 8], [9, 10]]):
+        eager, _ = decode(target, heads, False, sampling, seed=4, prompts=prompts)
+        compiled, _ = decode(target, heads, True, sampling, seed=4, prompts=prompts)
+        assert compiled == eager
+
+
+def test_compile_is_refused_for_drafters_that_have_no_compiled_round(setup):
+    target, _ = setup
+    with pytest.raises(ValueError, match="hydra and hawk"):
+        make_drafter("medusa", random_heads(target, "medusa"), compile=True)
