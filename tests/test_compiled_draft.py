@@ -62,3 +62,5 @@ def test_compile_is_refused_for_drafters_that_have_no_compiled_round(setup):
     target, _ = setup
     with pytest.raises(ValueError, match="hydra and hawk"):
         make_drafter("medusa", random_heads(target, "medusa"), compile=True)
+    with pytest.raises(ValueError, match="Hydra"):
+        make_drafter("hawk", random_heads(target, "hawk"), compile=True)  # Medusa rows

@@ -399,6 +399,9 @@ class HawkDrafter(Drafter):
         self.marginal = marginal
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
+        if compile and not hydra:
+            raise ValueError("compile=True needs Hawk heads with Hydra++ rows; these have Medusa rows, which draft "
+                             "eagerly: leave compile unset")
         kw = dict(table=self.table, draws=draws, dtype=heads.lm_head.weight.dtype)  # the copy's: draft in it
         self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw, compile=compile) if hydra else
                            MedusaDrafter(heads, tree_size, **kw))
