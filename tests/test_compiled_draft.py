@@ -64,3 +64,18 @@ def test_compile_is_refused_for_drafters_that_have_no_compiled_round(setup):
         make_drafter("medusa", random_heads(target, "medusa"), compile=True)
     with pytest.raises(ValueError, match="Hydra"):
         make_drafter("hawk", random_heads(target, "hawk"), compile=True)  # Medusa rows
+
+
+def test_a_compiler_failure_falls_back_to_eager_rounds_with_a_warning(setup, monkeypatch):
+    """Where torch.compile cannot run (no C++ toolchain, say), the decode drafts eagerly and says why, once."""
+    target, heads = setup
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: broken)
+    monkeypatch.setattr(head_drafters, "_COMPILED", {})  # (what the failure marks as unavailable)
+    eager, _ = decode(target, heads, False, Sampling(temperature=1.0), seed=2)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found.*drafting eagerly"):
+        fallback, drafter = decode(target, heads, True, Sampling(temperature=1.0), seed=2)
+    assert fallback == eager and not drafter.compiled

@@ -4,6 +4,7 @@ merged into a prefix tree (ReDrafter). Every tree is verified in one target forw
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -244,11 +245,20 @@ class HydraDrafter(HeadDrafter):
         run = hydra_round
         full = k >= max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))  # no path cut short
         if self.compiled and full and b == self.compiled_batch:
-            run = compiled_hydra_round()  # the whole tree, at the batch the decode started with (else: eager)
+            run = compiled_hydra_round() or hydra_round  # the whole tree, at the batch the decode started with
         drawn = self.drawn
-        tokens, valid, q = run(self.heads, levels, where, parent.shape[0], self.tables,
-                               self.blocked if drawn else None, self.sampling if drawn else None, self.buffer,
-                               self.valid, self.memory, self.root, noise)
+        args = (self.heads, levels, where, parent.shape[0], self.tables, self.blocked if drawn else None,
+                self.sampling if drawn else None, self.buffer, self.valid, self.memory, self.root, noise)
+        try:
+            tokens, valid, q = run(*args)
+        except Exception as err:  # noqa: BLE001 (the compiler's own errors take many forms)
+            if run is hydra_round:
+                raise
+            self.compiled, _COMPILED["hydra"] = False, None  # e.g. no C++ compiler: say so once, then eager
+            warnings.warn(f"compiled draft rounds are unavailable here ({type(err).__name__}: {err}); drafting "
+                          f"eagerly instead (same guesses). Leave compile_draft unset to skip the attempt.",
+                          stacklevel=2)
+            tokens, valid, q = hydra_round(*args)
         self.forwards += 1
         return DraftTree(tokens, parent.expand(b, -1), valid, q)
 
@@ -300,10 +310,10 @@ _COMPILED = {}
 def compiled_hydra_round():
     """`hydra_round` compiled by torch.compile (made once per process; each tree shape, batch and precision is
     traced once and kept, the first time taking seconds). A round issues some 180 small operations; compiled,
-    their Python dispatch goes and the elementwise ones fuse (`COMPILE_DRAFT`)."""
+    their Python dispatch goes and the elementwise ones fuse (`COMPILE_DRAFT`). None where compiling failed."""
     if "hydra" not in _COMPILED:
         _COMPILED["hydra"] = torch.compile(hydra_round, dynamic=False)
-    return _COMPILED["hydra"]
+    return _COMPILED["hydra"]  # None once it failed in this process (the drafter then runs `hydra_round`)
 
 
 class BeamDrafter(HeadDrafter):
