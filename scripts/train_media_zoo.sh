@@ -2,7 +2,7 @@
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
-#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv bench   (treesize: session 10's step alone)
+#   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
@@ -75,7 +75,10 @@ for step in "$@"; do
       cp runs/$M-heads-tv2/heads.safetensors runs/$M-heads-tv2/heads.json $Z/heads/ ;;
     image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
-      # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json)
+      # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json).
+      # Session 12's `tv` step stores 7; session 13 runs this step after it: 3 beat 7 again on training captions
+      # with the leaner draft rounds (`--split train --captions 16 ... --rows drawn --tree-sizes 3 [--seed 1|2]`,
+      # docs/bench/image-s13-train*.json)
       $P -c "from specgen.heads.base import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
     rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
       # session 10: their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
