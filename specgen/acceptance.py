@@ -77,8 +77,11 @@ def accept_sample(logits, tokens, parents, valid, q, sampling: Sampling, generat
     # the siblings before it, so those few tests run where the walk reaches them, with the node's same u)
     b, n = tokens.shape
     x = tokens[:, 1:]
-    p_parent = p_all.gather(1, parents[:, 1:, None].clamp(min=0).expand(-1, -1, p_all.shape[-1]))
-    px = p_parent.gather(2, x[..., None])[..., 0] if mass is None else mass(p_parent, x)  # [batch, n - 1]
+    up = parents[:, 1:].clamp(min=0)
+    if mass is None:  # p(x) at each node's parent, read in place
+        px = p_all[torch.arange(b, device=p_all.device)[:, None], up, x]  # [batch, n - 1]
+    else:
+        px = mass(p_all.gather(1, up[..., None].expand(-1, -1, p_all.shape[-1])), x)
     qx = q.gather(2, x[..., None])[..., 0] if q is not None else torch.ones_like(px)
     u = torch.rand(b, n - 1, generator=generator, device=p_all.device)
     first = (u * qx < px).tolist()

@@ -13,9 +13,47 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .cpu import narrow_matmuls
 from .tree import ancestry
+
+
+class GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values are views of a larger buffer: a forward writes its new slots in place
+    instead of `torch.cat` copying the whole layer (every forward, for every layer). Capacity doubles when it runs
+    out. Crops keep views of the buffer, so the next forward overwrites the dropped slots; where something put a
+    tensor of its own in place of the view (`batch_select_indices`, say), the next update copies it into a new
+    buffer. Same keys and values, so the same logits, bit for bit."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        store = getattr(self, "_store", None)
+        old = self.keys.shape[-2] if self.keys.dim() == key_states.dim() else 0  # (lazy init leaves a 1-d empty)
+        new = old + key_states.shape[-2]
+        if (store is None or new > store[0].shape[-2] or store[0].shape[:-2] != key_states.shape[:-2]
+                or old and self.keys.data_ptr() != store[0].data_ptr()):
+            shape = (*key_states.shape[:-2], max(2 * new, 64), key_states.shape[-1])
+            store = self._store = (key_states.new_empty(shape), value_states.new_empty(shape))
+            if old:
+                store[0][..., :old, :] = self.keys
+                store[1][..., :old, :] = self.values
+        store[0][..., old:new, :] = key_states
+        store[1][..., old:new, :] = value_states
+        self.keys, self.values = store[0][..., :new, :], store[1][..., :new, :]
+        return self.keys, self.values
+
+    def reset(self) -> None:
+        self._store = None
+        super().reset()
+
+
+def growing_cache() -> DynamicCache:
+    """A DynamicCache of `GrowingLayer`s (added lazily, one per attention layer, as DynamicCache adds its own)."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer
+    return cache
 
 
 def context_length(config) -> int | None:
@@ -63,7 +101,7 @@ class CachedLM:
             self._hook = listen_hidden(self.model, lambda h: setattr(self, "hidden", h))
 
     def reset(self, batch: int):
-        self.cache = DynamicCache()
+        self.cache = growing_cache()
         self.slot_valid = torch.zeros(batch, 0, dtype=torch.bool, device=self.device)  # [batch, slots]
         self.pos = torch.zeros(batch, dtype=torch.long, device=self.device)  # committed tokens per row
         self.pending = 0  # trailing slots not yet committed

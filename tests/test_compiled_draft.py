@@ -64,6 +64,22 @@ def test_compile_is_refused_for_drafters_that_have_no_compiled_round(setup):
         make_drafter("medusa", random_heads(target, "medusa"), compile=True)
     with pytest.raises(ValueError, match="Hydra"):
         make_drafter("hawk", random_heads(target, "hawk"), compile=True)  # Medusa rows
+    for method in ("redrafter", "ngram", "ar"):  # refused before anything else is looked at
+        with pytest.raises(ValueError, match="hydra and hawk"):
+            make_drafter(method, None, compile=True)
+
+
+def test_an_error_of_the_round_itself_is_raised_not_taken_for_a_compiler_failure(setup, monkeypatch):
+    target, heads = setup
+
+    def failing(*args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: failing)
+    monkeypatch.setattr(head_drafters, "_COMPILED", {})
+    with pytest.raises(RuntimeError, match="out of memory"):
+        decode(target, heads, True, Sampling(temperature=1.0), seed=2)
+    assert head_drafters._COMPILED == {}  # compiled rounds stay on for the rest of the process
 
 
 def test_a_compiler_failure_falls_back_to_eager_rounds_with_a_warning(setup, monkeypatch):
@@ -71,11 +87,13 @@ def test_a_compiler_failure_falls_back_to_eager_rounds_with_a_warning(setup, mon
     target, heads = setup
 
     def broken(*args):
-        raise RuntimeError("no C++ compiler found")
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        raise InvalidCxxCompiler()  # its message: "No working C++ compiler found in ..."
 
     monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: broken)
     monkeypatch.setattr(head_drafters, "_COMPILED", {})  # (what the failure marks as unavailable)
     eager, _ = decode(target, heads, False, Sampling(temperature=1.0), seed=2)
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found.*drafting eagerly"):
+    with pytest.warns(UserWarning, match="No working C\\+\\+ compiler found.*drafting eagerly"):
         fallback, drafter = decode(target, heads, True, Sampling(temperature=1.0), seed=2)
     assert fallback == eager and not drafter.compiled

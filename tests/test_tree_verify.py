@@ -74,3 +74,38 @@ def test_ancestry_of_a_chain_and_a_tree():
     assert depth.tolist() == [[0, 1, 1, 2, 0]]
     assert anc[0, 3].int().tolist() == [1, 1, 0, 1, 0]
     assert anc[0, 4].int().tolist() == [0, 0, 0, 0, 1]  # an invalid node sees only itself
+
+
+def test_growing_cache_matches_transformers_dynamic_cache(monkeypatch):
+    """The in-place cache (`GrowingLayer`) gives the logits transformers' own DynamicCache gives, bit for bit,
+    through tree steps, crops, gathers, a row leaving the batch and growth past its first capacity."""
+    import transformers
+
+    import specgen.cached_lm as C
+
+    rng = random.Random(1)
+    model = tiny_model("llama", vocab=50, context=512)
+    ours, ref = CachedLM(model), CachedLM(model)
+    prompts = [[rng.randrange(50) for _ in range(n)] for n in (9, 4, 6)]
+    ours.prefill(prompts)
+    monkeypatch.setattr(C, "growing_cache", transformers.DynamicCache)
+    ref.prefill(prompts)
+    assert isinstance(ours.cache.layers[0], C.GrowingLayer) and not isinstance(ref.cache.layers[0], C.GrowingLayer)
+    capacity = ours.cache.layers[0]._store[0].shape[-2]
+    for r in range(40):  # long enough to outgrow the first buffer
+        b, n = ours.batch, 5
+        parents = torch.tensor([random_tree(rng, n) for _ in range(b)])
+        tokens = torch.randint(0, 50, (b, n), generator=torch.Generator().manual_seed(r))
+        assert torch.equal(ours.step(tokens, parents), ref.step(tokens, parents))
+        keep = [path_to(parents[i].tolist(), rng.randrange(n)) for i in range(b)]
+        if r % 3 == 0:
+            keep = [list(range(2))] * b  # every row keeps the same prefix: a crop
+        ours.commit(keep)
+        ref.commit(keep)
+        if r == 10:
+            rows = torch.tensor([0, 2])
+            ours.select(rows)
+            ref.select(rows)
+    assert ours.cache.layers[0]._store[0].shape[-2] > capacity
+    probe = torch.tensor([[1], [2]])
+    assert torch.equal(ours.step(probe), ref.step(probe))

@@ -33,6 +33,8 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     if draws != "auto" and method not in AUTO_DRAWN:  # the head drafters check the value itself
         raise ValueError(f"draws={draws!r} applies to the {', '.join(AUTO_DRAWN)} head drafters, not to "
                          f"{method!r}: leave it at 'auto'")
+    if compile and method not in ("hydra", "hawk"):
+        raise ValueError(f"compile=True applies to the hydra and hawk drafters, not to {method!r}: leave it unset")
     if method == "ar":
         return None
     if method == "ngram":
@@ -48,8 +50,6 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
             raise ValueError(f"tree_size must be at least 1, got {tree_size}")
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft, dtype=dtype)
-        if compile and method not in ("hydra", "hawk"):
-            raise ValueError(f"compile=True applies to the hydra and hawk drafters, not to {method!r}")
         extra = {"compile": compile} if method in ("hydra", "hawk") else {}
         return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype, **extra)
     if isinstance(draft, DraftHeads):

@@ -244,14 +244,16 @@ class HydraDrafter(HeadDrafter):
             noise.exponential_(generator=self.generator)
         run = hydra_round
         full = k >= max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))  # no path cut short
-        if self.compiled and full and b == self.compiled_batch:
-            run = compiled_hydra_round() or hydra_round  # the whole tree, at the batch the decode started with
+        if self.compiled and full and b == self.compiled_batch:  # the whole tree, at the batch it started with
+            run = compiled_hydra_round()
+            if run is None:  # compiling failed earlier in this process (and said so then)
+                self.compiled, run = False, hydra_round
         drawn = self.drawn
         args = (self.heads, levels, where, parent.shape[0], self.tables, self.blocked if drawn else None,
                 self.sampling if drawn else None, self.buffer, self.valid, self.memory, self.root, noise)
         try:
             tokens, valid, q = run(*args)
-        except Exception as err:  # noqa: BLE001 (the compiler's own errors take many forms)
+        except compiler_errors() as err:
             if run is hydra_round:
                 raise
             self.compiled, _COMPILED["hydra"] = False, None  # e.g. no C++ compiler: say so once, then eager
@@ -305,6 +307,15 @@ def hydra_round(heads, levels, where, size, tables, blocked, sampling, buffer, v
 
 
 _COMPILED = {}
+
+
+def compiler_errors() -> tuple[type[BaseException], ...]:
+    """What torch.compile raises when it cannot compile here (no C++ toolchain, a lowering it lacks): these turn
+    compiled rounds off for the process; any other error is the round's own and is raised."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    return TorchDynamoException, InvalidCxxCompiler, CppCompileError, OSError
 
 
 def compiled_hydra_round():
