@@ -408,3 +408,54 @@ def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     assert tree("sample", Sampling(temperature=1.0), draws="top").q is None
     with pytest.raises(ValueError, match="draws must be one of"):
         make_drafter(kind, heads, draws="random")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkeypatch):
+    """The prefix window a Hydra++ round attends to is, for every row, its newest `window` hidden states
+    (prompt, then each accepted path's), whatever each row accepted, with rows of different prompt lengths
+    and a row leaving the batch early."""
+    from specgen import CachedLM, Sampling, generate, make_drafter
+    from specgen.drafters.heads import HydraDrafter
+    from specgen.heads.base import KINDS
+
+    w = 5
+    target = tiny_model("llama", vocab=97, init=0.5, seed=3)
+    torch.manual_seed(5)
+    heads = KINDS["hydra"]({"hidden_size": 32, "num_heads": 4, "window": w}, target).eval()
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.normal_(0, 2.0 / p.shape[-1] ** 0.5 if p.dim() > 1 else 2.0)
+    rows, checked = [], []
+    start, accept, select, propose = HydraDrafter.start, HydraDrafter.accept, HydraDrafter.select, HydraDrafter.propose
+
+    def spy_start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
+        start(self, prompts, first, sampling, vocab, device, generator, hidden)
+        rows[:] = [hidden[b, hidden.shape[1] - len(p):].to(self.dtype) for b, p in enumerate(prompts)]
+
+    def spy_accept(self, emitted, paths, hidden=None):
+        rows[:] = [torch.cat([r, hidden[b, p].to(self.dtype)]) for b, (r, p) in enumerate(zip(rows, paths))]
+        accept(self, emitted, paths, hidden)
+
+    def spy_select(self, keep):
+        rows[:] = [rows[r] for r in keep]
+        select(self, keep)
+
+    def spy_propose(self, k):
+        tree = propose(self, k)  # the window it attended to is the drafter's window now
+        for b, r in enumerate(rows):
+            want = r[-w:]
+            assert int(self.valid[b].sum()) == len(want)
+            torch.testing.assert_close(self.buffer[b][self.valid[b]], want)
+            torch.testing.assert_close(self.memory[b][self.valid[b]], self.heads.prefix.memory(want))
+        checked.append(len(rows))
+        return tree
+
+    for name, fn in (("start", spy_start), ("accept", spy_accept), ("select", spy_select), ("propose", spy_propose)):
+        monkeypatch.setattr(HydraDrafter, name, fn)
+    drafter = make_drafter("hydra", heads, tree_size=7, dtype=torch.float32)
+    prompts = [[5, 6, 7, 8, 9, 10, 11, 12], [9, 10], [3], [4, 5, 6]]
+    stop = lambda row, toks: 6 if row == 1 and len(toks) >= 6 else None  # noqa: E731 (row 1 leaves early)
+    generate(CachedLM(target), prompts, drafter, Sampling(temperature=temperature), 30, 8, stop=stop,
+             generator=torch.Generator().manual_seed(0))
+    assert len(checked) > 5 and min(checked) < 4  # rounds ran before and after row 1 left
