@@ -24,7 +24,12 @@ class GrowingLayer(DynamicLayer):
     instead of `torch.cat` copying the whole layer (every forward, for every layer). Capacity doubles when it runs
     out. Crops keep views of the buffer, so the next forward overwrites the dropped slots; where something put a
     tensor of its own in place of the view (`batch_select_indices`, say), the next update copies it into a new
-    buffer. Same keys and values, so the same logits, bit for bit."""
+    buffer. Same keys and values, so the same logits, bit for bit. `limit`: the model's context, which a buffer
+    only outgrows for the pending slots of a verification."""
+
+    def __init__(self, limit: int | None = None):
+        super().__init__()
+        self.limit = limit
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -34,7 +39,8 @@ class GrowingLayer(DynamicLayer):
         new = old + key_states.shape[-2]
         if (store is None or new > store[0].shape[-2] or store[0].shape[:-2] != key_states.shape[:-2]
                 or old and self.keys.data_ptr() != store[0].data_ptr()):
-            shape = (*key_states.shape[:-2], max(2 * new, 64), key_states.shape[-1])
+            room = max(2 * new, 64) if self.limit is None else min(max(2 * new, 64), self.limit)
+            shape = (*key_states.shape[:-2], max(new, room), key_states.shape[-1])
             store = self._store = (key_states.new_empty(shape), value_states.new_empty(shape))
             if old:
                 store[0][..., :old, :] = self.keys
@@ -49,10 +55,11 @@ class GrowingLayer(DynamicLayer):
         super().reset()
 
 
-def growing_cache() -> DynamicCache:
-    """A DynamicCache of `GrowingLayer`s (added lazily, one per attention layer, as DynamicCache adds its own)."""
+def growing_cache(limit: int | None = None) -> DynamicCache:
+    """A DynamicCache of `GrowingLayer`s (added lazily, one per attention layer, as DynamicCache adds its own),
+    none of them longer than `limit` slots unless a forward needs it."""
     cache = DynamicCache()
-    cache.layer_class_to_replicate = GrowingLayer
+    cache.layer_class_to_replicate = lambda: GrowingLayer(limit)
     return cache
 
 
@@ -101,7 +108,7 @@ class CachedLM:
             self._hook = listen_hidden(self.model, lambda h: setattr(self, "hidden", h))
 
     def reset(self, batch: int):
-        self.cache = growing_cache()
+        self.cache = growing_cache(self.context)
         self.slot_valid = torch.zeros(batch, 0, dtype=torch.bool, device=self.device)  # [batch, slots]
         self.pos = torch.zeros(batch, dtype=torch.long, device=self.device)  # committed tokens per row
         self.pending = 0  # trailing slots not yet committed

@@ -175,8 +175,11 @@ class HydraDrafter(HeadDrafter):
     def accept(self, emitted, paths, hidden=None):
         w = self.heads.config["window"]
         width = max(len(p) for p in paths)
-        idx = torch.tensor([p + p[-1:] * (width - len(p)) for p in paths], device=hidden.device)
-        kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)  # [b, width, dim]
+        if all(p == list(range(width)) for p in paths):  # every row took the same run of first nodes: a slice
+            kept = hidden[:, :width].to(self.dtype)  # [b, width, dim]
+        else:
+            idx = torch.tensor([p + p[-1:] * (width - len(p)) for p in paths], device=hidden.device)
+            kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)
         memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
         if all(len(p) == width for p in paths):  # every row keeps as many: one append for the batch
             # the oldest `width` out, the new ones in: the window keeps its shape and stays contiguous
