@@ -74,12 +74,14 @@ for step in "$@"; do
         --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3
       cp runs/$M-heads-tv2/heads.safetensors runs/$M-heads-tv2/heads.json $Z/heads/ ;;
     image:tv14)  # session 14: the same total-variation fine-tuning from the shipped heads on 3072 fresh rasters (other
-      # prompts and draws than before: --seed 7), calibrated like `tv`; tree size 3 as `treesize` stores it
+      # prompts and draws than before: --seed 7), calibrated like `tv`; tree size 3 as `treesize` stores it.
+      # TV_SEED=8 (and so on) runs it again on other fresh rasters, into runs/image-heads-tv14-s8
+      OUT=runs/$M-heads-tv14${TV_SEED:+-s$TV_SEED}
       TV=(--target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --new-tokens 256 --temperature 1.0
           --sequences 3072 --gen-batch 32 --lr 3e-4 --warmup 20 --loss tv --cfg-scale 3 --uncond-prompt 1,5,3
-          --rules sample drawn --cpu-tree-size 3 --seed 7 --max-minutes "$MINUTES")
-      $S train-heads "${TV[@]}" --out runs/$M-heads-tv14 --steps ${HEAD_STEPS:-2400} --init $Z/heads
-      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv14 --data $D/train.pt --rules sample drawn \
+          --rules sample drawn --cpu-tree-size 3 --seed ${TV_SEED:-7} --max-minutes "$MINUTES")
+      $S train-heads "${TV[@]}" --out $OUT --steps ${HEAD_STEPS:-2400} --init $Z/heads
+      $S calibrate-heads --target $Z/lm --heads $OUT --data $D/train.pt --rules sample drawn \
         --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3 ;;
     image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
