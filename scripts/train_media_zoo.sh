@@ -21,7 +21,11 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
           HEADS=(hawk 256 1.0 3)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
-                     --uncond-prompt 1,5,3) ;;
+                     --uncond-prompt 1,5,3)
+          GUIDED=(--data $D/train.pt --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3
+                  --rules sample drawn)  # the `tv` steps' rasters and calibration
+          TV=(--target $Z/lm --kind hawk --horizontal hydra "${GUIDED[@]}" --temperature 1.0 --lr 3e-4 --warmup 20
+              --loss tv --max-minutes "$MINUTES") ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
           HEADS=(hydra 256 1.0)  # Hydra++ since session 6 (the Medusa set ships as heads-medusa/); 6 heads since
           HEAD_ARGS=(--num-heads 6 --mixed-precision no --rules sample tolerance:1 tolerance:3 tolerance:5  # session 8
@@ -64,25 +68,21 @@ for step in "$@"; do
     image:tv)  # session 12: the heads fine-tuned on total variation, the chance a drawn guess is rejected, on 1536
       # guided rasters (the first 512 are the heads step's): 1200 steps, then 2400 more from those weights on the
       # same rasters; then calibrated on 32 fresh ones like the other sets
-      TV=(--target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --new-tokens 256 --temperature 1.0
-          --sequences 1536 --gen-batch 32 --lr 3e-4 --warmup 20 --loss tv --cfg-scale 3 --uncond-prompt 1,5,3
-          --rules sample drawn --cpu-tree-size 7 --max-minutes "$MINUTES")
-      $S train-heads "${TV[@]}" --out runs/$M-heads-tv --steps 1200 --init $Z/heads
+      TV12=("${TV[@]}" --sequences 1536 --cpu-tree-size 7)
+      $S train-heads "${TV12[@]}" --out runs/$M-heads-tv --steps 1200 --init $Z/heads
       mkdir -p runs/$M-heads-tv2 && ln -sf ../$M-heads-tv/selfdistill.pt runs/$M-heads-tv2/selfdistill.pt
-      $S train-heads "${TV[@]}" --out runs/$M-heads-tv2 --steps 2400 --init runs/$M-heads-tv
-      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv2 --data $D/train.pt --rules sample drawn \
-        --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3
+      $S train-heads "${TV12[@]}" --out runs/$M-heads-tv2 --steps 2400 --init runs/$M-heads-tv
+      $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv2 "${GUIDED[@]}" --sequences 32
       cp runs/$M-heads-tv2/heads.safetensors runs/$M-heads-tv2/heads.json $Z/heads/ ;;
     image:tv14)  # session 14: the same total-variation fine-tuning from the shipped heads on 3072 fresh rasters (other
       # prompts and draws than before: --seed 7), calibrated like `tv`; tree size 3 as `treesize` stores it.
-      # TV_SEED=8 (and so on) runs it again on other fresh rasters, into runs/image-heads-tv14-s8
+      # TV_SEED=8 (and so on) runs it again on other fresh rasters, into runs/image-heads-tv14-s8; the shipped set is
+      # the seed-7 run, copied into $Z/heads as `tv` copies its own (a TV_SEED run is left in runs/ to compare)
       OUT=runs/$M-heads-tv14${TV_SEED:+-s$TV_SEED}
-      TV=(--target $Z/lm --kind hawk --horizontal hydra --data $D/train.pt --new-tokens 256 --temperature 1.0
-          --sequences 3072 --gen-batch 32 --lr 3e-4 --warmup 20 --loss tv --cfg-scale 3 --uncond-prompt 1,5,3
-          --rules sample drawn --cpu-tree-size 3 --seed ${TV_SEED:-7} --max-minutes "$MINUTES")
-      $S train-heads "${TV[@]}" --out $OUT --steps ${HEAD_STEPS:-2400} --init $Z/heads
-      $S calibrate-heads --target $Z/lm --heads $OUT --data $D/train.pt --rules sample drawn \
-        --sequences 32 --new-tokens 256 --gen-batch 32 --cfg-scale 3 --uncond-prompt 1,5,3 ;;
+      $S train-heads "${TV[@]}" --sequences 3072 --cpu-tree-size 3 --seed ${TV_SEED:-7} --out $OUT \
+        --steps ${HEAD_STEPS:-2400} --init $Z/heads
+      $S calibrate-heads --target $Z/lm --heads $OUT "${GUIDED[@]}" --sequences 32
+      if [ -z "${TV_SEED:-}" ]; then cp $OUT/heads.safetensors $OUT/heads.json $Z/heads/; fi ;;
     image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
       # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json).
