@@ -1,7 +1,9 @@
-"""What one target forward of n tokens costs on this CPU, with PyTorch's `linear` and with specgen's few-row
-product (specgen/cpu.py), interleaved so both see the same machine.
+"""What one target forward of n tokens costs on this CPU with each of the products specgen/cpu.py can use:
+PyTorch's `linear`, the `W @ x.T` form, and specgen's kernel (specgen/csrc/rows.c), interleaved so all see the
+same machine.
 
     python scripts/bench_matmul.py models/zoo/speech-tts/lm --context 300 --tokens 1 2 5 9 16
+    python scripts/bench_matmul.py models/zoo/image-scenes/lm --batch 2 --context 160 --tokens 1 2 3 4 6 8 12
 
 Prints a markdown table of median milliseconds per forward (and the ratio to one token) and writes JSON with
 --json. The ratio is what speculation pays to check n guesses against one decode step.
@@ -49,15 +51,17 @@ def main(argv=None):
     lm = CachedLM(model)
     lm.check_length(args.context + max(args.tokens))
     lm.prefill([[3 + i % (lm.vocab - 3) for i in range(args.context)]] * args.batch)
-    runs: dict[str, dict[int, list[float]]] = {"linear": {}, "few-row": {}}
+    switches = {"linear": (False, False), "W @ x.T": (True, False), "kernel": (True, True)}  # (cpu.ON, cpu.KERNEL)
+    if cpu.kernel() is None:
+        del switches["kernel"]  # (cpu.kernel warned why)
+    runs: dict[str, dict[int, list[float]]] = {name: {} for name in switches}
     try:
         for _ in range(args.rounds):
-            for name in runs:
-                cpu.ON = name == "few-row"
+            for name, (cpu.ON, cpu.KERNEL) in switches.items():
                 for n in args.tokens:
                     runs[name].setdefault(n, []).append(forward_ms(lm, n, args.reps))
     finally:
-        cpu.ON = True
+        cpu.ON, cpu.KERNEL = True, True
     med = {name: {n: statistics.median(v) for n, v in r.items()} for name, r in runs.items()}
     one = {name: m.get(1) for name, m in med.items()}
     print(f"{args.model}: ms per forward of {args.batch} row(s) ({args.context} tokens cached; median of "

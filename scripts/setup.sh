@@ -18,10 +18,12 @@ if [ "$(cat .venv/.specgen-deps 2>/dev/null)" != "$stamp" ] || ! .venv/bin/pytho
   echo "$stamp" > .venv/.specgen-deps
 fi
 # Debian tools the tests use: Chromium for the browser test (no browser download: only package registries are
-# reachable here), espeak-ng for phonemes and voices
+# reachable here), espeak-ng for phonemes and voices, and a C compiler with OpenMP for specgen's CPU matmul kernel
+# (specgen/cpu.py builds it on first use; without one, PyTorch's slower products run instead)
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+echo '#include <stdint.h>' | gcc -fopenmp -E - >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     quiet apt-get update -qq

@@ -1,33 +1,117 @@
 """Matrix products for small batches of rows on the CPU.
 
-A decode step multiplies one row by every weight matrix, and a verification multiplies a handful (2-64 tree
-nodes). Both are bound by reading the weights, so the premise of speculation is that the handful costs about what
-the one row costs. PyTorch's `linear` on the CPU does not keep that promise everywhere: on the AVX2 AMD EPYC these
-benchmarks ran on, MKL's `x @ W.T` for 2-5 rows took 1.5-1.9x as long as for one row (a whole 5-token forward of
-the 10.8M speech LM: 12.0 ms against 9.1 ms for one token). Computing the same product as `W @ x.T` (then
-transposing the result back) ran at about the one-row cost for 2-16 rows (that forward: 9.0-9.6 ms).
-`narrow_matmuls` switches a model's `nn.Linear` layers to that form for 2-64 rows in fp32 on the CPU; one row
-(an `ar` step) and everything else keep `linear`, which was as fast for one row as any other form tried
-(`scripts/bench_matmul.py`). The products are the same up to float rounding. Set SPECGEN_CPU_MATMUL=0 (or
+A decode step multiplies one row by every weight matrix (two with classifier-free guidance), and a verification
+multiplies a handful (2-64 tree nodes). Both are bound by reading the weights, so the premise of speculation is
+that the handful costs about what the one row costs. PyTorch's `linear` on the CPU does not keep that promise: on
+the AVX2 AMD EPYC these benchmarks ran on, MKL's `x @ W.T` for 2-5 rows took 1.5-1.9x as long as for one row.
+
+Two products replace it here, for inference in fp32 on the CPU:
+- specgen's own kernel (`specgen/csrc/rows.c`), built with the system C compiler on first use and kept in
+  `~/.cache/specgen` (or `$SPECGEN_CACHE`). Each weight row is read once and multiplied with up to 8 rows of
+  activations while they sit in the L1 cache, on torch's threads, prefetching the weights ahead of the reads.
+  Every output is summed in one fixed order, so a row's products do not depend on the rows computed with it.
+  Whole forwards of each product side by side: `scripts/bench_matmul.py` (README, "How it works").
+- Where the kernel cannot be built (no C compiler, or `SPECGEN_CPU_KERNEL=0`), `W @ x.T` (then transposed back)
+  for 2-64 rows, which ran at about the one-row cost for 2-16 rows; one row keeps `linear`.
+
+`narrow_matmuls` switches a model's `nn.Linear` layers to these products. Set SPECGEN_CPU_MATMUL=0 (or
 `specgen.cpu.ON = False`) to keep PyTorch's own `linear` everywhere.
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 FEW_ROWS = 64  # above this a plain `linear` (a real matrix product) was as fast or faster
+KERNEL_ROWS = 24  # the kernel was faster than `W @ x.T` up to 24-28 rows on the image LM, even at 32
 ON = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # read at call time too, so a benchmark can compare both
+KERNEL = os.environ.get("SPECGEN_CPU_KERNEL", "1") != "0"  # specgen's kernel where it builds (else `W @ x.T`)
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rows.c")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+_LIB: list = []  # [the loaded kernel function, or None where it could not be built]
+
+
+def kernel():
+    """The few-row kernel (`specgen/csrc/rows.c`) as a ctypes function, built on first use for this machine
+    (-march=native, so the file's name carries the compiler, the CPU's flags and the source's hash) and loaded
+    once per process; None where it cannot be built, with one warning saying why and what runs instead."""
+    if not _LIB:
+        _LIB.append(_load())
+    return _LIB[0]
+
+
+def _load():
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return _unavailable("no C compiler found (install gcc, or set CC)")
+    try:
+        with open(SOURCE, "rb") as f:
+            source = f.read()
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except (OSError, subprocess.SubprocessError) as e:
+        return _unavailable(f"{type(e).__name__}: {e}")
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), flags.encode(),
+                                     platform.machine().encode()])).hexdigest()[:16]
+    cache = os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
+    path = os.path.join(cache, f"rows-{key}.so")
+    if not os.path.exists(path):
+        try:
+            os.makedirs(cache, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)  # built aside, then moved in: never half a file
+            os.close(fd)
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, SOURCE], capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                os.unlink(tmp)
+                return _unavailable(f"{cc} failed: {done.stderr.strip()[-500:]}")
+            os.replace(tmp, path)
+        except (OSError, subprocess.SubprocessError) as e:
+            return _unavailable(f"{type(e).__name__}: {e}")
+    try:
+        fn = ctypes.CDLL(path).specgen_rows  # torch is loaded, so its OpenMP runtime (and thread pool) is shared
+    except OSError as e:
+        return _unavailable(f"{path} did not load ({e})")
+    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    fn.restype = None
+    return fn
+
+
+def _unavailable(why: str) -> None:
+    warnings.warn(f"specgen's CPU matmul kernel is unavailable ({why}); using PyTorch's products instead (same "
+                  f"results up to rounding, slower decoding on the CPU). Set SPECGEN_CPU_KERNEL=0 to skip the "
+                  f"attempt.", stacklevel=3)
+    return None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, computed as `W @ x.T` for 2-64 rows in fp32 on the CPU; same result up to rounding."""
+    """`F.linear` for 1-64 rows in fp32 on the CPU without gradients, by specgen's kernel (or `W @ x.T` for 2-64
+    rows where it is unavailable); same result up to rounding."""
     rows = x.numel() // weight.shape[1]
-    if (not ON or rows < 2 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
-            or torch.is_grad_enabled() and weight.requires_grad):  # e.g. moved to CUDA after the switch
+    if (not ON or rows < 1 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
+            or weight.dtype != torch.float32 or weight.device.type != "cpu"  # e.g. moved to CUDA after the switch
+            or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
+            or torch.compiler.is_compiling()):
+        return F.linear(x, weight, bias)
+    fn = kernel() if KERNEL else None
+    plain = bias is None or bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.is_contiguous()
+    if fn is not None and rows <= KERNEL_ROWS and weight.is_contiguous() and plain:
+        inputs = x.reshape(rows, weight.shape[1]).contiguous()
+        y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
+        fn(inputs.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
+           weight.shape[1], weight.shape[0], torch.get_num_threads())
+        return y
+    if rows < 2:
         return F.linear(x, weight, bias)
     y = (weight @ x.reshape(rows, weight.shape[1]).t()).t().contiguous()  # attention kernels want it contiguous
     if bias is not None:
@@ -36,7 +120,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class NarrowLinear(nn.Linear):
-    """`nn.Linear` computing 2-64 rows as `W @ x.T`; same parameters, same state dict, same results up to rounding."""
+    """`nn.Linear` computing 1-64 rows by `linear` above; same parameters, same state dict, same results up to
+    rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)

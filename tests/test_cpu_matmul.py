@@ -24,21 +24,66 @@ def test_narrow_linear_matches_linear(bias, shape):
     assert fast.state_dict().keys() == ref.state_dict().keys()
 
 
-def test_few_rows_take_the_narrow_path(monkeypatch):
-    """2-64 rows in inference go through W @ x.T; one row, many rows and gradients go through F.linear."""
+def test_few_rows_take_the_kernel_or_the_narrow_path(monkeypatch):
+    """In inference, 1-24 rows go through specgen's kernel, 25-64 through W @ x.T, more rows and gradients through
+    F.linear; without the kernel, one row goes through F.linear too."""
+    assert cpu.kernel() is not None, "the kernel should build here (gcc is installed by scripts/setup.sh)"
     calls = []
     real = torch.nn.functional.linear
     monkeypatch.setattr(cpu.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
     lin = cpu.narrow_matmuls(nn.Linear(8, 4))
     with torch.inference_mode():
-        lin(torch.randn(1, 5, 8))
+        for rows in (1, 5, 24, 25, 64):
+            lin(torch.randn(1, rows, 8))
         assert calls == []
-        lin(torch.randn(1, 1, 8))
         lin(torch.randn(1, 65, 8))
-    assert len(calls) == 2
+        assert len(calls) == 1
+        monkeypatch.setattr(cpu, "KERNEL", False)
+        lin(torch.randn(1, 1, 8))
+        lin(torch.randn(1, 5, 8))
+        assert len(calls) == 2
     out = lin(torch.randn(3, 8))  # gradients enabled: the plain product, so training is unchanged
     out.sum().backward()
     assert len(calls) == 3 and lin.weight.grad is not None
+
+
+@pytest.mark.parametrize("features", [8, 24, 389])
+def test_kernel_rows_do_not_depend_on_their_neighbours(features):
+    """Each output row is the same bit for bit whether it is computed alone or among 1-16 rows (so a verification
+    reproduces a decode step's products), and matches F.linear up to rounding; with and without a bias, and with
+    a feature count that is not a multiple of the kernel's 8 lanes."""
+    torch.manual_seed(0)
+    w, b = torch.randn(37, features), torch.randn(37)
+    x = torch.randn(16, features)
+    with torch.inference_mode():
+        for bias in (None, b):
+            together = cpu.linear(x, w, bias)
+            torch.testing.assert_close(together, torch.nn.functional.linear(x, w, bias), rtol=1e-5, atol=1e-4)
+            for rows in (1, 2, 3, 5, 8, 11):
+                for start in (0, 16 - rows):
+                    assert torch.equal(cpu.linear(x[start : start + rows], w, bias), together[start : start + rows])
+
+
+def test_kernel_that_cannot_build_warns_and_falls_back(monkeypatch, tmp_path):
+    """No compiler: one warning naming the cause and the switch, then PyTorch's products, same results."""
+    monkeypatch.setattr(cpu, "_LIB", [])
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.warns(UserWarning, match="kernel is unavailable.*SPECGEN_CPU_KERNEL=0"):
+        assert cpu.kernel() is None
+    x, w = torch.randn(3, 24), torch.randn(40, 24)
+    with torch.inference_mode():
+        torch.testing.assert_close(cpu.linear(x, w), x @ w.t())
+    assert cpu.kernel() is None  # decided once per process: no second attempt, no second warning
+
+
+def test_kernel_is_built_into_the_cache_once(monkeypatch, tmp_path):
+    """A fresh cache gets one finished library file (built aside and moved in), which a later process reuses."""
+    monkeypatch.setattr(cpu, "_LIB", [])
+    monkeypatch.setenv("SPECGEN_CACHE", str(tmp_path))
+    assert cpu.kernel() is not None
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+    monkeypatch.setattr(cpu, "_LIB", [])
+    assert cpu.kernel() is not None and len(list(tmp_path.iterdir())) == 1
 
 
 def test_cached_lm_switches_only_plain_cpu_linears():
