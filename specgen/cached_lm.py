@@ -11,6 +11,8 @@ Works with any `transformers` causal LM that accepts a 4-D float attention mask,
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -105,7 +107,15 @@ class CachedLM:
         """From now on record each step's final hidden states (the LM head's input) in `self.hidden`; draft heads
         read them. Works for any architecture, since it listens at the output embeddings."""
         if self._hook is None:
-            self._hook = listen_hidden(self.model, lambda h: setattr(self, "hidden", h))
+            ref = weakref.ref(self)  # the hook lives on the model: it must not keep this wrapper (and its cache) alive
+
+            def store(h):
+                lm = ref()
+                if lm is not None:
+                    lm.hidden = h
+
+            self._hook = listen_hidden(self.model, store)
+            weakref.finalize(self, self._hook.remove)  # and it goes when the wrapper goes
 
     def reset(self, batch: int):
         self.cache = growing_cache(self.context)

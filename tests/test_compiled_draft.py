@@ -1,5 +1,7 @@
 """Compiled Hydra++ draft rounds (`compile=True`, torch.compile): the same round as the eager one, traced once
 per tree shape and batch, and a decode that uses it says exactly what the eager decode says."""
+import gc
+
 import pytest
 import torch
 
@@ -97,3 +99,28 @@ def test_a_compiler_failure_falls_back_to_eager_rounds_with_a_warning(setup, mon
     with pytest.warns(UserWarning, match="No working C\\+\\+ compiler found.*drafting eagerly"):
         fallback, drafter = decode(target, heads, True, Sampling(temperature=1.0), seed=2)
     assert fallback == eager and not drafter.compiled
+
+
+def test_prompts_longer_than_the_window_are_traced_once(setup, monkeypatch):
+    """The window of a prompt longer than it starts as a slice of the prompt's states; it must not carry the
+    prompt's strides into the compiled round, or every prompt length is traced again (a rap benchmark hit
+    torch's recompile limit that way, and its compiled row ran slower than the eager one)."""
+    target, heads = setup
+    graphs = []
+
+    def backend(gm, example_inputs):  # called once per trace
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    counted = torch.compile(head_drafters.hydra_round, backend=backend, dynamic=False)
+    monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: counted)
+    window = heads.config["window"]
+    for length in (window + 6, window + 17):
+        # (the last decode's CachedLM holds a hidden-state hook on the target's output layer, which fp32 heads
+        # share, and the round is traced again if their hook count changed; it goes with that CachedLM)
+        gc.collect()
+        _, drafter = decode(target, heads, True, Sampling(temperature=1.0),
+                            prompts=([3 + i % 90 for i in range(length)],), tokens=30)
+        assert drafter.compiled
+    assert len(graphs) == 1

@@ -110,3 +110,23 @@ def test_growing_cache_matches_transformers_dynamic_cache(monkeypatch):
     assert ours.slot_valid.shape[1] > 96  # (llama positions need no table: the test runs past its context)
     probe = torch.tensor([[1], [2]])
     assert torch.equal(ours.step(probe), ref.step(probe))
+
+
+def test_a_dropped_cached_lm_takes_its_hidden_state_hook_with_it():
+    """The listener lives on the model, which outlives its wrappers: it must hold its CachedLM weakly (or every
+    wrapper of one model would keep its KV cache alive) and be removed when that CachedLM goes."""
+    import gc
+
+    model = tiny_model("llama", vocab=50)
+    hooks = model.get_output_embeddings()._forward_hooks
+    lm = CachedLM(model)
+    lm.keep_hidden()
+    lm.prefill([[3, 4, 5]])
+    assert len(hooks) == 1 and lm.hidden.shape[:2] == (1, 3)
+    second = CachedLM(model)
+    second.keep_hidden()
+    second.prefill([[6, 7]])
+    assert len(hooks) == 2 and second.hidden.shape[:2] == (1, 2)
+    del lm, second
+    gc.collect()
+    assert len(hooks) == 0

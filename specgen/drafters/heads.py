@@ -164,7 +164,10 @@ class HydraDrafter(HeadDrafter):
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
         # [batch, window, dim], newest last: a short prompt is left-padded to the window (prompts come left-padded
         # too) and the padding is masked, so the buffer keeps one shape (a compiled round is traced once)
-        self.buffer = F.pad(hidden[:, -w:].to(self.dtype), (0, 0, max(0, w - hidden.shape[1]), 0))
+        # (fresh strides: a slice of a long prompt's states keeps the prompt's batch stride, and a compiled round
+        # would be traced again for every prompt length)
+        self.buffer = F.pad(hidden[:, -w:].to(self.dtype), (0, 0, max(0, w - hidden.shape[1]), 0)).clone(
+            memory_format=torch.contiguous_format)
         self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
         self.valid = torch.arange(w, device=hidden.device)[None, :] >= (w - lengths)[:, None]
         self.full = bool(self.valid.all())  # no padding left in any row's window
