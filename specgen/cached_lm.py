@@ -74,12 +74,20 @@ def context_length(config) -> int | None:
     return None
 
 
-def listen_hidden(model, store):
-    """Hand the LM head's input (the final hidden states [batch, n, dim]) of every forward to `store`."""
+def listen_hidden(model, store, owner: weakref.ref | None = None):
+    """Hand the LM head's input (the final hidden states [batch, n, dim]) of every forward to `store`. `owner`: a
+    weak reference to what the listener serves; listeners whose owner is gone are removed here, when the next one
+    is added (not from a garbage-collector callback, which could run while torch.compile reads the hooks)."""
     def hook(module, args, out):
         store(args[0])  # and return None: a forward hook's return value would replace the logits
 
-    return model.get_output_embeddings().register_forward_hook(hook)
+    head = model.get_output_embeddings()
+    for key, old in list(head._forward_hooks.items()):
+        gone = getattr(old, "specgen_owner", None)
+        if gone is not None and gone() is None:
+            del head._forward_hooks[key]
+    hook.specgen_owner = owner
+    return head.register_forward_hook(hook)
 
 
 def vocab_size(model) -> int:
@@ -114,8 +122,7 @@ class CachedLM:
                 if lm is not None:
                     lm.hidden = h
 
-            self._hook = listen_hidden(self.model, store)
-            weakref.finalize(self, self._hook.remove)  # and it goes when the wrapper goes
+            self._hook = listen_hidden(self.model, store, ref)  # (removed by a later listener once this is gone)
 
     def reset(self, batch: int):
         self.cache = growing_cache(self.context)

@@ -117,8 +117,8 @@ def test_prompts_longer_than_the_window_are_traced_once(setup, monkeypatch):
     monkeypatch.setattr(head_drafters, "compiled_hydra_round", lambda: counted)
     window = heads.config["window"]
     for length in (window + 6, window + 17):
-        # (the last decode's CachedLM holds a hidden-state hook on the target's output layer, which fp32 heads
-        # share, and the round is traced again if their hook count changed; it goes with that CachedLM)
+        # (the last decode's CachedLM left a hidden-state hook on the target's output layer, which fp32 heads share,
+        # and the round is traced again if the hook count changed; the next CachedLM removes it once it is gone)
         gc.collect()
         _, drafter = decode(target, heads, True, Sampling(temperature=1.0),
                             prompts=([3 + i % 90 for i in range(length)],), tokens=30)

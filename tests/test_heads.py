@@ -211,7 +211,8 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
     assert make_drafter("hydra", heads, dtype=torch.float32).heads is heads
     heads.config["cpu_tree_size"] = 3  # a setting changed after the copy was made reaches the copy
     assert len(make_drafter("hydra", heads).paths) == 3
-    CachedLM(target).keep_hidden()  # the target's LM head gets the hidden-state listener, a copy should not
+    lm = CachedLM(target)
+    lm.keep_hidden()  # the target's LM head gets the hidden-state listener, a copy should not
     hawk = random_heads(target, "hawk:hydra")
     for dtype in (torch.float32, torch.float16):  # Hawk's horizontal drafter drafts in the precision asked for
         drafter = make_drafter("hawk", hawk, dtype=dtype)

@@ -112,10 +112,12 @@ def test_growing_cache_matches_transformers_dynamic_cache(monkeypatch):
     assert torch.equal(ours.step(probe), ref.step(probe))
 
 
-def test_a_dropped_cached_lm_takes_its_hidden_state_hook_with_it():
+def test_a_dropped_cached_lm_leaves_no_hidden_state_hook_behind():
     """The listener lives on the model, which outlives its wrappers: it must hold its CachedLM weakly (or every
-    wrapper of one model would keep its KV cache alive) and be removed when that CachedLM goes."""
+    wrapper of one model would keep its KV cache alive), and a dropped wrapper's listener is removed when the
+    next wrapper starts listening."""
     import gc
+    import weakref
 
     model = tiny_model("llama", vocab=50)
     hooks = model.get_output_embeddings()._forward_hooks
@@ -123,10 +125,11 @@ def test_a_dropped_cached_lm_takes_its_hidden_state_hook_with_it():
     lm.keep_hidden()
     lm.prefill([[3, 4, 5]])
     assert len(hooks) == 1 and lm.hidden.shape[:2] == (1, 3)
+    gone = weakref.ref(lm)
+    del lm
+    gc.collect()
+    assert gone() is None  # nothing kept it alive
     second = CachedLM(model)
     second.keep_hidden()
     second.prefill([[6, 7]])
-    assert len(hooks) == 2 and second.hidden.shape[:2] == (1, 2)
-    del lm, second
-    gc.collect()
-    assert len(hooks) == 0
+    assert len(hooks) == 1 and second.hidden.shape[:2] == (1, 2)
