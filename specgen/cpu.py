@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .utils import cpu_info
+
 FEW_ROWS = 64  # above this a plain `linear` (a real matrix product) was as fast or faster
 KERNEL_ROWS = 24  # the kernel was faster than `W @ x.T` up to 24-28 rows on the image LM, even at 32
 ON = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # read at call time too, so a benchmark can compare both
@@ -58,10 +60,11 @@ def _load():
         with open(SOURCE, "rb") as f:
             source = f.read()
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
     except (OSError, subprocess.SubprocessError) as e:
         return _unavailable(f"{type(e).__name__}: {e}")
+    flags = cpu_info("flags") or cpu_info("Features")  # x86, ARM
+    if flags is None:
+        return _unavailable("no CPU flags in /proc/cpuinfo to key the -march=native build on")
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), flags.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     cache = os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
@@ -103,17 +106,18 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
             or torch.compiler.is_compiling()):
         return F.linear(x, weight, bias)
-    fn = kernel() if KERNEL else None
-    plain = bias is None or bias.dtype == torch.float32 and bias.device.type == "cpu" and bias.is_contiguous()
-    if fn is not None and rows <= KERNEL_ROWS and weight.is_contiguous() and plain:
-        inputs = x.reshape(rows, weight.shape[1]).contiguous()
+    inputs = x.reshape(rows, weight.shape[1])
+    fn = kernel() if KERNEL and rows <= KERNEL_ROWS else None
+    if fn is not None and weight.is_contiguous() and (bias is None or bias.dtype == torch.float32
+                                                      and bias.device.type == "cpu" and bias.is_contiguous()):
+        inputs = inputs.contiguous()
         y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
         fn(inputs.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
            weight.shape[1], weight.shape[0], torch.get_num_threads())
         return y
     if rows < 2:
         return F.linear(x, weight, bias)
-    y = (weight @ x.reshape(rows, weight.shape[1]).t()).t().contiguous()  # attention kernels want it contiguous
+    y = (weight @ inputs.t()).t().contiguous()  # attention kernels want it contiguous
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight.shape[0])

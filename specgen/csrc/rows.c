@@ -8,7 +8,7 @@
  *
  * Every output element is summed in the same order (8 lanes over k, then the lanes in a fixed tree, then the
  * tail), whatever n, the row's place among them and the thread split: a row's result does not depend on which
- * other rows were computed with it, so a verification reproduces a decode step's logits bit for bit.
+ * other rows were computed with it, so a verification's products equal a decode step's bit for bit.
  *
  * Written with GCC vector extensions rather than intrinsics, so it builds for any target GCC or clang knows
  * (AVX2 and FMA where the machine has them: specgen builds it with -march=native on the machine that runs it). */
