@@ -38,18 +38,28 @@ FEW_ROWS = 64  # above this a plain `linear` (a real matrix product) was as fast
 KERNEL_ROWS = 24  # the kernel was faster than `W @ x.T` up to 24-28 rows on the image LM, even at 32
 ON = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # read at call time too, so a benchmark can compare both
 KERNEL = os.environ.get("SPECGEN_CPU_KERNEL", "1") != "0"  # specgen's kernel where it builds (else `W @ x.T`)
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rows.c")
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+SOURCES = ["rows.c", "draft.c"]  # built into one library (with the header they share)
+HEADERS = ["vec.h"]
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
-_LIB: list = []  # [the loaded kernel function, or None where it could not be built]
+_LIB: list = []  # [the loaded library, or None where it could not be built]
 
 
-def kernel():
-    """The few-row kernel (`specgen/csrc/rows.c`) as a ctypes function, built on first use for this machine
-    (-march=native, so the file's name carries the compiler, the CPU's flags and the source's hash) and loaded
-    once per process; None where it cannot be built, with one warning saying why and what runs instead."""
+def library():
+    """specgen's CPU kernels (`specgen/csrc`: the few-row product, and the Hydra++ draft round of draft.c) as a
+    ctypes library, built on first use for this machine (-march=native, so the file's name carries the compiler,
+    the CPU's flags and the sources' hash) and loaded once per process; None where it cannot be built, with one
+    warning saying why and what runs instead."""
     if not _LIB:
         _LIB.append(_load())
     return _LIB[0]
+
+
+def kernel():
+    """The few-row product (`specgen/csrc/rows.c`: y = x @ W.T + b in fp32) as a ctypes function, or None where
+    the library cannot be built (`library`)."""
+    lib = library()
+    return None if lib is None else lib.specgen_rows
 
 
 def _load():
@@ -57,8 +67,10 @@ def _load():
     if cc is None:
         return _unavailable("no C compiler found (install gcc, or set CC)")
     try:
-        with open(SOURCE, "rb") as f:
-            source = f.read()
+        source = b""
+        for name in SOURCES + HEADERS:
+            with open(os.path.join(CSRC, name), "rb") as f:
+                source += f.read() + b"\0"
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return _unavailable(f"{type(e).__name__}: {e}")
@@ -68,13 +80,13 @@ def _load():
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), flags.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     cache = os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
-    path = os.path.join(cache, f"rows-{key}.so")
+    path = os.path.join(cache, f"kernels-{key}.so")
     if not os.path.exists(path):
         try:
             os.makedirs(cache, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)  # built aside, then moved in: never half a file
             os.close(fd)
-            done = subprocess.run([cc, *FLAGS, "-o", tmp, SOURCE], capture_output=True, text=True, timeout=120)
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, *(os.path.join(CSRC, n) for n in SOURCES)], capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
                 os.unlink(tmp)
                 return _unavailable(f"{cc} failed: {done.stderr.strip()[-500:]}")
@@ -82,12 +94,14 @@ def _load():
         except (OSError, subprocess.SubprocessError) as e:
             return _unavailable(f"{type(e).__name__}: {e}")
     try:
-        fn = ctypes.CDLL(path).specgen_rows  # torch is loaded, so its OpenMP runtime (and thread pool) is shared
+        lib = ctypes.CDLL(path)  # torch is loaded, so its OpenMP runtime (and thread pool) is shared
     except OSError as e:
         return _unavailable(f"{path} did not load ({e})")
-    fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    fn.restype = None
-    return fn
+    for name in ("specgen_rows", "specgen_rows_h"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+        getattr(lib, name).restype = None
+    # (draft.c's functions take a weights struct: specgen/drafters/native.py declares them)
+    return lib
 
 
 def _unavailable(why: str) -> None:

@@ -14,6 +14,7 @@ from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
+from .native import ChainRound
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
@@ -154,24 +155,33 @@ class HydraDrafter(HeadDrafter):
         rounding; the first round of a new tree shape or batch size waits for the compiler."""
         super().__init__(heads, tree_size, rule, table, draws, dtype)
         self.compiled = COMPILE_DRAFT if compile is None else compile
+        self.native: ChainRound | None = None  # specgen's CPU kernel for this decode's chains (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
+        self.tables = self.heads.current_tables()  # the token tables, checked here once for the decode's rounds
+        # chains of guesses by specgen's CPU kernel where it applies (`ChainRound`): top guesses, or draws after a
+        # temperature alone; its window states are fp32
+        plain = not self.drawn or (sampling.top_k == 0 or sampling.top_k >= self.heads.lm_head.weight.shape[0]) and \
+            sampling.top_p >= 1.0
+        depth = max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))
+        chain = all(r == 1 and a is None and p is None for _, a, p, r in self.levels(depth)[0])  # (and cut short)
+        self.native = ChainRound.for_heads(self.heads, self.tables) if plain and chain else None
+        self.state_dtype = torch.float32 if self.native is not None else self.dtype
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
         # [batch, window, dim], newest last: a short prompt is left-padded to the window (prompts come left-padded
         # too) and the padding is masked, so the buffer keeps one shape (a compiled round is traced once)
         # (fresh strides: a slice of a long prompt's states keeps the prompt's batch stride, and a compiled round
         # would be traced again for every prompt length)
-        self.buffer = F.pad(hidden[:, -w:].to(self.dtype), (0, 0, max(0, w - hidden.shape[1]), 0)).clone(
+        self.buffer = F.pad(hidden[:, -w:].to(self.state_dtype), (0, 0, max(0, w - hidden.shape[1]), 0)).clone(
             memory_format=torch.contiguous_format)
-        self.memory = self.heads.prefix.memory(self.buffer)  # their keys and values, computed once each
+        self.memory = self.window_memory(self.buffer)  # their keys and values, computed once each
         self.valid = torch.arange(w, device=hidden.device)[None, :] >= (w - lengths)[:, None]
         self.full = bool(self.valid.all())  # no padding left in any row's window
-        self.tables = self.heads.current_tables()  # the token tables, checked here once for the decode's rounds
         self.compiled_batch = len(prompts)  # compiled rounds run while no row has left the batch
 
     @torch.inference_mode()
@@ -179,11 +189,11 @@ class HydraDrafter(HeadDrafter):
         w = self.heads.config["window"]
         width = max(len(p) for p in paths)
         if all(p == list(range(width)) for p in paths):  # every row took the same run of first nodes: a slice
-            kept = hidden[:, :width].to(self.dtype)  # [b, width, dim]
+            kept = hidden[:, :width].to(self.state_dtype)  # [b, width, dim]
         else:
             idx = torch.tensor([p + p[-1:] * (width - len(p)) for p in paths], device=hidden.device)
-            kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.dtype)
-        memory = self.heads.prefix.memory(kept)  # the accepted states' keys and values only
+            kept = hidden[torch.arange(len(paths), device=hidden.device)[:, None], idx].to(self.state_dtype)
+        memory = self.window_memory(kept)  # the accepted states' keys and values only
         if all(len(p) == width for p in paths):  # every row keeps as many: one append for the batch
             # the oldest `width` out, the new ones in: the window keeps its shape and stays contiguous
             self.buffer = torch.cat([self.buffer[:, width:], kept[:, -w:]], 1)
@@ -203,6 +213,10 @@ class HydraDrafter(HeadDrafter):
         self.buffer, self.memory, self.valid = buffer, memory_all, valid
         self.full = bool(valid.all())
         super().accept(emitted, paths, hidden)
+
+    def window_memory(self, states: torch.Tensor) -> torch.Tensor:
+        """The prefix attention's keys and values of window states, by the kernel when this decode drafts with it."""
+        return self.heads.prefix.memory(states) if self.native is None else self.native.memory(states)
 
     def select(self, rows):
         super().select(rows)
@@ -248,6 +262,12 @@ class HydraDrafter(HeadDrafter):
             parents = sum(1 if a is None else a.shape[0] for _, a, _, _ in levels)
             noise = torch.empty(b, parents, self.heads.lm_head.weight.shape[0], device=self.root.device)
             noise.exponential_(generator=self.generator)
+        if self.native is not None:  # a chain, as `start` found
+            tokens, valid, q = self.native.round(self.buffer[:, -1], self.memory, self.valid, self.root, len(levels),
+                                                 noise, self.sampling.temperature if self.drawn else 1.0,
+                                                 self.blocked if self.drawn else None)
+            self.forwards += 1
+            return DraftTree(tokens, parent.expand(b, -1), valid, q)
         run = hydra_round
         full = k >= max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))  # no path cut short
         if self.compiled and full and b == self.compiled_batch:  # the whole tree, at the batch it started with

@@ -1,0 +1,124 @@
+"""Hydra++ draft rounds by specgen's CPU kernel (`specgen/csrc/draft.c`), for the chains of guesses CPU decodes use.
+
+A PyTorch draft round (`hydra_round`) issues some 150 small tensor operations; on a CPU each costs microseconds of
+dispatch whatever its size, so a round of a few hundred kilobytes of fp16 weights took about 1.3 ms, as long as
+the products of a whole verification step took to gain over a decode step. The kernel does the same round in one
+call: the prefix attention on the newest window state, every head's context inputs, then each level's head and
+draw, with activations in fp32 and weights read in the drafting precision (fp16 on a CPU by default).
+
+It serves rounds whose tree is a chain (one guess per level, each under the one before: the tree the image and
+rap models' calibrated CPU sizes give), with the top guess or a draw from the heads after the decode's temperature
+(no top-k or top-p, which the PyTorch round applies); anything else drafts in PyTorch. Same guesses from the same
+noise up to float rounding (the tests compare the two), and the drafted distributions are returned for the
+acceptance test, so what is accepted stays exact either way. Set SPECGEN_CPU_KERNEL=0 to draft in PyTorch."""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from .. import cpu
+
+
+class _Weights(ctypes.Structure):
+    _fields_ = ([(n, ctypes.c_int64) for n in ("dim", "attention_heads", "window", "vocab", "num_heads", "blocks",
+                                                "half")]
+                + [("eps1", ctypes.c_float), ("eps2", ctypes.c_float)]
+                + [(n, ctypes.c_void_p) for n in ("norm1", "norm2", "wq", "wkv", "wo", "w1", "b1", "w2", "b2", "wc",
+                                                   "bc", "tables", "sw", "sb", "lm")])
+
+
+def _declare(lib):
+    if not hasattr(lib, "_specgen_draft"):
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.specgen_hydra_memory.argtypes = [p, p, p, i64, ctypes.c_int]
+        lib.specgen_hydra_chain.argtypes = [p, i64, p, p, p, p, i64, p, ctypes.c_float, p, p, p, p, ctypes.c_int]
+        lib.specgen_hydra_memory.restype = lib.specgen_hydra_chain.restype = None
+        lib._specgen_draft = True
+    return lib
+
+
+class ChainRound:
+    """The kernel bound to one set of Hydra++ heads (their drafting copy: fp16 or fp32, on the CPU, with token
+    tables). `for_heads` says whether it applies; `memory` and `round` do the work of `PrefixAttention.memory` and
+    `hydra_round` for fp32 window states."""
+
+    def __init__(self, lib, heads, tables: dict):
+        self.lib, self.heads = _declare(lib), heads
+        prefix, d = heads.prefix, heads.config["hidden_size"]
+        lin = lambda m: (m.weight.detach(), None if m.bias is None else m.bias.detach())  # noqa: E731
+        stacks = [[lin(b) for b in stack.blocks] for stack in heads.stacks]
+        # every tensor the struct points into, kept alive (and contiguous) with it
+        keep = {
+            "norm1": prefix.norm1.weight, "norm2": prefix.norm2.weight, "wq": prefix.qkv.weight[:d],
+            "wkv": prefix.qkv.weight[d:], "wo": prefix.out.weight, "w1": prefix.mlp[0].weight, "b1": prefix.mlp[0].bias,
+            "w2": prefix.mlp[2].weight, "b2": prefix.mlp[2].bias, "wc": tables["context"], "bc": tables["bias"],
+            "lm": heads.lm_head.weight}
+        keep = {k: v.detach().contiguous() for k, v in keep.items()}
+        self._keep = keep
+        self._lists = [t.detach().contiguous() for t in tables["tokens"]]
+        self._blocks = [t.contiguous() for s in stacks for w, b in s for t in (w, b)]
+        ptrs = lambda ts: (ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts))  # noqa: E731
+        self._tables, self._sw, self._sb = ptrs(self._lists), ptrs(self._blocks[0::2]), ptrs(self._blocks[1::2])
+        eps = lambda norm: norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps  # noqa: E731
+        self.weights = _Weights(
+            dim=d, attention_heads=prefix.heads, window=prefix.window, vocab=heads.lm_head.weight.shape[0],
+            num_heads=heads.num_heads, blocks=len(stacks[0]), half=int(keep["lm"].dtype == torch.float16),
+            eps1=eps(prefix.norm1), eps2=eps(prefix.norm2),
+            **{k: v.data_ptr() for k, v in keep.items()},
+            tables=ctypes.cast(self._tables, ctypes.c_void_p), sw=ctypes.cast(self._sw, ctypes.c_void_p),
+            sb=ctypes.cast(self._sb, ctypes.c_void_p))
+        self._ref = ctypes.byref(self.weights)
+
+    @classmethod
+    def for_heads(cls, heads, tables: dict | None) -> "ChainRound | None":
+        """The kernel for these Hydra++ heads where it applies: on the CPU, fp16 or fp32 weights, token tables built,
+        the layers this file knows (bias-free attention and LM head, the same number of residual blocks in every
+        head), and the library built (`cpu.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
+        if not cpu.KERNEL or tables is None:
+            return None
+        w = heads.lm_head.weight
+        if w.device.type != "cpu" or w.dtype not in (torch.float16, torch.float32):
+            return None
+        prefix = heads.prefix
+        params = [p for p in heads.parameters()] + [w, heads.embed.weight]
+        if any(p.dtype != w.dtype or p.device != w.device for p in params):
+            return None
+        blocks = {len(s.blocks) for s in heads.stacks}
+        if (prefix.qkv.bias is not None or prefix.out.bias is not None or heads.lm_head.bias is not None
+                or len(blocks) != 1 or any(b.bias is None for s in heads.stacks for b in s.blocks)
+                or prefix.mlp[0].bias is None or prefix.mlp[2].bias is None
+                or heads.config["hidden_size"] % prefix.heads):
+            return None
+        lib = cpu.library()
+        return None if lib is None else cls(lib, heads, tables)
+
+    def memory(self, states: torch.Tensor) -> torch.Tensor:
+        """Keys and values [..., 2 dim] (fp32) of window states [..., dim] (fp32)."""
+        x = states.contiguous()
+        out = torch.empty(*x.shape[:-1], 2 * x.shape[-1])
+        self.lib.specgen_hydra_memory(self._ref, x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1],
+                                      torch.get_num_threads())
+        return out
+
+    def round(self, newest: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, root: torch.Tensor,
+              levels: int, noise: torch.Tensor | None, temperature: float, blocked: torch.Tensor | None):
+        """A chain of `levels` guesses per row: newest [n, dim] and memory [n, window, 2 dim] (fp32), valid
+        [n, window] bool, root [n]; noise [n, levels, vocab] (Exp(1), drawn guesses) or None (top guesses).
+        Returns tokens [n, levels], whether each is a real guess [n, levels], and, with noise, the distributions
+        they were drawn from [n, levels, vocab]."""
+        n, vocab = newest.shape[0], self.weights.vocab
+        newest, memory = newest.contiguous(), memory.contiguous()
+        valid, root = valid.contiguous(), root.to(torch.long).contiguous()
+        tokens = torch.empty(n, levels, dtype=torch.long)
+        ok = torch.empty(n, levels, dtype=torch.bool)
+        q = None if noise is None else torch.empty(n, levels, vocab)
+        if noise is not None:
+            noise = noise.contiguous()
+        if blocked is not None:
+            blocked = blocked.contiguous()
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        self.lib.specgen_hydra_chain(self._ref, n, ptr(newest), ptr(memory), ptr(valid), ptr(root), levels,
+                                     ptr(noise), float(temperature), ptr(blocked), ptr(tokens), ptr(ok), ptr(q),
+                                     torch.get_num_threads())
+        return tokens, ok, q

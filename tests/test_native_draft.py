@@ -1,0 +1,130 @@
+"""Hydra++ chain rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
+guesses and distributions as the PyTorch round, used exactly where it applies, and decodes that stay exact."""
+import pytest
+import torch
+
+from specgen import CachedLM, Sampling, cpu, generate
+from specgen.drafters import heads as head_drafters
+from specgen.drafters.heads import HydraDrafter
+from specgen.drafters.native import ChainRound
+from tiny import random_heads, tiny_model
+
+CHAIN = [[0.9, 0.01]] * 4  # a table whose best trees are chains
+SPLIT = [[0.5, 0.4]] * 4  # ... and one whose 3-node tree has two children at the root
+
+
+@pytest.fixture(scope="module")
+def setup():
+    assert cpu.library() is not None, "the kernels should build here (gcc is installed by scripts/setup.sh)"
+    target = tiny_model("llama", vocab=97, init=0.5, seed=3)
+    return target, random_heads(target, "hydra", scale=2.0, seed=5)
+
+
+def decode(target, heads, sampling, table=CHAIN, size=3, seed=0, prompts=([5, 6, 7, 8], [9, 10]), allowed=None,
+           dtype=torch.float32):
+    drafter = HydraDrafter(heads, tree_size=size, table=table, dtype=dtype)
+    gen = torch.Generator().manual_seed(seed)
+    outs = generate(CachedLM(target), [list(p) for p in prompts], drafter, sampling, 40, 8, (), None, gen,
+                    allowed=allowed)
+    return [o.token_ids for o in outs], drafter
+
+
+def spy_rounds(monkeypatch):
+    calls = []
+    real = ChainRound.round
+
+    def spy(self, *args):
+        out = real(self, *args)
+        calls.append((self, args, out))
+        return out
+
+    monkeypatch.setattr(ChainRound, "round", spy)
+    return calls
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch, temperature):
+    """Every kernel round of a decode (two rows of different lengths, so padding in the window; some tokens barred)
+    redone by `hydra_round` from the same state and noise: the same tokens and validity, and the same drafted
+    distributions up to float rounding."""
+    target, heads = setup
+    calls = spy_rounds(monkeypatch)
+    allowed = torch.ones(97, dtype=torch.bool)
+    allowed[40:60] = False
+    _, drafter = decode(target, heads, Sampling(temperature=temperature), allowed=allowed)
+    assert len(calls) >= 5
+    with torch.inference_mode():
+        for native, (newest, memory, valid, root, levels, noise, temp, blocked), (tokens, ok, q) in calls:
+            tree_levels, where, parent = drafter.levels(levels)
+            buffer = torch.zeros(newest.shape[0], memory.shape[1], newest.shape[1])
+            buffer[:, -1] = newest  # (the round reads the window's newest state and its keys and values)
+            sampling = Sampling(temperature=temp) if noise is not None else None
+            e_tokens, e_ok, e_q = head_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
+                                                            drafter.tables, blocked, sampling, buffer, valid, memory,
+                                                            root, noise)
+            assert torch.equal(tokens, e_tokens) and torch.equal(ok, e_ok)
+            if temperature:
+                assert blocked is not None and float(q[..., 40:60].abs().max()) == 0.0
+                torch.testing.assert_close(q, e_q, rtol=1e-4, atol=1e-5)
+            else:
+                assert q is None and e_q is None
+
+
+def test_fp16_weights_give_what_their_fp32_values_give(setup):
+    """The kernel reads fp16 weights exactly: fp16 heads draft bit for bit what fp32 heads holding the same
+    (rounded) values draft; and the window's keys and values are `PrefixAttention.memory`'s."""
+    target, heads = setup
+    half = HydraDrafter(heads, dtype=torch.float16).heads
+    wide = HydraDrafter(half, dtype=torch.float32).heads  # fp32 copy of the fp16-rounded weights
+    with torch.inference_mode():
+        tables = half.current_tables()
+        a = ChainRound.for_heads(half, tables)
+        b = ChainRound.for_heads(wide, {"context": tables["context"].float(), "bias": tables["bias"].float(),
+                                        "tokens": [t.float() for t in tables["tokens"]]})
+        assert a.weights.half == 1 and b.weights.half == 0
+        torch.manual_seed(0)
+        states = torch.randn(2, 64, 32)
+        mem = a.memory(states)
+        assert torch.equal(mem, b.memory(states))
+        torch.testing.assert_close(mem, wide.prefix.memory(states), rtol=1e-5, atol=1e-5)
+        valid = torch.ones(2, 64, dtype=torch.bool)
+        valid[1, :30] = False
+        noise = torch.empty(2, 4, 97).exponential_()
+        root = torch.tensor([3, 4])
+        for n in (None, noise):
+            out_a = a.round(states[:, -1], mem, valid, root, 4, n, 0.9, None)
+            out_b = b.round(states[:, -1], mem, valid, root, 4, n, 0.9, None)
+            assert all(x is None and y is None or torch.equal(x, y) for x, y in zip(out_a, out_b))
+
+
+def test_exact_decodes_with_the_kernel(setup, monkeypatch):
+    """Greedy with kernel rounds says what the target says alone; sampled, the kernel's decode is the PyTorch
+    round's decode from the same seed (the same draws up to rounding, tested against the same distributions)."""
+    target, heads = setup
+    calls = spy_rounds(monkeypatch)
+    prompts = ([5, 6, 7, 8], [9, 10])
+    plain = generate(CachedLM(target), [list(p) for p in prompts], None, Sampling(), 40)
+    greedy, _ = decode(target, heads, Sampling(), prompts=prompts)
+    assert greedy == [o.token_ids for o in plain] and calls
+    sampled, _ = decode(target, heads, Sampling(temperature=1.0), seed=4)
+    monkeypatch.setattr(cpu, "KERNEL", False)
+    calls.clear()
+    eager, drafter = decode(target, heads, Sampling(temperature=1.0), seed=4)
+    assert drafter.native is None and not calls
+    assert sampled == eager
+
+
+def test_the_kernel_drafts_only_chains_after_a_plain_temperature(setup, monkeypatch):
+    """Trees with siblings, and draws after top-k or top-p, are drafted by the PyTorch round."""
+    target, heads = setup
+    calls = spy_rounds(monkeypatch)
+    rounds = []
+    real = head_drafters.hydra_round
+    monkeypatch.setattr(head_drafters, "hydra_round", lambda *a: rounds.append(1) or real(*a))
+    _, drafter = decode(target, heads, Sampling(temperature=1.0), table=SPLIT)
+    assert drafter.native is None and not calls and rounds
+    for sampling in (Sampling(temperature=1.0, top_k=5), Sampling(temperature=1.0, top_p=0.9)):
+        _, drafter = decode(target, heads, sampling)
+        assert drafter.native is None and not calls
+    _, drafter = decode(target, heads, Sampling(temperature=1.0, top_k=200))  # top-k beyond the vocabulary: off
+    assert drafter.native is not None and calls
