@@ -112,8 +112,9 @@ def settings(args) -> dict:
 
 
 def add_setting_sweeps(p, items: str, varied: str):
-    """--split, --tree-sizes and --fp32-drafting for a media benchmark, the options that choose a model's settings:
-    `items` names what it decodes (songs, captions), `varied` the row the extra rows vary."""
+    """--split, --tree-sizes, --fp32-drafting and the draft-round options for a media benchmark, the options that
+    choose a model's settings: `items` names what it decodes (songs, captions), `varied` the row the extra rows
+    vary."""
     p.add_argument("--split", default="heldout", choices=["heldout", "train"],
                    help=f"held-out {items} (the benchmark) or training {items} (for choosing settings)")
     p.add_argument("--tree-sizes", type=int, nargs="*", default=[],
@@ -123,20 +124,23 @@ def add_setting_sweeps(p, items: str, varied: str):
     p.add_argument("--compiled-drafting", action="store_true",
                    help=f"also decode {varied}, at the default tree size and each --tree-sizes, with Hydra++ draft "
                         f"rounds compiled by torch.compile (compiled during the warm-up)")
+    p.add_argument("--pytorch-drafting", action="store_true",
+                   help=f"also decode {varied}, at the default tree size and each --tree-sizes, with Hydra++ draft "
+                        f"rounds in eager PyTorch instead of specgen's CPU kernel")
 
 
 def sweep_rows(label: str, kw: dict, args) -> dict[str, dict]:
-    """The extra rows those options ask for: '<label>, tree N', '<label>, fp32 drafting' and '..., compiled', each
-    `kw` (a pipeline's generate arguments) with its setting."""
+    """The extra rows those options ask for: '<label>, tree N', '<label>, fp32 drafting', '..., compiled' and
+    '..., PyTorch rounds', each `kw` (a pipeline's generate arguments) with its setting."""
     import torch
 
     rows = {f"{label}, tree {n}": {**kw, "tree_size": n} for n in args.tree_sizes}
     if args.fp32_drafting:
         rows[f"{label}, fp32 drafting"] = {**kw, "draft_dtype": torch.float32}
-    if getattr(args, "compiled_drafting", False):
-        rows.update({f"{name}, compiled": {**row, "compile_draft": True}
-                     for name, row in [(label, kw)] + [(f"{label}, tree {n}", rows[f"{label}, tree {n}"])
-                                                       for n in args.tree_sizes]})
+    sized = [(label, kw)] + [(f"{label}, tree {n}", rows[f"{label}, tree {n}"]) for n in args.tree_sizes]
+    for flag, suffix, value in (("compiled_drafting", "compiled", True), ("pytorch_drafting", "PyTorch rounds", False)):
+        if getattr(args, flag, False):
+            rows.update({f"{name}, {suffix}": {**row, "compile_draft": value} for name, row in sized})
     return rows
 
 

@@ -86,7 +86,8 @@ def _load():
             os.makedirs(cache, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)  # built aside, then moved in: never half a file
             os.close(fd)
-            done = subprocess.run([cc, *FLAGS, "-o", tmp, *(os.path.join(CSRC, n) for n in SOURCES)], capture_output=True, text=True, timeout=120)
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, *(os.path.join(CSRC, n) for n in SOURCES)],
+                                  capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
                 os.unlink(tmp)
                 return _unavailable(f"{cc} failed: {done.stderr.strip()[-500:]}")

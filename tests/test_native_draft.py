@@ -54,7 +54,7 @@ def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch,
     _, drafter = decode(target, heads, Sampling(temperature=temperature), allowed=allowed)
     assert len(calls) >= 5
     with torch.inference_mode():
-        for native, (newest, memory, valid, root, levels, noise, temp, blocked), (tokens, ok, q) in calls:
+        for _, (newest, memory, valid, root, levels, noise, temp, blocked), (tokens, ok, q) in calls:
             tree_levels, where, parent = drafter.levels(levels)
             buffer = torch.zeros(newest.shape[0], memory.shape[1], newest.shape[1])
             buffer[:, -1] = newest  # (the round reads the window's newest state and its keys and values)

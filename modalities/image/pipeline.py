@@ -79,9 +79,9 @@ class ImagePipeline:
         8 on CPU, 32 on CUDA); draws: 'top' (Hawk's tree), 'sample' to draw the horizontal guesses from the heads
         when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': drawn
         when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
-        else Hawk's tree; draft_dtype: the precision the heads draft in
-        (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: Hydra++ draft rounds compiled by
-        torch.compile (default: SPECGEN_COMPILE_DRAFT, off; see `HydraDrafter`)."""
+        else Hawk's tree; draft_dtype: the precision the heads draft in (default: fp16 on a CPU; see
+        `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds compiled by torch.compile; False, eager
+        PyTorch rounds; default: chains by specgen's CPU kernel where it applies (see `HydraDrafter`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
         if method == "hawk" and self.heads is None:

@@ -100,8 +100,9 @@ class RapPipeline:
         vocoder: auto (the model's neural vocoder when it ships one, else Griffin-Lim), neural or griffin-lim.
         draws: how the heads pick their guesses when sampling losslessly: auto or sample (drawn from the heads'
         distribution, accepted more often), or top (their top-k; see `HeadDrafter`). draft_dtype: the precision
-        the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: Hydra++ draft
-        rounds compiled by torch.compile (default: SPECGEN_COMPILE_DRAFT, off; see `HydraDrafter`)."""
+        the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft
+        rounds compiled by torch.compile; False, eager PyTorch rounds; default: chains by specgen's CPU kernel
+        where it applies (see `HydraDrafter`)."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")

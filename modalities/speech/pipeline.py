@@ -81,8 +81,9 @@ class SpeechPipeline:
         their distribution unless draws="top"). tree_size: candidate nodes per round (default: the heads' measured
         CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on CUDA). vocoder: auto (the model's neural
         vocoder when it ships one, else Griffin-Lim), neural or griffin-lim. draft_dtype: the precision the heads
-        draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: Hydra++ draft rounds compiled by
-        torch.compile (default: SPECGEN_COMPILE_DRAFT, off; see `HydraDrafter`)."""
+        draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds
+        compiled by torch.compile; False, eager PyTorch rounds; default: chains by specgen's CPU kernel where it
+        applies (see `HydraDrafter`)."""
         import time
 
         t0 = time.perf_counter()

@@ -24,8 +24,9 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     'tolerance:K'; see `tree_rule`); `draws`: how the Medusa, KOALA, Hydra++ and Hawk trees pick a node's
     children under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`, and `HawkDrafter` for Hawk);
     `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU);
-    `compile`: Hydra++ and Hawk (Hydra++ rows) draft rounds compiled by torch.compile (default: the
-    SPECGEN_COMPILE_DRAFT environment variable, off; see `HydraDrafter`)."""
+    `compile`: how Hydra++ and Hawk (Hydra++ rows) draft rounds run: True, compiled by torch.compile; False,
+    eager PyTorch; None (the default), chains by specgen's CPU kernel where it applies, else PyTorch, compiled if
+    SPECGEN_COMPILE_DRAFT=1 (see `HydraDrafter`)."""
     from ..heads import DraftHeads
 
     if method not in METHODS:

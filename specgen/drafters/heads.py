@@ -150,11 +150,14 @@ class HydraDrafter(HeadDrafter):
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
                  table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
                  compile: bool | None = None):
-        """compile: run each round's tensor work compiled by torch.compile (`compiled_hydra_round`; default
-        `COMPILE_DRAFT`, off unless SPECGEN_COMPILE_DRAFT=1). Same guesses from the same seed, up to float
-        rounding; the first round of a new tree shape or batch size waits for the compiler."""
+        """compile: how rounds run. None (the default): a decode whose tree is a chain drafts on the CPU by
+        specgen's kernel (`ChainRound`) where it applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1
+        (`COMPILE_DRAFT`). True: every round's tensor work compiled by torch.compile (`compiled_hydra_round`; the
+        first round of a new tree shape or batch size waits for the compiler). False: PyTorch rounds, eager. The
+        same guesses from the same seed every way, up to float rounding."""
         super().__init__(heads, tree_size, rule, table, draws, dtype)
         self.compiled = COMPILE_DRAFT if compile is None else compile
+        self.kernel = compile is None  # `ChainRound` where it applies
         self.native: ChainRound | None = None  # specgen's CPU kernel for this decode's chains (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
@@ -169,7 +172,7 @@ class HydraDrafter(HeadDrafter):
             sampling.top_p >= 1.0
         depth = max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))
         chain = all(r == 1 and a is None and p is None for _, a, p, r in self.levels(depth)[0])  # (and cut short)
-        self.native = ChainRound.for_heads(self.heads, self.tables) if plain and chain else None
+        self.native = ChainRound.for_heads(self.heads, self.tables) if self.kernel and plain and chain else None
         self.state_dtype = torch.float32 if self.native is not None else self.dtype
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
@@ -428,8 +431,9 @@ class HawkDrafter(Drafter):
         vertical guesses out: which of them join the tree depends on the drafted tokens (agreement with the
         favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is no
         longer distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps
-        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: Hydra++
-        rows draft compiled (`HydraDrafter`)."""
+        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: how Hydra++
+        rows' rounds run (`HydraDrafter`: by specgen's CPU kernel where it applies, True: torch.compile, False:
+        eager PyTorch)."""
         heads = drafting_heads(heads, dtype)
         self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
