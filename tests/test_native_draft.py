@@ -1,4 +1,4 @@
-"""Hydra++ chain rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
+"""Hydra++ draft rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
 guesses and distributions as the PyTorch round, used exactly where it applies, and decodes that stay exact."""
 import pytest
 import torch
@@ -6,11 +6,11 @@ import torch
 from specgen import CachedLM, Sampling, cpu, generate
 from specgen.drafters import heads as head_drafters
 from specgen.drafters.heads import HydraDrafter
-from specgen.drafters.native import ChainRound
+from specgen.drafters.native import KernelRound
 from tiny import random_heads, tiny_model
 
 CHAIN = [[0.9, 0.01]] * 4  # a table whose best trees are chains
-SPLIT = [[0.5, 0.4]] * 4  # ... and one whose 3-node tree has two children at the root
+SPLIT = [[0.5, 0.4, 0.1]] * 4  # ... and one whose trees branch (three children at the root, parents at depth 1)
 
 
 @pytest.fixture(scope="module")
@@ -31,43 +31,48 @@ def decode(target, heads, sampling, table=CHAIN, size=3, seed=0, prompts=([5, 6,
 
 def spy_rounds(monkeypatch):
     calls = []
-    real = ChainRound.round
+    real = KernelRound.round
 
     def spy(self, *args):
         out = real(self, *args)
         calls.append((self, args, out))
         return out
 
-    monkeypatch.setattr(ChainRound, "round", spy)
+    monkeypatch.setattr(KernelRound, "round", spy)
     return calls
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch, temperature):
-    """Every kernel round of a decode (two rows of different lengths, so padding in the window; some tokens barred)
-    redone by `hydra_round` from the same state and noise: the same tokens and validity, and the same drafted
-    distributions up to float rounding."""
+@pytest.mark.parametrize("table,size", [(CHAIN, 3), (SPLIT, 3), (SPLIT, 9)])
+def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch, temperature, table, size):
+    """Every kernel round of a decode (two rows of different lengths, so padding in the window; some tokens barred),
+    over a chain and over branching trees, redone by `hydra_round` from the same state and noise: the same tokens
+    and validity, and the same drafted distributions up to float rounding."""
     target, heads = setup
     calls = spy_rounds(monkeypatch)
     allowed = torch.ones(97, dtype=torch.bool)
     allowed[40:60] = False
-    _, drafter = decode(target, heads, Sampling(temperature=temperature), allowed=allowed)
+    _, drafter = decode(target, heads, Sampling(temperature=temperature), table=table, size=size, allowed=allowed)
     assert len(calls) >= 5
+    branching = 0
     with torch.inference_mode():
-        for _, (newest, memory, valid, root, levels, noise, temp, blocked), (tokens, ok, q) in calls:
-            tree_levels, where, parent = drafter.levels(levels)
+        for _, (plan, newest, memory, valid, root, noise, temp, blocked), (tokens, ok, q) in calls:
+            k = next(k for k in range(1, 9) if drafter.plan(k) is plan)
+            tree_levels, where, parent = drafter.levels(k)
+            branching += any(r > 1 or a is not None for _, a, _, r in tree_levels)
             buffer = torch.zeros(newest.shape[0], memory.shape[1], newest.shape[1])
             buffer[:, -1] = newest  # (the round reads the window's newest state and its keys and values)
             sampling = Sampling(temperature=temp) if noise is not None else None
             e_tokens, e_ok, e_q = head_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
                                                             drafter.tables, blocked, sampling, buffer, valid, memory,
                                                             root, noise)
-            assert torch.equal(tokens, e_tokens) and torch.equal(ok, e_ok)
+            assert torch.equal(ok, e_ok) and torch.equal(tokens[ok], e_tokens[ok])  # (an invalid guess: any token)
             if temperature:
                 assert blocked is not None and float(q[..., 40:60].abs().max()) == 0.0
                 torch.testing.assert_close(q, e_q, rtol=1e-4, atol=1e-5)
             else:
                 assert q is None and e_q is None
+    assert bool(branching) == (table is SPLIT)
 
 
 def test_fp16_weights_give_what_their_fp32_values_give(setup):
@@ -78,8 +83,8 @@ def test_fp16_weights_give_what_their_fp32_values_give(setup):
     wide = HydraDrafter(half, dtype=torch.float32).heads  # fp32 copy of the fp16-rounded weights
     with torch.inference_mode():
         tables = half.current_tables()
-        a = ChainRound.for_heads(half, tables)
-        b = ChainRound.for_heads(wide, {"context": tables["context"].float(), "bias": tables["bias"].float(),
+        a = KernelRound.for_heads(half, tables)
+        b = KernelRound.for_heads(wide, {"context": tables["context"].float(), "bias": tables["bias"].float(),
                                         "tokens": [t.float() for t in tables["tokens"]]})
         assert a.weights.half == 1 and b.weights.half == 0
         torch.manual_seed(0)
@@ -89,11 +94,12 @@ def test_fp16_weights_give_what_their_fp32_values_give(setup):
         torch.testing.assert_close(mem, wide.prefix.memory(states), rtol=1e-5, atol=1e-5)
         valid = torch.ones(2, 64, dtype=torch.bool)
         valid[1, :30] = False
-        noise = torch.empty(2, 4, 97).exponential_()
+        plan = KernelRound.plan(HydraDrafter(half, tree_size=7, table=SPLIT).levels(4)[0])
+        noise = torch.empty(2, int(plan[1][0::3].sum()), 97).exponential_()
         root = torch.tensor([3, 4])
         for n in (None, noise):
-            out_a = a.round(states[:, -1], mem, valid, root, 4, n, 0.9, None)
-            out_b = b.round(states[:, -1], mem, valid, root, 4, n, 0.9, None)
+            out_a = a.round(plan, states[:, -1], mem, valid, root, n, 0.9, None)
+            out_b = b.round(plan, states[:, -1], mem, valid, root, n, 0.9, None)
             assert all(x is None and y is None or torch.equal(x, y) for x, y in zip(out_a, out_b))
 
 
@@ -114,15 +120,14 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
     assert sampled == eager
 
 
-def test_the_kernel_drafts_only_chains_after_a_plain_temperature(setup, monkeypatch):
-    """Trees with siblings, and draws after top-k or top-p, are drafted by the PyTorch round."""
+def test_the_kernel_drafts_only_after_a_plain_temperature(setup, monkeypatch):
+    """Draws after top-k or top-p are drafted by the PyTorch round, and so is every round when the caller chose
+    how (`compile_draft` True or False)."""
     target, heads = setup
     calls = spy_rounds(monkeypatch)
-    rounds = []
-    real = head_drafters.hydra_round
-    monkeypatch.setattr(head_drafters, "hydra_round", lambda *a: rounds.append(1) or real(*a))
-    _, drafter = decode(target, heads, Sampling(temperature=1.0), table=SPLIT)
-    assert drafter.native is None and not calls and rounds
+    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32, compile=False)
+    generate(CachedLM(target), [[5, 6, 7]], drafter, Sampling(temperature=1.0), 20, 8)
+    assert drafter.native is None and not calls
     for sampling in (Sampling(temperature=1.0, top_k=5), Sampling(temperature=1.0, top_p=0.9)):
         _, drafter = decode(target, heads, sampling)
         assert drafter.native is None and not calls

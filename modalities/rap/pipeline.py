@@ -101,7 +101,7 @@ class RapPipeline:
         draws: how the heads pick their guesses when sampling losslessly: auto or sample (drawn from the heads'
         distribution, accepted more often), or top (their top-k; see `HeadDrafter`). draft_dtype: the precision
         the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft
-        rounds compiled by torch.compile; False, eager PyTorch rounds; default: chains by specgen's CPU kernel
+        rounds compiled by torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel
         where it applies (see `HydraDrafter`)."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):

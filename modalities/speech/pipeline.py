@@ -82,7 +82,7 @@ class SpeechPipeline:
         CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on CUDA). vocoder: auto (the model's neural
         vocoder when it ships one, else Griffin-Lim), neural or griffin-lim. draft_dtype: the precision the heads
         draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds
-        compiled by torch.compile; False, eager PyTorch rounds; default: chains by specgen's CPU kernel where it
+        compiled by torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel where it
         applies (see `HydraDrafter`)."""
         import time
 

@@ -1,18 +1,20 @@
-/* One Hydra++ draft round for a chain of guesses, and the prefix attention's keys and values, in one call each:
- * the work of `hydra_round` and `PrefixAttention.memory` (specgen/drafters/heads.py, specgen/heads/hydra.py) for
- * the trees a CPU decode uses, without the ~150 tensor operations (and their dispatch) a round issues in PyTorch.
- * Activations are fp32; weights are fp32 or fp16 (`half`), read by the row products of rows.c.
+/* One Hydra++ draft round, and the prefix attention's keys and values, in one call each: the work of
+ * `hydra_round` and `PrefixAttention.memory` (specgen/drafters/heads.py, specgen/heads/hydra.py) without the ~150
+ * tensor operations (and their dispatch) a PyTorch round issues. Activations are fp32; weights are fp32 or fp16
+ * (`half`), read by the row products of rows.c.
  *
  * A round, for each of the batch's n rows (all rows at once in every product):
  *   context = prefix attention of the newest window state over the window's keys and values (pre-norm, one
- *             layer: RMSNorm, 4-head attention over the valid slots, output projection, residual, RMSNorm, MLP
- *             with SiLU, residual);
+ *             layer: RMSNorm, multi-head attention over the valid slots, output projection, residual, RMSNorm,
+ *             MLP with SiLU, residual);
  *   pre     = the heads' input layers on the context (one product for every head, bias included);
- *   level l = head l on [context; the path's tokens]: pre[l] + the token tables' rows for the root and the l
- *             guesses before it, SiLU, the head's residual blocks (x + SiLU(W x + b)), then the LM head on
- *             context + x; its guess is the argmax of the logits (no `noise`), or the draw q(x) / E_x largest
- *             from q = softmax(logits / temperature) over the tokens not `blocked`, with Exp(1) noise E (the
- *             race of `draw_distinct`); q is returned for the acceptance test. */
+ *   level l = head l on [context; a parent's path]: pre[l] + the token tables' rows for the root and the l tokens
+ *             on the path, SiLU, the head's residual blocks (x + SiLU(W x + b)), then the LM head on context + x,
+ *             for each of the level's parents. A parent's children are its logits' top R, or R distinct draws
+ *             from q = softmax(logits / temperature) over the tokens not `blocked`: the R largest q(x) / E_x
+ *             with Exp(1) noise E, child r tested against q without the r draws before it, renormalized (the
+ *             race of `draw_distinct`); the tree keeps some of them (`pick`), and q is returned for the
+ *             acceptance test. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -62,18 +64,30 @@ void specgen_hydra_memory(const hydra_weights *W, const float *x, float *out, in
     free(xn);
 }
 
-/* newest [n, dim] (the window's last state), memory [n, window, 2 dim], valid [n, window]; root [n]; noise
- * [n, levels, vocab] or NULL (argmax guesses); blocked [vocab] or NULL. Out: tokens [n, levels], ok [n, levels],
- * q [n, levels, vocab] (only with noise). */
-void specgen_hydra_chain(const hydra_weights *W, int64_t n, const float *newest, const float *memory,
-                         const uint8_t *valid, const int64_t *root, int64_t levels, const float *noise,
-                         float temperature, const uint8_t *blocked, int64_t *tokens, uint8_t *ok, float *q,
-                         int threads) {
+/* The tree, level by level: plan[l] = (parents P, ranks R, nodes N); ancestors holds each level's [P, l + 1]
+ * slots (of the root, slot 0, and the drafted tokens on each parent's path), pick its nodes' [N] indices into
+ * the [P, R] children, slots their [N] slots; the arrays run level after level. newest [n, dim] (the window's
+ * last state), memory [n, window, 2 dim], valid [n, window]; root [n]; noise [n, all levels' parents, vocab] or
+ * NULL (top guesses); blocked [vocab] or NULL. Out, in node order: tokens [n, size + 1] (the root first),
+ * ok [n, size], q [n, size, vocab] (only with noise). */
+void specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, const float *memory,
+                        const uint8_t *valid, const int64_t *root, int64_t levels, const int64_t *plan,
+                        const int64_t *ancestors, const int64_t *pick, const int64_t *slots, int64_t size,
+                        const float *noise, float temperature, const uint8_t *blocked, int64_t *tokens, uint8_t *ok,
+                        float *q, int threads) {
     const int64_t d = W->dim, V = W->vocab, w = W->window, H = W->attention_heads, dh = d / H;
-    float *a = malloc(sizeof(float) * n * d), *b = malloc(sizeof(float) * n * d), *c = malloc(sizeof(float) * n * d);
-    float *m = malloc(sizeof(float) * n * 2 * d), *ctx = malloc(sizeof(float) * n * d);
-    float *pre = malloc(sizeof(float) * n * W->num_heads * d), *logits = malloc(sizeof(float) * n * V);
-    float *score = malloc(sizeof(float) * w);
+    int64_t most = 1, ranks = 1, parents = 0;
+    for (int64_t l = 0; l < levels; ++l) {
+        if (plan[3 * l] > most) most = plan[3 * l];
+        if (plan[3 * l + 1] > ranks) ranks = plan[3 * l + 1];
+        parents += plan[3 * l];
+    }
+    float *a = malloc(sizeof(float) * n * most * d), *b = malloc(sizeof(float) * n * most * d);
+    float *c = malloc(sizeof(float) * n * most * d), *m = malloc(sizeof(float) * n * 2 * d);
+    float *ctx = malloc(sizeof(float) * n * d), *pre = malloc(sizeof(float) * n * W->num_heads * d);
+    float *logits = malloc(sizeof(float) * n * most * V), *score = malloc(sizeof(float) * w);
+    float *kids = malloc(sizeof(float) * ranks * V); /* one parent's children's distributions */
+    int64_t *drawn = malloc(sizeof(int64_t) * ranks);
     const float scale = 1.0f / sqrtf((float)dh);
 
     /* the prefix attention on the newest state */
@@ -83,7 +97,7 @@ void specgen_hydra_chain(const hydra_weights *W, int64_t n, const float *newest,
         const float *mem = memory + r * w * 2 * d;
         for (int64_t h = 0; h < H; ++h) {
             const float *qh = b + r * d + h * dh;
-            float top = -INFINITY;
+            float top = -INFINITY, total = 0.0f;
             for (int64_t k = 0; k < w; ++k) {
                 score[k] = -INFINITY;
                 if (!valid[r * w + k]) continue;
@@ -92,7 +106,6 @@ void specgen_hydra_chain(const hydra_weights *W, int64_t n, const float *newest,
                 score[k] = s * scale;
                 if (score[k] > top) top = score[k];
             }
-            float total = 0.0f;
             for (int64_t k = 0; k < w; ++k) {
                 score[k] = valid[r * w + k] ? expf(score[k] - top) : 0.0f;
                 total += score[k];
@@ -114,54 +127,91 @@ void specgen_hydra_chain(const hydra_weights *W, int64_t n, const float *newest,
     product(W, m, W->w2, W->b2, b, n, 2 * d, d, threads);
     for (int64_t i = 0; i < n * d; ++i) ctx[i] = c[i] + b[i];
 
-    /* the heads, level by level along the chain */
+    /* the heads, level by level */
     product(W, ctx, W->wc, W->bc, pre, n, d, W->num_heads * d, threads);
+    for (int64_t r = 0; r < n; ++r) tokens[r * (size + 1)] = root[r];
+    int64_t used = 0; /* parents of the levels before: their noise rows */
     for (int64_t l = 0; l < levels; ++l) {
-        for (int64_t r = 0; r < n; ++r) {
-            float *x = a + r * d;
-            for (int64_t k = 0; k < d; ++k) x[k] = pre[(r * W->num_heads + l) * d + k];
-            for (int64_t j = 0; j <= l; ++j) { /* the root, then the guesses before this level */
-                const int64_t t = j == 0 ? root[r] : tokens[r * levels + j - 1];
-                const int64_t row = (j * V + t) * d;
-                for (int64_t k = 0; k < d; ++k) x[k] += value(W, W->tables[l], row + k);
+        const int64_t P = plan[3 * l], R = plan[3 * l + 1], N = plan[3 * l + 2], rows = n * P;
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t p = 0; p < P; ++p) {
+                float *x = a + (r * P + p) * d;
+                for (int64_t k = 0; k < d; ++k) x[k] = pre[(r * W->num_heads + l) * d + k];
+                for (int64_t j = 0; j <= l; ++j) { /* the path's tokens, root first */
+                    const int64_t t = tokens[r * (size + 1) + ancestors[p * (l + 1) + j]];
+                    const int64_t row = (j * V + t) * d;
+                    for (int64_t k = 0; k < d; ++k) x[k] += value(W, W->tables[l], row + k);
+                }
+                for (int64_t k = 0; k < d; ++k) x[k] = silu(x[k]);
             }
-            for (int64_t k = 0; k < d; ++k) x[k] = silu(x[k]);
-        }
         for (int64_t blk = 0; blk < W->blocks; ++blk) {
-            product(W, a, W->sw[l * W->blocks + blk], W->sb[l * W->blocks + blk], b, n, d, d, threads);
-            for (int64_t i = 0; i < n * d; ++i) a[i] += silu(b[i]);
+            product(W, a, W->sw[l * W->blocks + blk], W->sb[l * W->blocks + blk], b, rows, d, d, threads);
+            for (int64_t i = 0; i < rows * d; ++i) a[i] += silu(b[i]);
         }
-        for (int64_t i = 0; i < n * d; ++i) c[i] = ctx[i] + a[i];
-        product(W, c, W->lm, NULL, logits, n, d, V, threads);
-        for (int64_t r = 0; r < n; ++r) {
-            const float *z = logits + r * V;
-            int64_t best = 0;
-            if (noise == NULL) { /* the top guess */
-                for (int64_t v = 1; v < V; ++v)
-                    if (z[v] > z[best]) best = v;
-                tokens[r * levels + l] = best;
-                ok[r * levels + l] = 1;
-                continue;
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t i = 0; i < P * d; ++i) c[r * P * d + i] = ctx[r * d + i % d] + a[r * P * d + i];
+        product(W, c, W->lm, NULL, logits, rows, d, V, threads);
+        for (int64_t r = 0; r < n; ++r)
+            for (int64_t p = 0; p < P; ++p) {
+                const float *z = logits + (r * P + p) * V;
+                if (noise == NULL) { /* the top R, best first */
+                    for (int64_t i = 0; i < R; ++i) {
+                        int64_t best = -1;
+                        for (int64_t v = 0; v < V; ++v) {
+                            int taken = 0;
+                            for (int64_t j = 0; j < i; ++j) taken |= drawn[j] == v;
+                            if (!taken && (best < 0 || z[v] > z[best])) best = v;
+                        }
+                        drawn[i] = best;
+                    }
+                } else { /* R distinct draws, and what each was drawn from */
+                    float *p0 = kids, top = -INFINITY, total = 0.0f;
+                    for (int64_t v = 0; v < V; ++v) {
+                        p0[v] = blocked && blocked[v] ? -INFINITY : z[v] / temperature;
+                        if (p0[v] > top) top = p0[v];
+                    }
+                    for (int64_t v = 0; v < V; ++v) {
+                        p0[v] = p0[v] == -INFINITY ? 0.0f : expf(p0[v] - top);
+                        total += p0[v];
+                    }
+                    for (int64_t v = 0; v < V; ++v) p0[v] /= total;
+                    const float *e = noise + (r * parents + used + p) * V;
+                    for (int64_t i = 0; i < R; ++i) { /* the i-th largest key q(x) / E_x */
+                        int64_t best = -1;
+                        float key = 0.0f;
+                        for (int64_t v = 0; v < V; ++v) {
+                            int taken = 0;
+                            for (int64_t j = 0; j < i; ++j) taken |= drawn[j] == v;
+                            const float kv = p0[v] / e[v];
+                            if (!taken && (best < 0 || kv > key)) key = kv, best = v;
+                        }
+                        drawn[i] = best;
+                        if (i > 0) { /* q without the draws before, renormalized */
+                            float *prev = kids + (i - 1) * V, *left = kids + i * V, sum = 0.0f;
+                            for (int64_t v = 0; v < V; ++v) {
+                                left[v] = v == drawn[i - 1] ? 0.0f : prev[v];
+                                sum += left[v];
+                            }
+                            if (sum > 0.0f)
+                                for (int64_t v = 0; v < V; ++v) left[v] /= sum;
+                        }
+                    }
+                }
+                for (int64_t k = 0; k < N; ++k) { /* the children the tree keeps */
+                    const int64_t at = pick[k];
+                    if (at / R != p) continue;
+                    const int64_t i = at % R, s = slots[k];
+                    tokens[r * (size + 1) + s] = drawn[i];
+                    if (noise == NULL) {
+                        ok[r * size + s - 1] = 1;
+                    } else {
+                        const float *qi = kids + i * V;
+                        memcpy(q + (r * size + s - 1) * V, qi, sizeof(float) * V);
+                        ok[r * size + s - 1] = qi[drawn[i]] > 0.0f;
+                    }
+                }
             }
-            float *p = q + (r * levels + l) * V, top = -INFINITY, total = 0.0f;
-            for (int64_t v = 0; v < V; ++v) {
-                p[v] = blocked && blocked[v] ? -INFINITY : z[v] / temperature;
-                if (p[v] > top) top = p[v];
-            }
-            for (int64_t v = 0; v < V; ++v) {
-                p[v] = p[v] == -INFINITY ? 0.0f : expf(p[v] - top);
-                total += p[v];
-            }
-            const float *e = noise + (r * levels + l) * V;
-            float key = -1.0f;
-            for (int64_t v = 0; v < V; ++v) {
-                p[v] /= total;
-                const float kv = p[v] / e[v];
-                if (kv > key) key = kv, best = v;
-            }
-            tokens[r * levels + l] = best;
-            ok[r * levels + l] = p[best] > 0.0f;
-        }
+        ancestors += P * (l + 1), pick += N, slots += N, used += P;
     }
-    free(a), free(b), free(c), free(m), free(ctx), free(pre), free(logits), free(score);
+    free(a), free(b), free(c), free(m), free(ctx), free(pre), free(logits), free(score), free(kids), free(drawn);
 }

@@ -25,7 +25,7 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     children under sampling ('top', 'sample' or 'auto'; see `HeadDrafter`, and `HawkDrafter` for Hawk);
     `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU);
     `compile`: how Hydra++ and Hawk (Hydra++ rows) draft rounds run: True, compiled by torch.compile; False,
-    eager PyTorch; None (the default), chains by specgen's CPU kernel where it applies, else PyTorch, compiled if
+    eager PyTorch; None (the default), rounds by specgen's CPU kernel where it applies, else PyTorch, compiled if
     SPECGEN_COMPILE_DRAFT=1 (see `HydraDrafter`)."""
     from ..heads import DraftHeads
 

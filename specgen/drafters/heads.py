@@ -14,7 +14,7 @@ from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
-from .native import ChainRound
+from .native import KernelRound
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
@@ -150,29 +150,28 @@ class HydraDrafter(HeadDrafter):
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
                  table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
                  compile: bool | None = None):
-        """compile: how rounds run. None (the default): a decode whose tree is a chain drafts on the CPU by
-        specgen's kernel (`ChainRound`) where it applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1
-        (`COMPILE_DRAFT`). True: every round's tensor work compiled by torch.compile (`compiled_hydra_round`; the
-        first round of a new tree shape or batch size waits for the compiler). False: PyTorch rounds, eager. The
-        same guesses from the same seed every way, up to float rounding."""
+        """compile: how rounds run. None (the default): on the CPU by specgen's kernel (`KernelRound`) where it
+        applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1 (`COMPILE_DRAFT`). True: every
+        round's tensor work compiled by torch.compile (`compiled_hydra_round`; the first round of a new tree shape
+        or batch size waits for the compiler). False: PyTorch rounds, eager. The same guesses from the same seed
+        every way, up to float rounding."""
         super().__init__(heads, tree_size, rule, table, draws, dtype)
         self.compiled = COMPILE_DRAFT if compile is None else compile
-        self.kernel = compile is None  # `ChainRound` where it applies
-        self.native: ChainRound | None = None  # specgen's CPU kernel for this decode's chains (`start`)
-        self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
+        self.kernel = compile is None  # `KernelRound` where it applies
+        self.native: KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
+        self._levels: dict[tuple, list[tuple]] = {}
+        self._plans: dict[tuple, tuple] = {}  # the tree's index tensors per (depth budget k, drawn)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
         self.tables = self.heads.current_tables()  # the token tables, checked here once for the decode's rounds
-        # chains of guesses by specgen's CPU kernel where it applies (`ChainRound`): top guesses, or draws after a
-        # temperature alone; its window states are fp32
+        # rounds by specgen's CPU kernel where it applies (`KernelRound`): top guesses, or draws after a temperature
+        # alone; its window states are fp32
         plain = not self.drawn or (sampling.top_k == 0 or sampling.top_k >= self.heads.lm_head.weight.shape[0]) and \
             sampling.top_p >= 1.0
-        depth = max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))
-        chain = all(r == 1 and a is None and p is None for _, a, p, r in self.levels(depth)[0])  # (and cut short)
-        self.native = ChainRound.for_heads(self.heads, self.tables) if self.kernel and plain and chain else None
+        self.native = KernelRound.for_heads(self.heads, self.tables) if self.kernel and plain else None
         self.state_dtype = torch.float32 if self.native is not None else self.dtype
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
@@ -237,7 +236,7 @@ class HydraDrafter(HeadDrafter):
         if key not in cache:
             paths, depth, rank, parent = self.tree(k)
             index = {p: i + 1 for i, p in enumerate(paths)}  # slot 0 is the root
-            device = self.h.device
+            device = self.heads.lm_head.weight.device
             as_tensor = lambda t: torch.tensor(t, dtype=torch.long, device=device)  # noqa: E731
             out, order = [], []
             for d in range(max(depth) + 1):
@@ -256,6 +255,13 @@ class HydraDrafter(HeadDrafter):
             cache[key] = (out, None if where == list(range(len(where))) else as_tensor(where), as_tensor(parent))
         return cache[key]
 
+    def plan(self, k: int) -> tuple:
+        """`levels(k)` as the kernel reads it (`KernelRound.plan`), made once per (k, drawn)."""
+        key = (k, self.drawn)
+        if key not in self._plans:
+            self._plans[key] = KernelRound.plan(self.levels(k)[0])
+        return self._plans[key]
+
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
         levels, where, parent = self.levels(k)
@@ -265,8 +271,8 @@ class HydraDrafter(HeadDrafter):
             parents = sum(1 if a is None else a.shape[0] for _, a, _, _ in levels)
             noise = torch.empty(b, parents, self.heads.lm_head.weight.shape[0], device=self.root.device)
             noise.exponential_(generator=self.generator)
-        if self.native is not None:  # a chain, as `start` found
-            tokens, valid, q = self.native.round(self.buffer[:, -1], self.memory, self.valid, self.root, len(levels),
+        if self.native is not None:
+            tokens, valid, q = self.native.round(self.plan(k), self.buffer[:, -1], self.memory, self.valid, self.root,
                                                  noise, self.sampling.temperature if self.drawn else 1.0,
                                                  self.blocked if self.drawn else None)
             self.forwards += 1

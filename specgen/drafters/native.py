@@ -1,16 +1,16 @@
-"""Hydra++ draft rounds by specgen's CPU kernel (`specgen/csrc/draft.c`), for the chains of guesses CPU decodes use.
+"""Hydra++ draft rounds by specgen's CPU kernel (`specgen/csrc/draft.c`).
 
 A PyTorch draft round (`hydra_round`) issues some 150 small tensor operations; on a CPU each costs microseconds of
-dispatch whatever its size, so a round of a few hundred kilobytes of fp16 weights took about 1.3 ms, as long as
-the products of a whole verification step took to gain over a decode step. The kernel does the same round in one
-call: the prefix attention on the newest window state, every head's context inputs, then each level's head and
-draw, with activations in fp32 and weights read in the drafting precision (fp16 on a CPU by default).
+dispatch whatever its size, so a round over a few megabytes of fp16 weights took about 1.3 ms, more than a whole
+verification costs beyond a decode step. The kernel does the same round in one call: the prefix attention on the
+newest window state, every head's context inputs, then each level's heads and children, with activations in fp32
+and weights read in the drafting precision (fp16 on a CPU by default).
 
-It serves rounds whose tree is a chain (one guess per level, each under the one before: the tree the image and
-rap models' calibrated CPU sizes give), with the top guess or a draw from the heads after the decode's temperature
-(no top-k or top-p, which the PyTorch round applies); anything else drafts in PyTorch. Same guesses from the same
-noise up to float rounding (the tests compare the two), and the drafted distributions are returned for the
-acceptance test, so what is accepted stays exact either way. Set SPECGEN_CPU_KERNEL=0 to draft in PyTorch."""
+It serves any sparse tree, with the top guesses or draws from the heads after the decode's temperature (not after
+top-k or top-p, which the PyTorch round applies); such decodes draft in PyTorch. Same guesses from the same noise up
+to float rounding (the tests compare the two), and the drafted distributions are returned for the acceptance test,
+so what is accepted stays exact either way. SPECGEN_CPU_KERNEL=0 (or `compile_draft` set either way) drafts in
+PyTorch."""
 from __future__ import annotations
 
 import ctypes
@@ -32,13 +32,14 @@ def _declare(lib):
     if not hasattr(lib, "_specgen_draft"):
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.specgen_hydra_memory.argtypes = [p, p, p, i64, ctypes.c_int]
-        lib.specgen_hydra_chain.argtypes = [p, i64, p, p, p, p, i64, p, ctypes.c_float, p, p, p, p, ctypes.c_int]
-        lib.specgen_hydra_memory.restype = lib.specgen_hydra_chain.restype = None
+        lib.specgen_hydra_tree.argtypes = [p, i64, p, p, p, p, i64, p, p, p, p, i64, p, ctypes.c_float, p, p, p, p,
+                                           ctypes.c_int]
+        lib.specgen_hydra_memory.restype = lib.specgen_hydra_tree.restype = None
         lib._specgen_draft = True
     return lib
 
 
-class ChainRound:
+class KernelRound:
     """The kernel bound to one set of Hydra++ heads (their drafting copy: fp16 or fp32, on the CPU, with token
     tables). `for_heads` says whether it applies; `memory` and `round` do the work of `PrefixAttention.memory` and
     `hydra_round` for fp32 window states."""
@@ -71,7 +72,7 @@ class ChainRound:
         self._ref = ctypes.byref(self.weights)
 
     @classmethod
-    def for_heads(cls, heads, tables: dict | None) -> "ChainRound | None":
+    def for_heads(cls, heads, tables: dict | None) -> "KernelRound | None":
         """The kernel for these Hydra++ heads where it applies: on the CPU, fp16 or fp32 weights, token tables built,
         the layers this file knows (bias-free attention and LM head, the same number of residual blocks in every
         head), and the library built (`cpu.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
@@ -101,24 +102,41 @@ class ChainRound:
                                       torch.get_num_threads())
         return out
 
-    def round(self, newest: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor, root: torch.Tensor,
-              levels: int, noise: torch.Tensor | None, temperature: float, blocked: torch.Tensor | None):
-        """A chain of `levels` guesses per row: newest [n, dim] and memory [n, window, 2 dim] (fp32), valid
-        [n, window] bool, root [n]; noise [n, levels, vocab] (Exp(1), drawn guesses) or None (top guesses).
-        Returns tokens [n, levels], whether each is a real guess [n, levels], and, with noise, the distributions
-        they were drawn from [n, levels, vocab]."""
+    @staticmethod
+    def plan(levels: list[tuple]) -> tuple:
+        """`HydraDrafter.levels`' tree as the kernel reads it: per level (parents, ranks, nodes), then every level's
+        parents' paths (slots), picks and node slots laid end to end, and the tree's size."""
+        shape, ancestors, picks, slots = [], [], [], []
+        for d, (nodes, anc, pick, ranks) in enumerate(levels):
+            paths = [list(range(d + 1))] if anc is None else anc.tolist()
+            where = list(range(nodes.start, nodes.stop)) if isinstance(nodes, slice) else nodes.tolist()
+            shape += [len(paths), ranks, len(where)]
+            ancestors += [s for path in paths for s in path]
+            picks += list(range(len(paths) * ranks)) if pick is None else pick.tolist()
+            slots += where
+        as_tensor = lambda t: torch.tensor(t, dtype=torch.long)  # noqa: E731
+        return len(levels), *map(as_tensor, (shape, ancestors, picks, slots)), len(slots)
+
+    def round(self, plan: tuple, newest: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor,
+              root: torch.Tensor, noise: torch.Tensor | None, temperature: float, blocked: torch.Tensor | None):
+        """One round over the tree `plan`: newest [n, dim] and memory [n, window, 2 dim] (fp32), valid [n, window]
+        bool, root [n]; noise [n, the levels' parents, vocab] (Exp(1), drawn children) or None (top children).
+        Returns, in node order, tokens [n, nodes], whether each is a real guess [n, nodes], and, with noise, the
+        distributions they were drawn from [n, nodes, vocab] (`hydra_round`'s outputs)."""
+        levels, shape, ancestors, picks, slots, size = plan
         n, vocab = newest.shape[0], self.weights.vocab
         newest, memory = newest.contiguous(), memory.contiguous()
         valid, root = valid.contiguous(), root.to(torch.long).contiguous()
-        tokens = torch.empty(n, levels, dtype=torch.long)
-        ok = torch.empty(n, levels, dtype=torch.bool)
-        q = None if noise is None else torch.empty(n, levels, vocab)
+        tokens = torch.empty(n, size + 1, dtype=torch.long)
+        ok = torch.empty(n, size, dtype=torch.bool)
+        q = None if noise is None else torch.empty(n, size, vocab)
         if noise is not None:
             noise = noise.contiguous()
         if blocked is not None:
             blocked = blocked.contiguous()
         ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        self.lib.specgen_hydra_chain(self._ref, n, ptr(newest), ptr(memory), ptr(valid), ptr(root), levels,
-                                     ptr(noise), float(temperature), ptr(blocked), ptr(tokens), ptr(ok), ptr(q),
-                                     torch.get_num_threads())
-        return tokens, ok, q
+        self.lib.specgen_hydra_tree(self._ref, n, ptr(newest), ptr(memory), ptr(valid), ptr(root), levels,
+                                    ptr(shape), ptr(ancestors), ptr(picks), ptr(slots), size, ptr(noise),
+                                    float(temperature), ptr(blocked), ptr(tokens), ptr(ok), ptr(q),
+                                    torch.get_num_threads())
+        return tokens[:, 1:], ok, q
