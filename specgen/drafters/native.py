@@ -73,17 +73,20 @@ class KernelRound:
 
     @classmethod
     def for_heads(cls, heads, tables: dict | None) -> "KernelRound | None":
-        """The kernel for these Hydra++ heads where it applies: on the CPU, fp16 or fp32 weights, token tables built,
-        the layers this file knows (bias-free attention and LM head, the same number of residual blocks in every
-        head), and the library built (`cpu.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
+        """The kernel for these Hydra++ heads where it applies: on the CPU, fp16 or fp32 weights (tables included),
+        token tables built over a vocabulary the embeddings and LM head share, the layers draft.c knows (bias-free
+        attention and LM head, the same number of residual blocks in every head), and the library built
+        (`cpu.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
         if not cpu.KERNEL or tables is None:
             return None
         w = heads.lm_head.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float16, torch.float32):
             return None
         prefix = heads.prefix
-        params = [p for p in heads.parameters()] + [w, heads.embed.weight]
-        if any(p.dtype != w.dtype or p.device != w.device for p in params):
+        tensors = [*heads.parameters(), w, heads.embed.weight, tables["context"], tables["bias"], *tables["tokens"]]
+        if any(t.dtype != w.dtype or t.device != w.device for t in tensors):
+            return None
+        if heads.embed.weight.shape[0] != w.shape[0]:  # the tables' slots are vocabulary-sized blocks
             return None
         blocks = {len(s.blocks) for s in heads.stacks}
         if (prefix.qkv.bias is not None or prefix.out.bias is not None or heads.lm_head.bias is not None
@@ -95,8 +98,8 @@ class KernelRound:
         return None if lib is None else cls(lib, heads, tables)
 
     def memory(self, states: torch.Tensor) -> torch.Tensor:
-        """Keys and values [..., 2 dim] (fp32) of window states [..., dim] (fp32)."""
-        x = states.contiguous()
+        """Keys and values [..., 2 dim] (fp32) of window states [..., dim]."""
+        x = states.to(torch.float32).contiguous()
         out = torch.empty(*x.shape[:-1], 2 * x.shape[-1])
         self.lib.specgen_hydra_memory(self._ref, x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1],
                                       torch.get_num_threads())
