@@ -33,7 +33,7 @@ typedef struct {
 } hydra_weights;
 
 static float value(const hydra_weights *W, const void *p, int64_t i) {
-    return W->half ? (float)((const half *)p)[i] : ((const float *)p)[i];
+    return W->half ? h2f(((const half *)p)[i]) : ((const float *)p)[i];
 }
 
 static void product(const hydra_weights *W, const float *x, const void *w, const void *b, float *y, int64_t n,

@@ -19,8 +19,8 @@
 
 /* Weight row o against rows r0 .. r0 + R - 1 of x (R is a constant at every call, so the loops unroll and the
  * R accumulators stay in registers); one body for fp32 and fp16 weights (WT, LOAD). */
-#define BLOCK(NAME, WT, LOAD)                                                                                     \
-    static inline __attribute__((always_inline)) void NAME(int R, const WT *restrict w, const float *restrict x, \
+#define BLOCK(NAME, WT, LOAD, ONE)                                                                                \
+    static inline __attribute__((always_inline)) void NAME(int R, const WT *restrict w, const float *restrict x,  \
                                                            const WT *restrict b, float *restrict y, int64_t K,    \
                                                            int64_t O, int64_t o, int64_t r0) {                    \
         v8 acc[8];                                                                                                \
@@ -34,16 +34,18 @@
         }                                                                                                         \
         for (int j = 0; j < R; ++j) {                                                                             \
             float s = lanes(acc[j]);                                                                              \
-            for (int64_t k = K8; k < K; ++k) s = fma1((float)wr[k], x[(r0 + j) * K + k], s);                      \
-            y[(r0 + j) * O + o] = b ? s + (float)b[o] : s;                                                        \
+            for (int64_t k = K8; k < K; ++k) s = fma1(ONE(wr[k]), x[(r0 + j) * K + k], s);                        \
+            y[(r0 + j) * O + o] = b ? s + ONE(b[o]) : s;                                                          \
         }                                                                                                         \
     }
 
-BLOCK(block, float, load8)
-BLOCK(block_h, half, load8h)
+static inline float same(float v) { return v; }
+
+BLOCK(block, float, load8, same)
+BLOCK(block_h, half, load8h, h2f)
 
 #define ROWS(BLK)                                                                                                 \
-    _Pragma("omp parallel for num_threads(threads) schedule(static)") for (int64_t o = 0; o < O; ++o) {         \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)") for (int64_t o = 0; o < O; ++o) {           \
         int64_t r = 0;                                                                                            \
         for (; r + 8 <= n; r += 8) BLK(8, w, x, b, y, K, O, o, r);                                                \
         if (r + 4 <= n) { BLK(4, w, x, b, y, K, O, o, r); r += 4; }                                               \

@@ -7,8 +7,32 @@
 #include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
-typedef _Float16 h8 __attribute__((vector_size(16))); /* GCC 12+ or clang 15+; F16C turns the loads into vcvtph2ps */
+#ifdef __FLT16_MAX__ /* GCC 12+ or clang 15+ on x86; ARM */
 typedef _Float16 half;
+typedef _Float16 h8 __attribute__((vector_size(16)));
+static inline float h2f(half h) { return (float)h; }
+#else /* an older compiler: IEEE half bits converted by hand (normal, subnormal, zero, infinity, NaN) */
+typedef uint16_t half;
+static inline float h2f(half h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f)
+        bits = sign | 0x7f800000 | (man << 13);
+    else if (exp != 0)
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    else if (man == 0)
+        bits = sign;
+    else { /* subnormal: normalize */
+        int e = -1;
+        uint32_t m = man;
+        do { ++e; m <<= 1; } while (!(m & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+#endif
 
 #if defined(__FMA__) || defined(__F16C__)
 #include <immintrin.h>
@@ -30,12 +54,14 @@ static inline v8 load8(const float *p) {
 }
 
 static inline v8 load8h(const half *p) {
-#ifdef __F16C__ /* (GCC 12 turns the generic conversion below into eight scalar ones: 3x slower products) */
+#if defined(__F16C__) /* (GCC 12 turns the generic conversion below into eight scalar ones: 3x slower products) */
     return (v8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-#else
+#elif defined(__FLT16_MAX__)
     h8 v;
     memcpy(&v, p, sizeof v);
     return __builtin_convertvector(v, v8);
+#else
+    return (v8){h2f(p[0]), h2f(p[1]), h2f(p[2]), h2f(p[3]), h2f(p[4]), h2f(p[5]), h2f(p[6]), h2f(p[7])};
 #endif
 }
 
