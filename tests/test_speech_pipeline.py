@@ -105,14 +105,18 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
     hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
     random_heads(AutoModelForCausalLM.from_pretrained(speech_dir / "lm"), "hydra").save(str(hydra))
     assert main(["bench", "speech", "--model", str(speech_dir), "--data", str(data), "--sentences", "2",
-                 "--tolerances", "1", "3", "--max-seconds", "0.4", "--heads", str(hydra), "--out", str(out)]) == 0
+                 "--tolerances", "1", "3", "--max-seconds", "0.4", "--heads", str(hydra), "--pytorch-drafting",
+                 "--out", str(out)]) == 0
     result = json.loads((out / "speech.json").read_text())["rows"]
+    hydra_rows = ["vadusa k=1 (hydra)", "vadusa k=3 (hydra)", "heads, exact, drawn guesses (hydra)",
+                  "heads, exact, top-k guesses (hydra)"]
     assert [r["method"] for r in result] == ["ar", "ar, Griffin-Lim", "vadusa k=1 (medusa)", "vadusa k=3 (medusa)",
                                              "vadusa k=1 (hydra)", "vadusa k=3 (hydra)",
                                              "heads, exact, drawn guesses (medusa)",
                                              "heads, exact, top-k guesses (medusa)",
                                              "heads, exact, drawn guesses (hydra)",
-                                             "heads, exact, top-k guesses (hydra)", "reference recording",
+                                             "heads, exact, top-k guesses (hydra)",
+                                             *(f"{m}, PyTorch rounds" for m in hydra_rows), "reference recording",
                                              "reference tokens, resynthesized", "reference mel, Griffin-Lim",
                                              "reference mel, neural vocoder"]
     assert all(r["lsd"] > 0 for r in result[-2:])

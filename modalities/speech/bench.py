@@ -89,6 +89,9 @@ def bench(args) -> str:
                      dict(method="vadusa", acceptance="sample", draws=draws))
                     for kind, pipe in variants for label, draws in ((", drawn guesses", "auto"),
                                                                      (", top-k guesses", "top"))]
+    if args.pytorch_drafting:  # Hydra++ heads' rows again, drafting in eager PyTorch instead of specgen's kernel
+        methods += [(f"{name}, PyTorch rounds", pipe, {**kw, "compile_draft": False}) for name, pipe, kw in methods
+                    if kw["method"] == "vadusa" and pipe.heads.kind == "hydra"]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
                     "lossless": True} for name, _, _ in methods}
     ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
@@ -150,6 +153,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
+    p.add_argument("--pytorch-drafting", action="store_true",
+                   help="also decode every heads row with Hydra++ draft rounds in eager PyTorch instead of specgen's "
+                        "CPU kernel")
     p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
