@@ -42,6 +42,7 @@ CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 SOURCES = ["rows.c", "draft.c"]  # built into one library (with the header they share)
 HEADERS = ["vec.h"]
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+LIBS = ["-lm"]  # (after the sources)
 _LIB: list = []  # [the loaded library, or None where it could not be built]
 
 
@@ -77,7 +78,7 @@ def _load():
     flags = cpu_info("flags") or cpu_info("Features")  # x86, ARM
     if flags is None:
         return _unavailable("no CPU flags in /proc/cpuinfo to key the -march=native build on")
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), flags.encode(),
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS + LIBS).encode(), version.encode(), flags.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     cache = os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
     path = os.path.join(cache, f"kernels-{key}.so")
@@ -86,7 +87,7 @@ def _load():
             os.makedirs(cache, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)  # built aside, then moved in: never half a file
             os.close(fd)
-            done = subprocess.run([cc, *FLAGS, "-o", tmp, *(os.path.join(CSRC, n) for n in SOURCES)],
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, *(os.path.join(CSRC, n) for n in SOURCES), *LIBS],
                                   capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
                 os.unlink(tmp)

@@ -133,3 +133,19 @@ def test_the_kernel_drafts_only_after_a_plain_temperature(setup, monkeypatch):
         assert drafter.native is None and not calls
     _, drafter = decode(target, heads, Sampling(temperature=1.0, top_k=200))  # top-k beyond the vocabulary: off
     assert drafter.native is not None and calls
+
+
+def test_inputs_of_the_wrong_shape_are_refused_before_the_c_code_reads_them(setup):
+    target, heads = setup
+    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32)
+    with torch.inference_mode():
+        native = KernelRound.for_heads(drafter.heads, drafter.heads.current_tables())
+        plan = KernelRound.plan(drafter.levels(3)[0])
+        states = torch.randn(1, 64, 32)
+        mem, valid, root = native.memory(states), torch.ones(1, 64, dtype=torch.bool), torch.tensor([3])
+        assert native.round(plan, states[:, -1], mem, valid, root, None, 1.0, None)[0].shape == (1, 3)
+        for bad in (dict(noise=torch.ones(1, 2, 97)), dict(memory=mem[:, :10]), dict(blocked=torch.ones(5).bool())):
+            args = dict(newest=states[:, -1], memory=mem, valid=valid, root=root, noise=None, temperature=1.0,
+                        blocked=None) | bad
+            with pytest.raises(ValueError, match="unexpected shapes"):
+                native.round(plan, **args)

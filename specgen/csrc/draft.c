@@ -56,12 +56,14 @@ static void rms_norm(const hydra_weights *W, const float *x, const void *weight,
 
 static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
-/* keys and values [n, 2 dim] of window states x [n, dim] */
-void specgen_hydra_memory(const hydra_weights *W, const float *x, float *out, int64_t n, int threads) {
+/* keys and values [n, 2 dim] of window states x [n, dim]; returns 0, or 1 when out of memory */
+int specgen_hydra_memory(const hydra_weights *W, const float *x, float *out, int64_t n, int threads) {
     float *xn = malloc(sizeof(float) * n * W->dim);
+    if (!xn) return 1;
     rms_norm(W, x, W->norm1, W->eps1, xn, n);
     product(W, xn, W->wkv, NULL, out, n, W->dim, 2 * W->dim, threads);
     free(xn);
+    return 0;
 }
 
 /* The tree, level by level: plan[l] = (parents P, ranks R, nodes N); ancestors holds each level's [P, l + 1]
@@ -69,8 +71,8 @@ void specgen_hydra_memory(const hydra_weights *W, const float *x, float *out, in
  * the [P, R] children, slots their [N] slots; the arrays run level after level. newest [n, dim] (the window's
  * last state), memory [n, window, 2 dim], valid [n, window]; root [n]; noise [n, all levels' parents, vocab] or
  * NULL (top guesses); blocked [vocab] or NULL. Out, in node order: tokens [n, size + 1] (the root first),
- * ok [n, size], q [n, size, vocab] (only with noise). */
-void specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, const float *memory,
+ * ok [n, size], q [n, size, vocab] (only with noise). Returns 0, or 1 when out of memory. */
+int specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, const float *memory,
                         const uint8_t *valid, const int64_t *root, int64_t levels, const int64_t *plan,
                         const int64_t *ancestors, const int64_t *pick, const int64_t *slots, int64_t size,
                         const float *noise, float temperature, const uint8_t *blocked, int64_t *tokens, uint8_t *ok,
@@ -88,6 +90,10 @@ void specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, 
     float *logits = malloc(sizeof(float) * n * most * V), *score = malloc(sizeof(float) * w);
     float *kids = malloc(sizeof(float) * ranks * V); /* one parent's children's distributions */
     int64_t *drawn = malloc(sizeof(int64_t) * ranks);
+    if (!a || !b || !c || !m || !ctx || !pre || !logits || !score || !kids || !drawn) {
+        free(a), free(b), free(c), free(m), free(ctx), free(pre), free(logits), free(score), free(kids), free(drawn);
+        return 1;
+    }
     const float scale = 1.0f / sqrtf((float)dh);
 
     /* the prefix attention on the newest state */
@@ -214,4 +220,5 @@ void specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, 
         ancestors += P * (l + 1), pick += N, slots += N, used += P;
     }
     free(a), free(b), free(c), free(m), free(ctx), free(pre), free(logits), free(score), free(kids), free(drawn);
+    return 0;
 }

@@ -171,7 +171,8 @@ class HydraDrafter(HeadDrafter):
         # alone; its window states are fp32
         plain = not self.drawn or (sampling.top_k == 0 or sampling.top_k >= self.heads.lm_head.weight.shape[0]) and \
             sampling.top_p >= 1.0
-        self.native = KernelRound.for_heads(self.heads, self.tables) if self.kernel and plain else None
+        on_cpu = hidden.device.type == "cpu"  # (the heads' own device is checked by `for_heads`)
+        self.native = KernelRound.for_heads(self.heads, self.tables) if self.kernel and plain and on_cpu else None
         self.state_dtype = torch.float32 if self.native is not None else self.dtype
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
@@ -269,7 +270,8 @@ class HydraDrafter(HeadDrafter):
         noise = None
         if self.drawn:  # the round's randomness, drawn here: Exp(1) noise for every parent's children (`draw_distinct`)
             parents = sum(1 if a is None else a.shape[0] for _, a, _, _ in levels)
-            noise = torch.empty(b, parents, self.heads.lm_head.weight.shape[0], device=self.root.device)
+            noise = torch.empty(b, parents, self.heads.lm_head.weight.shape[0], device=self.root.device,
+                                dtype=torch.float32)
             noise.exponential_(generator=self.generator)
         if self.native is not None:
             tokens, valid, q = self.native.round(self.plan(k), self.buffer[:, -1], self.memory, self.valid, self.root,

@@ -34,7 +34,7 @@ def _declare(lib):
         lib.specgen_hydra_memory.argtypes = [p, p, p, i64, ctypes.c_int]
         lib.specgen_hydra_tree.argtypes = [p, i64, p, p, p, p, i64, p, p, p, p, i64, p, ctypes.c_float, p, p, p, p,
                                            ctypes.c_int]
-        lib.specgen_hydra_memory.restype = lib.specgen_hydra_tree.restype = None
+        lib.specgen_hydra_memory.restype = lib.specgen_hydra_tree.restype = ctypes.c_int  # 1: out of memory
         lib._specgen_draft = True
     return lib
 
@@ -99,10 +99,11 @@ class KernelRound:
 
     def memory(self, states: torch.Tensor) -> torch.Tensor:
         """Keys and values [..., 2 dim] (fp32) of window states [..., dim]."""
-        x = states.to(torch.float32).contiguous()
-        out = torch.empty(*x.shape[:-1], 2 * x.shape[-1])
-        self.lib.specgen_hydra_memory(self._ref, x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1],
-                                      torch.get_num_threads())
+        x = states.to("cpu", torch.float32).contiguous()
+        out = torch.empty(*x.shape[:-1], 2 * x.shape[-1], dtype=torch.float32)
+        if self.lib.specgen_hydra_memory(self._ref, x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1],
+                                         torch.get_num_threads()):
+            raise MemoryError("specgen's draft kernel ran out of memory")
         return out
 
     @staticmethod
@@ -127,19 +128,25 @@ class KernelRound:
         Returns, in node order, tokens [n, nodes], whether each is a real guess [n, nodes], and, with noise, the
         distributions they were drawn from [n, nodes, vocab] (`hydra_round`'s outputs)."""
         levels, shape, ancestors, picks, slots, size = plan
-        n, vocab = newest.shape[0], self.weights.vocab
-        newest, memory = newest.contiguous(), memory.contiguous()
-        valid, root = valid.contiguous(), root.to(torch.long).contiguous()
+        n, vocab, d = newest.shape[0], self.weights.vocab, self.weights.dim
+        parents = int(shape[0::3].sum())
+        # the C code trusts these shapes: check them here (a wrong one would read past a buffer)
+        if (newest.shape != (n, d) or memory.shape != (n, self.weights.window, 2 * d) or valid.shape != memory.shape[:2]
+                or root.shape != (n,) or noise is not None and noise.shape != (n, parents, vocab)
+                or blocked is not None and blocked.shape != (vocab,)):
+            raise ValueError(f"draft kernel inputs of unexpected shapes: {newest.shape}, {memory.shape}, "
+                             f"{valid.shape}, {root.shape}, {None if noise is None else noise.shape}")
+        cpu32 = lambda t: None if t is None else t.to("cpu", torch.float32).contiguous()  # noqa: E731
+        newest, memory, noise = cpu32(newest), cpu32(memory), cpu32(noise)
+        valid, root = valid.to("cpu", torch.bool).contiguous(), root.to("cpu", torch.long).contiguous()
+        blocked = None if blocked is None else blocked.to("cpu", torch.bool).contiguous()
         tokens = torch.empty(n, size + 1, dtype=torch.long)
         ok = torch.empty(n, size, dtype=torch.bool)
-        q = None if noise is None else torch.empty(n, size, vocab)
-        if noise is not None:
-            noise = noise.contiguous()
-        if blocked is not None:
-            blocked = blocked.contiguous()
+        q = None if noise is None else torch.empty(n, size, vocab, dtype=torch.float32)
         ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        self.lib.specgen_hydra_tree(self._ref, n, ptr(newest), ptr(memory), ptr(valid), ptr(root), levels,
-                                    ptr(shape), ptr(ancestors), ptr(picks), ptr(slots), size, ptr(noise),
-                                    float(temperature), ptr(blocked), ptr(tokens), ptr(ok), ptr(q),
-                                    torch.get_num_threads())
+        if self.lib.specgen_hydra_tree(self._ref, n, ptr(newest), ptr(memory), ptr(valid), ptr(root), levels,
+                                       ptr(shape), ptr(ancestors), ptr(picks), ptr(slots), size, ptr(noise),
+                                       float(temperature), ptr(blocked), ptr(tokens), ptr(ok), ptr(q),
+                                       torch.get_num_threads()):
+            raise MemoryError("specgen's draft kernel ran out of memory")
         return tokens[:, 1:], ok, q
