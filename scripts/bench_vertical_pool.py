@@ -3,7 +3,9 @@ the horizontal Hydra++ head at each depth is kept under the lossless rule (1 - t
 guided distribution), and the same for a draw from a pooled distribution q ~ q_h^a * q_v1^b1 * q_v2^b2 that also
 reads the vertical heads' guesses for that position (made one and two rows above). The pooled q is a fair draft
 (it depends only on states already decided), so a gain here would be acceptance the vertical heads add to the
-default decode. Weights are fitted on half the positions and reported on the other half.
+default decode. Weights are fitted on half the positions and reported on the other half. Also measured: the
+vertical head's top guess as a deterministic sibling of the drawn guess, tested after the drawn one is rejected
+(also exact): the tokens a round it adds at that depth, P(reject) * p'(v), p' the residual after the rejection.
 
     .venv/bin/python scripts/bench_vertical_pool.py --model models/zoo/image-scenes --rasters 48
 """
@@ -31,6 +33,15 @@ GRID = 16
 def kept(logq: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """The chance a draw from softmax(logq) is kept against p: sum of min(p, q)."""
     return torch.minimum(logq.softmax(-1), p).sum(-1)
+
+
+def sibling_gain(logq: torch.Tensor, logv: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The chance that v = argmax(logv), tried after a draw from softmax(logq) is rejected, is taken: the
+    rejection's probability times the residual's mass on v."""
+    q = logq.softmax(-1)
+    residual = (p - q).clamp(min=0)
+    residual = residual / residual.sum(-1, keepdim=True).clamp(min=1e-12)
+    return (1 - torch.minimum(p, q).sum(-1)) * residual.gather(-1, logv.argmax(-1, keepdim=True))[..., 0]
 
 
 def main():
@@ -77,11 +88,12 @@ def main():
         _, a, b1, b2 = best
         row = {"depth": d + 1, "positions": int((~fit).sum()), "horizontal": kept(h, p)[~fit].mean().item(),
                "vertical_1": kept(v1, p)[~fit].mean().item(), "vertical_2": kept(v2, p)[~fit].mean().item(),
-               "pooled": kept(a * h + b1 * v1 + b2 * v2, p)[~fit].mean().item(), "weights": [a, b1, b2]}
+               "pooled": kept(a * h + b1 * v1 + b2 * v2, p)[~fit].mean().item(), "weights": [a, b1, b2],
+               "sibling_gain": sibling_gain(h, v1, p)[~fit].mean().item()}
         report["depths"].append(row)
         print(f"head {d + 1} (guesses t+{d + 2}): horizontal {row['horizontal']:.4f}, vertical alone "
               f"{row['vertical_1']:.4f} / {row['vertical_2']:.4f}, pooled {row['pooled']:.4f} "
-              f"(weights {a}, {b1}, {b2})")
+              f"(weights {a}, {b1}, {b2}); a vertical sibling adds {row['sibling_gain']:.4f} tokens")
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
 
