@@ -159,8 +159,8 @@ class HydraDrafter(HeadDrafter):
         self.compiled = COMPILE_DRAFT if compile is None else compile
         self.kernel = compile is None  # `KernelRound` where it applies
         self.native: KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
-        self._levels: dict[tuple, list[tuple]] = {}
-        self._plans: dict[tuple, tuple] = {}  # the tree's index tensors per (depth budget k, drawn)
+        self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
+        self._plans: dict[tuple, tuple] = {}  # the same trees as the kernel reads them (`plan`)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
