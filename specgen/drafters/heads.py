@@ -14,7 +14,7 @@ from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
-from .native import KernelRound
+from .native import KernelRound, Plan
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
@@ -160,7 +160,7 @@ class HydraDrafter(HeadDrafter):
         self.kernel = compile is None  # `KernelRound` where it applies
         self.native: KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
-        self._plans: dict[tuple, tuple] = {}  # the same trees as the kernel reads them (`plan`)
+        self._plans: dict[tuple, Plan] = {}  # the same trees as the kernel reads them (`plan`)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
@@ -256,7 +256,7 @@ class HydraDrafter(HeadDrafter):
             cache[key] = (out, None if where == list(range(len(where))) else as_tensor(where), as_tensor(parent))
         return cache[key]
 
-    def plan(self, k: int) -> tuple:
+    def plan(self, k: int) -> Plan:
         """`levels(k)` as the kernel reads it (`KernelRound.plan`), made once per (k, drawn)."""
         key = (k, self.drawn)
         if key not in self._plans:

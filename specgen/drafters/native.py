@@ -14,10 +14,25 @@ PyTorch."""
 from __future__ import annotations
 
 import ctypes
+from typing import NamedTuple
 
 import torch
 
 from .. import cpu
+
+
+class Plan(NamedTuple):
+    """A draft tree as the kernel reads it: per level (parents, ranks, nodes) in `shape`, then every level's
+    parents' paths (slots), picks and node slots laid end to end; the tree's size, and its parents in all (the
+    rows of a round's noise)."""
+
+    levels: int
+    shape: torch.Tensor
+    ancestors: torch.Tensor
+    picks: torch.Tensor
+    slots: torch.Tensor
+    size: int
+    parents: int
 
 
 class _Weights(ctypes.Structure):
@@ -47,24 +62,22 @@ class KernelRound:
     def __init__(self, lib, heads, tables: dict):
         self.lib, self.heads = _declare(lib), heads
         prefix, d = heads.prefix, heads.config["hidden_size"]
-        lin = lambda m: (m.weight.detach(), None if m.bias is None else m.bias.detach())  # noqa: E731
-        stacks = [[lin(b) for b in stack.blocks] for stack in heads.stacks]
+        fixed = lambda t: t.detach().contiguous()  # noqa: E731
         # every tensor the struct points into, kept alive (and contiguous) with it
-        keep = {
+        self._keep = keep = {k: fixed(v) for k, v in {
             "norm1": prefix.norm1.weight, "norm2": prefix.norm2.weight, "wq": prefix.qkv.weight[:d],
             "wkv": prefix.qkv.weight[d:], "wo": prefix.out.weight, "w1": prefix.mlp[0].weight, "b1": prefix.mlp[0].bias,
             "w2": prefix.mlp[2].weight, "b2": prefix.mlp[2].bias, "wc": tables["context"], "bc": tables["bias"],
-            "lm": heads.lm_head.weight}
-        keep = {k: v.detach().contiguous() for k, v in keep.items()}
-        self._keep = keep
-        self._lists = [t.detach().contiguous() for t in tables["tokens"]]
-        self._blocks = [t.contiguous() for s in stacks for w, b in s for t in (w, b)]
+            "lm": heads.lm_head.weight}.items()}
+        blocks = [b for stack in heads.stacks for b in stack.blocks]  # head i's block l at i * blocks + l
+        self._lists = [[fixed(t) for t in tables["tokens"]], [fixed(b.weight) for b in blocks],
+                       [fixed(b.bias) for b in blocks]]
         ptrs = lambda ts: (ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts))  # noqa: E731
-        self._tables, self._sw, self._sb = ptrs(self._lists), ptrs(self._blocks[0::2]), ptrs(self._blocks[1::2])
+        self._tables, self._sw, self._sb = map(ptrs, self._lists)
         eps = lambda norm: norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps  # noqa: E731
         self.weights = _Weights(
             dim=d, attention_heads=prefix.heads, window=prefix.window, vocab=heads.lm_head.weight.shape[0],
-            num_heads=heads.num_heads, blocks=len(stacks[0]), half=int(keep["lm"].dtype == torch.float16),
+            num_heads=heads.num_heads, blocks=len(heads.stacks[0].blocks), half=int(keep["lm"].dtype == torch.float16),
             eps1=eps(prefix.norm1), eps2=eps(prefix.norm2),
             **{k: v.data_ptr() for k, v in keep.items()},
             tables=ctypes.cast(self._tables, ctypes.c_void_p), sw=ctypes.cast(self._sw, ctypes.c_void_p),
@@ -107,9 +120,8 @@ class KernelRound:
         return out
 
     @staticmethod
-    def plan(levels: list[tuple]) -> tuple:
-        """`HydraDrafter.levels`' tree as the kernel reads it: per level (parents, ranks, nodes), then every level's
-        parents' paths (slots), picks and node slots laid end to end, and the tree's size."""
+    def plan(levels: list[tuple]) -> "Plan":
+        """`HydraDrafter.levels`' tree as the kernel reads it (`Plan`)."""
         shape, ancestors, picks, slots = [], [], [], []
         for d, (nodes, anc, pick, ranks) in enumerate(levels):
             paths = [list(range(d + 1))] if anc is None else anc.tolist()
@@ -119,17 +131,16 @@ class KernelRound:
             picks += list(range(len(paths) * ranks)) if pick is None else pick.tolist()
             slots += where
         as_tensor = lambda t: torch.tensor(t, dtype=torch.long)  # noqa: E731
-        return len(levels), *map(as_tensor, (shape, ancestors, picks, slots)), len(slots)
+        return Plan(len(levels), *map(as_tensor, (shape, ancestors, picks, slots)), len(slots), sum(shape[0::3]))
 
-    def round(self, plan: tuple, newest: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor,
+    def round(self, plan: "Plan", newest: torch.Tensor, memory: torch.Tensor, valid: torch.Tensor,
               root: torch.Tensor, noise: torch.Tensor | None, temperature: float, blocked: torch.Tensor | None):
         """One round over the tree `plan`: newest [n, dim] and memory [n, window, 2 dim] (fp32), valid [n, window]
         bool, root [n]; noise [n, the levels' parents, vocab] (Exp(1), drawn children) or None (top children).
         Returns, in node order, tokens [n, nodes], whether each is a real guess [n, nodes], and, with noise, the
         distributions they were drawn from [n, nodes, vocab] (`hydra_round`'s outputs)."""
-        levels, shape, ancestors, picks, slots, size = plan
+        levels, shape, ancestors, picks, slots, size, parents = plan
         n, vocab, d = newest.shape[0], self.weights.vocab, self.weights.dim
-        parents = int(shape[0::3].sum())
         # the C code trusts these shapes: check them here (a wrong one would read past a buffer)
         if (newest.shape != (n, d) or memory.shape != (n, self.weights.window, 2 * d) or valid.shape != memory.shape[:2]
                 or root.shape != (n,) or noise is not None and noise.shape != (n, parents, vocab)
