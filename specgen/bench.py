@@ -124,9 +124,15 @@ def add_setting_sweeps(p, items: str, varied: str):
     p.add_argument("--compiled-drafting", action="store_true",
                    help=f"also decode {varied}, at the default tree size and each --tree-sizes, with Hydra++ draft "
                         f"rounds compiled by torch.compile (compiled during the warm-up)")
+    add_pytorch_drafting(p, f"{varied}, at the default tree size and each --tree-sizes,")
+
+
+def add_pytorch_drafting(p, varied: str):
+    """--pytorch-drafting: rows whose Hydra++ draft rounds run in eager PyTorch, beside the kernel's (`varied`: which
+    rows get such a twin)."""
     p.add_argument("--pytorch-drafting", action="store_true",
-                   help=f"also decode {varied}, at the default tree size and each --tree-sizes, with Hydra++ draft "
-                        f"rounds in eager PyTorch instead of specgen's CPU kernel")
+                   help=f"also decode {varied} with Hydra++ draft rounds in eager PyTorch instead of specgen's CPU "
+                        f"kernel")
 
 
 def sweep_rows(label: str, kw: dict, args) -> dict[str, dict]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
-from specgen.bench import file_label, head_variants, settings, warm_up, write_outputs
+from specgen.bench import add_pytorch_drafting, file_label, head_variants, settings, warm_up, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -153,9 +153,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
-    p.add_argument("--pytorch-drafting", action="store_true",
-                   help="also decode every heads row with Hydra++ draft rounds in eager PyTorch instead of specgen's "
-                        "CPU kernel")
+    add_pytorch_drafting(p, "every Hydra++ heads row")
     p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
