@@ -44,6 +44,22 @@ def sibling_gain(logq: torch.Tensor, logv: torch.Tensor, p: torch.Tensor) -> tor
     return (1 - torch.minimum(p, q).sum(-1)) * residual.gather(-1, logv.argmax(-1, keepdim=True))[..., 0]
 
 
+def second_draw_gain(logq: torch.Tensor, p: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """The chance that a second guess drawn from softmax(logq) without the first (a distinct sibling, as the
+    drawn trees' branching levels make) is taken after the first is rejected: the sum over first draws x1 of
+    q(x1) P(reject | x1) = max(q(x1) - p(x1), 0), times sum_x min(r(x), q(x) / (1 - q(x1))) over x != x1, r the
+    residual after the rejection (which does not depend on x1)."""
+    out = []
+    for q, pp in zip(logq.softmax(-1).split(chunk), p.split(chunk)):
+        residual = (pp - q).clamp(min=0)
+        residual = residual / residual.sum(-1, keepdim=True).clamp(min=1e-12)
+        second = q[:, None, :] / (1 - q[:, :, None]).clamp(min=1e-12)  # [n, x1, x]
+        taken = torch.minimum(residual[:, None, :], second)
+        taken = taken.sum(-1) - taken.diagonal(dim1=1, dim2=2)  # x != x1
+        out.append(((q - pp).clamp(min=0) * taken).sum(-1))
+    return torch.cat(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/zoo/image-scenes")
@@ -89,11 +105,14 @@ def main():
         row = {"depth": d + 1, "positions": int((~fit).sum()), "horizontal": kept(h, p)[~fit].mean().item(),
                "vertical_1": kept(v1, p)[~fit].mean().item(), "vertical_2": kept(v2, p)[~fit].mean().item(),
                "pooled": kept(a * h + b1 * v1 + b2 * v2, p)[~fit].mean().item(), "weights": [a, b1, b2],
-               "sibling_gain": sibling_gain(h, v1, p)[~fit].mean().item()}
+               "sibling_gain": sibling_gain(h, v1, p)[~fit].mean().item(),
+               "own_top_sibling_gain": sibling_gain(h, h, p)[~fit].mean().item(),
+               "second_draw_gain": second_draw_gain(h[~fit], p[~fit]).mean().item()}
         report["depths"].append(row)
         print(f"head {d + 1} (guesses t+{d + 2}): horizontal {row['horizontal']:.4f}, vertical alone "
               f"{row['vertical_1']:.4f} / {row['vertical_2']:.4f}, pooled {row['pooled']:.4f} "
-              f"(weights {a}, {b1}, {b2}); a vertical sibling adds {row['sibling_gain']:.4f} tokens")
+              f"(weights {a}, {b1}, {b2}); a sibling adds, if the vertical top guess {row['sibling_gain']:.4f}, "
+              f"the horizontal top guess {row['own_top_sibling_gain']:.4f}, a second draw {row['second_draw_gain']:.4f}")
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
 
