@@ -112,7 +112,8 @@ def main():
         print(f"head {d + 1} (guesses t+{d + 2}): horizontal {row['horizontal']:.4f}, vertical alone "
               f"{row['vertical_1']:.4f} / {row['vertical_2']:.4f}, pooled {row['pooled']:.4f} "
               f"(weights {a}, {b1}, {b2}); a sibling adds, if the vertical top guess {row['sibling_gain']:.4f}, "
-              f"the horizontal top guess {row['own_top_sibling_gain']:.4f}, a second draw {row['second_draw_gain']:.4f}")
+              f"the horizontal top guess {row['own_top_sibling_gain']:.4f}, a second draw "
+              f"{row['second_draw_gain']:.4f}")
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
 

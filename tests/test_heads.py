@@ -155,6 +155,50 @@ def test_hawk_cache_holds_only_undecided_positions_and_feeds_the_tree():
     assert tree_paths(alone) == tree_paths(small.propose(4))  # the same tree (its nodes may come in another order)
 
 
+@pytest.mark.parametrize("rows", ["hydra", "medusa"])
+def test_hawk_drawn_run_extends_the_chain_from_cached_distributions(rows):
+    """With drawn guesses the vertical heads extend the chain of first guesses past its last head: how many
+    nodes go to that run is fixed by the calibrated rates; each run node is drawn from the distribution cached for
+    its position and is real only while every position before it in the run has one."""
+    from specgen import CachedLM, Sampling
+    from specgen.drafters import HawkDrafter
+
+    target = tiny_model("llama", layers=2)
+    heads = random_heads(target, "hawk:hydra" if rows == "hydra" else "hawk")
+    heads.config["width"] = 4
+    # drawn horizontal guesses kept half the time, a drawn row-up guess 95%: a run pays below a chain of one
+    heads.config["rule_accuracy"] = {"drawn": [[0.5, 0.01]] * heads.num_heads + [[0.95, 0.0]] * 2}
+    drafter = HawkDrafter(heads, tree_size=4)
+    assert drafter.drawn_split == ([(0,)], 3)  # the run stops one row ahead of the root (width 4)
+    heads.config["rule_accuracy"]["drawn"][heads.num_heads] = [0.1, 0.0]  # a poor vertical head: no run
+    assert HawkDrafter(heads, tree_size=4).drawn_split == (HawkDrafter(heads, tree_size=4).drawn_alone, 0)
+    heads.config["rule_accuracy"]["drawn"][heads.num_heads] = [0.95, 0.0]
+
+    lm = CachedLM(target)
+    lm.keep_hidden()
+    lm.prefill([[5, 6, 7, 8], [5, 6, 7, 8]])
+    hidden = lm.hidden
+    drafter.configure("sample")
+    drafter.start([[5, 6, 7, 8]] * 2, [9, 9], Sampling(temperature=1.0), 97, torch.device("cpu"),
+                  torch.Generator().manual_seed(0), hidden)
+    assert drafter.extension == 3 and drafter.chain == 1 and drafter.uses_cache
+    root = drafter.root_pos[0]
+    spike = torch.zeros(97)
+    spike[42] = 1.0  # a cached distribution with all its mass on one token
+    drafter.cache[0] = {root + 2: spike, root + 3: spike}  # the run's first two positions (root + 1 is the chain's)
+    drafter.cache[1] = {root + 3: spike}  # a gap at the run's first position: nothing after it is real
+    tree = drafter.propose(8)
+    assert tree.tokens.shape == (2, 4) and tree.parents[0].tolist() == [-1, 0, 1, 2]
+    assert tree.valid[0].tolist() == [True, True, True, False] and tree.tokens[0, 1:3].tolist() == [42, 42]
+    assert torch.equal(tree.q[0, 1], spike) and tree.valid[1].tolist() == [True, False, False, False]
+    assert drafter.propose(2).valid[0].tolist() == [True, True, False, False]  # the depth budget k holds
+    vertical_off = HawkDrafter(heads, tree_size=4)
+    vertical_off.vertical = False  # the ablation: the horizontal tree of all four nodes, no cache
+    vertical_off.configure("sample")
+    vertical_off.start([[5, 6, 7, 8]], [9], Sampling(temperature=1.0), 97, torch.device("cpu"), None, hidden[:1])
+    assert not vertical_off.uses_cache and vertical_off.propose(8).tokens.shape[1] == 4
+
+
 def tree_paths(tree) -> set[tuple[int, ...]]:
     """Row 0's candidate paths as token tuples, whatever order the nodes come in."""
     toks, pars = tree.tokens[0].tolist(), tree.parents[0].tolist()

@@ -83,8 +83,9 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
                  "1", "--heads", str(hydra), "--tree-sizes", "3", "--fp32-drafting", "--split", "train", "--out",
                  str(out)]) == 0
     rows = json.loads((out / "image.json").read_text())["rows"]
-    hawk = ["hawk horizontal", "hawk horizontal+vertical", "hawk horizontal, drawn guesses", "hawk + relaxed",
-            "hawk horizontal, drawn guesses, tree 3", "hawk horizontal, drawn guesses, fp32 drafting"]
+    drawn = ["hawk horizontal, drawn guesses", "hawk horizontal+vertical, drawn guesses"]
+    hawk = ["hawk horizontal", "hawk horizontal+vertical", *drawn, "hawk + relaxed",
+            *[f"{m}, {s}" for m in drawn for s in ("tree 3", "fp32 drafting")]]
     want = ["ar", *[f"{m} (hawk)" for m in hawk], *[f"{m} (hawk hydra-rows)" for m in hawk]]
     assert [r["method"] for r in rows] == want
     assert all(0 <= r["adherence"] <= 1 and r["diversity"] >= 0 for r in rows)

@@ -56,6 +56,10 @@ def models():
               "redrafter": random_heads(target, "redrafter", scale=2.0), "hawk": random_heads(target, "hawk:hydra",
                                                                                            scale=2.0)}
     drafts["hawk"].config["width"] = 2  # rows of two: cached vertical guesses join the trees within DEPTH
+    drafts["hawk-run"] = random_heads(target, "hawk:hydra", scale=2.0, seed=6)
+    drafts["hawk-run"].config["width"] = 2
+    # drawn guesses rated so that a run of vertical ones pays below a chain of one (`HawkDrafter.split_drawn`)
+    drafts["hawk-run"].config["rule_accuracy"] = {"drawn": [[0.3, 0.01]] * 4 + [[0.95, 0.0]] * 2}
     drafts["hydra-chain"] = random_heads(target, "hydra", scale=2.0, seed=5)
     drafts["hydra-chain"].config["topk_accuracy"] = [[0.9, 0.01]] * 4  # with 4 nodes: a chain (`sample_chain`)
     return target, drafts
@@ -95,6 +99,27 @@ def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
     if method == "draft_model":  # drafts are both accepted and rejected: the rule is exercised
         mean = sum(o.stats.mean_accepted for o in outs) / len(outs)
         assert 1.2 < mean < 3.5
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
+def test_hawk_vertical_run_below_drawn_guesses_is_lossless(models, sampling, monkeypatch):
+    """Hawk's vertical guesses drawn from their cached distributions below the drawn chain
+    (`HawkDrafter.extend_drawn`) keep `ar`'s distribution, and the run's nodes are proposed and taken."""
+    from specgen.drafters import HawkDrafter
+
+    target, drafts = models
+    taken = []
+    accept = HawkDrafter.accept
+
+    def spy(self, emitted, paths, hidden=None):
+        taken.extend(len(p) - 1 > self.chain for p in paths)  # more drafts kept than the chain holds: run nodes
+        accept(self, emitted, paths, hidden)
+
+    monkeypatch.setattr(HawkDrafter, "accept", spy)
+    assert make_drafter("hawk", drafts["hawk-run"]).drawn_split == ([(0,)], 1)
+    counts, _ = sample_counts(target, "hawk", {"hawk": drafts["hawk-run"]}, sampling, seed=12)
+    assert chi_square_p(counts, exact_distribution(target, sampling), SAMPLES) > ALPHA
+    assert sum(taken) > 0.02 * len(taken)
 
 
 def test_chi_square_catches_a_lossy_rule(models, monkeypatch):

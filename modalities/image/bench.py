@@ -1,8 +1,9 @@
 """`specgen bench image`: `ar`, Hawk with horizontal heads only, Hawk with horizontal and vertical heads, Hawk
-with horizontal guesses drawn from the heads (no vertical ones), and Hawk with relaxed (LANTERN-style)
-acceptance, on held-out captions. Per row: token-stage speedup over `ar`,
-mean accepted length, prompt adherence (the scene checker's verdict on every sample), and diversity (mean
-pixel distance between samples of one caption). A grid of samples is written beside the table."""
+with horizontal guesses drawn from the heads (no vertical ones), the same with a run of vertical guesses drawn
+below the drawn chain, and Hawk with relaxed (LANTERN-style) acceptance, on held-out captions. Per row:
+token-stage speedup over `ar`, mean accepted length, prompt adherence (the scene checker's verdict on every
+sample), and diversity (mean pixel distance between samples of one caption). A grid of samples is written
+beside the table."""
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,13 @@ COLUMNS = [("method", "method", str), ("tokens_per_s", "tokens/s", lambda v: f"{
 
 HAWK = {"hawk horizontal": dict(method="hawk", vertical=False, draws="top"),
         "hawk horizontal+vertical": dict(method="hawk", draws="top"),
-        "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),  # the default
+        "hawk horizontal, drawn guesses": dict(method="hawk", vertical=False, draws="sample"),
+        # the default: at the CPU tree size the split gives the run no nodes, and this is the row above
+        "hawk horizontal+vertical, drawn guesses": dict(method="hawk", draws="sample"),
         "hawk + relaxed": dict(method="hawk", acceptance="relaxed")}
 ROWS = {"horizontal": "hawk horizontal", "vertical": "hawk horizontal+vertical",
-        "drawn": "hawk horizontal, drawn guesses", "relaxed": "hawk + relaxed"}
+        "drawn": "hawk horizontal, drawn guesses", "drawn-vertical": "hawk horizontal+vertical, drawn guesses",
+        "relaxed": "hawk + relaxed"}
 
 
 def sample_sheet(cells: list[tuple[str, str, Image.Image]], methods: list[str]) -> Image.Image:
@@ -61,11 +65,13 @@ def bench(args) -> str:
         raise ValueError(f"--sample-batch must be >= 1, got {batch}")
     variants = head_variants(gen, args.heads)
     methods = {"ar": (gen, dict(method="ar"))}
-    drawn = "hawk horizontal, drawn guesses"
+    drawn = [ROWS["drawn"]] + [ROWS["drawn-vertical"]] * ("drawn-vertical" in args.rows)  # the rows sweeps vary
     chosen = {ROWS[r] for r in args.rows}
     for label, pipe in variants:
         tag = f" ({label})" if len(variants) > 1 else ""
-        rows = {**{name: kw for name, kw in HAWK.items() if name in chosen}, **sweep_rows(drawn, HAWK[drawn], args)}
+        rows = {name: kw for name, kw in HAWK.items() if name in chosen}
+        for name in drawn:
+            rows.update(sweep_rows(name, HAWK[name], args))
         methods.update({name + tag: (pipe, kw) for name, kw in rows.items()})
     captions = [c for c, _ in scenes(args.captions, args.seed + 1, heldout=args.split == "heldout")]
     tally = {m: {"tokens": 0, "seconds": 0.0, "acc": [], "ok": [], "div": [], "lossless": True} for m in methods}
@@ -112,7 +118,7 @@ def bench(args) -> str:
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/image-scenes")
     p.add_argument("--captions", type=int, default=16, help="held-out captions")
-    add_setting_sweeps(p, "captions", "drawn horizontal guesses")
+    add_setting_sweeps(p, "captions", "drawn guesses (and drawn guesses with vertical ones, when a row)")
     p.add_argument("--samples", type=int, default=4, help="images per caption and method")
     p.add_argument("--sample-batch", type=int, help="samples per generate call (default: all of them in one batch; "
                                                     "1: one image at a time, the latency case)")
@@ -121,8 +127,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--grid-rows", type=int, default=4, help="captions shown in the sample sheet")
     p.add_argument("--heads", nargs="*", help="other Hawk heads folders trained on this LM, compared in the same run")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
-                   help="Hawk rows to time beside ar (default: all): horizontal top-k, horizontal+vertical, drawn "
-                        "horizontal guesses (the default decode), relaxed acceptance")
+                   help="Hawk rows to time beside ar (default: all): horizontal top-k, horizontal+vertical top-k, "
+                        "drawn horizontal guesses, drawn guesses with a run of vertical ones below their chain (the "
+                        "default decode; at the CPU tree size the run gets no nodes), relaxed acceptance")
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: the heads' CPU size, or 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")

@@ -77,7 +77,8 @@ class ImagePipeline:
         "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
         heads only; tree_size: candidate nodes per round (default: the heads' measured CPU size, else by device:
         8 on CPU, 32 on CUDA); draws: 'top' (Hawk's tree), 'sample' to draw the horizontal guesses from the heads
-        when sampling exactly, which leaves the vertical guesses out (see `HawkDrafter`), or 'auto': drawn
+        when sampling exactly, with the vertical guesses only as a run drawn below the drawn chain where the
+        calibrated rates give it nodes (none at the CPU size; see `HawkDrafter`), or 'auto': drawn
         when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
         else Hawk's tree; draft_dtype: the precision the heads draft in (default: fp16 on a CPU; see
         `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds compiled by torch.compile; False, eager

@@ -118,6 +118,10 @@ class HeadDrafter(Drafter):
         paths = [p for p in (self.drawn_paths if self.drawn else self.paths) if len(p) <= k]
         return paths, *tree_tensors(paths)
 
+    def use_drawn_paths(self, paths: list[tuple[int, ...]]):
+        """Draw into this tree from now on (Hawk gives part of its budget to vertical guesses, `HawkDrafter`)."""
+        self.drawn_paths = paths
+
     def children(self, logits: torch.Tensor, n: int):
         """A parent's n children from head logits [..., vocab]: tokens [..., n], what each was drawn from
         [..., n, vocab] (None for the deterministic top-n) and which are real [..., n]."""
@@ -225,6 +229,11 @@ class HydraDrafter(HeadDrafter):
         super().select(rows)
         self.buffer, self.valid, self.memory = self.buffer[rows], self.valid[rows], self.memory[rows]
         self.full = bool(self.valid.all())
+
+    def use_drawn_paths(self, paths: list[tuple[int, ...]]):
+        if paths != self.drawn_paths:  # the index tensors and kernel plans of the old tree are stale
+            self._levels, self._plans = {}, {}
+        super().use_drawn_paths(paths)
 
     def levels(self, k: int) -> tuple[list[tuple], torch.Tensor | None, torch.Tensor]:
         """The tree for depth k as index tensors, built once per (k, drawn): per depth, its nodes (the slots of a
@@ -426,6 +435,13 @@ class HawkDrafter(Drafter):
     horizontal nodes instead of widening every verification. Cache entries for positions already decided are
     dropped.
 
+    With drawn horizontal guesses the cache holds the vertical heads' distributions instead, and the vertical
+    guesses extend the drawn chain of first guesses past its last head: a run of nodes, each drawn from the
+    distribution cached for its position (`extend_drawn`). How many of the `tree_size` nodes go to that run is
+    fixed once, from the calibrated rates of drawn guesses (`split_drawn`); where the run's nodes are real depends
+    on positions alone. So the tree's shape never depends on a drawn token, and every draw is tested against the
+    distribution it came from: exact.
+
     `image_start[b]` is the position of row b's first image token (its prefix length); positions before it are
     never cached or proposed from the cache."""
 
@@ -435,11 +451,11 @@ class HawkDrafter(Drafter):
                  rule: str | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
                  compile: bool | None = None):
         """draws: 'top' keeps Hawk's tree; 'sample', and 'auto' (the default) when the decode samples under the
-        lossless `sample` rule, draw the horizontal guesses as `HeadDrafter` does and then leave the cached
-        vertical guesses out: which of them join the tree depends on the drafted tokens (agreement with the
-        favourite, shared prefixes), and a drawn guess whose place in the tree depends on its own value is no
-        longer distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps
-        Hawk's tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: how Hydra++
+        lossless `sample` rule, draw the horizontal guesses as `HeadDrafter` does, and the vertical guesses only
+        extend the drawn chain (see the class): Hawk's own tree picks cached guesses by their agreement with the
+        drafted tokens, and a drawn guess whose place in the tree depends on its own value is no longer
+        distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps Hawk's
+        tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: how Hydra++
         rows' rounds run (`HydraDrafter`: by specgen's CPU kernel where it applies, True: torch.compile, False:
         eager PyTorch)."""
         heads = drafting_heads(heads, dtype)
@@ -465,6 +481,11 @@ class HawkDrafter(Drafter):
         self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw, compile=compile) if hydra else
                            MedusaDrafter(heads, tree_size, **kw))
         self.size = len(self.horizontal.paths)
+        # drawn guesses: the horizontal tree alone, or split with a run of vertical ones (`start` picks), both
+        # shaped by the rates of drawn guesses where they were calibrated (`calibrate-heads --rules drawn`)
+        drawn = None if draws == "top" else (heads.config.get("rule_accuracy") or {}).get("drawn")
+        self.drawn_alone, self.drawn_split = self.split_drawn(tree_size, drawn or self.table)
+        self.extension = 0  # this decode's run of vertical nodes (`start`)
 
     @property
     def forwards(self) -> int:
@@ -474,29 +495,73 @@ class HawkDrafter(Drafter):
     def forwards(self, value: int):
         self.horizontal.forwards = value
 
+    def split_drawn(self, size: int, table: list[list[float]]):
+        """Drawn trees of `size` nodes: the horizontal paths alone, and how the nodes are best shared between
+        horizontal paths and a run of vertical guesses below their chain of first guesses (those paths and the
+        run's length). A path scores the product of the calibrated rates along it (`table`: horizontal heads, then
+        vertical, by rank; a drawn vertical guess is rated as vertical head 1's rank 0), and the split with the
+        best total wins. The run reaches no deeper than one row ahead of the root, where the guesses made one
+        row up end."""
+        vocab = self.heads.lm_head.weight.shape[0]
+        rows = [row[:vocab] for row in table[: self.n_h]]
+        rate = table[self.n_h][0] if len(table) > self.n_h else self.marginal[0]
+        best = alone = None
+        for m in range(size, 0, -1):  # ties go to the larger horizontal tree
+            paths = sorted(sparse_tree(rows, m))  # (the order `HeadDrafter.tree_for` gives: the chain first)
+            alone = alone or paths
+            scores, total = {}, 0.0
+            for p in paths:
+                scores[p] = scores.get(p[:-1], 1.0) * rows[len(p) - 1][p[-1]]
+                total += scores[p]
+            chain = sum(1 for p in paths if not any(p))
+            run = min(size - len(paths), self.heads.config["width"] - chain)
+            total += sum(scores.get((0,) * chain, 1.0) * rate ** j for j in range(1, run + 1))
+            if best is None or total > best[0] + 1e-12:
+                best = (total, paths, run)
+        return alone, (best[1], best[2])
+
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator, hidden)
         self.horizontal.configure(self.acceptance, self.blocked)
         self.horizontal.start(prompts, first, sampling, vocab, device, generator, hidden)
+        paths, self.extension = self.drawn_split if self.vertical and self.horizontal.drawn else (self.drawn_alone, 0)
+        self.horizontal.use_drawn_paths(paths)
+        self.chain = sum(1 for p in paths if not any(p))  # the drawn chain of first guesses the run hangs below
         self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
         self.image_start = [len(p) for p in prompts]
-        self.cache: list[dict[int, dict[int, int]]] = [{} for _ in prompts]  # position -> {vertical head: token}
+        # position -> {vertical head: token}, or with drawn guesses the row-up head's distribution (`remember`)
+        self.cache: list[dict[int, dict[int, int] | torch.Tensor]] = [{} for _ in prompts]
         if self.uses_cache:
             self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
 
     @property
     def uses_cache(self) -> bool:
-        """Vertical guesses join this batch's trees (never with drawn horizontal guesses, see __init__)."""
-        return self.vertical and not self.horizontal.drawn
+        """Vertical guesses join this batch's trees (with drawn horizontal guesses, only as a run: see the class)."""
+        return self.vertical and (not self.horizontal.drawn or self.extension > 0)
 
     def remember(self, hidden_rows: torch.Tensor, positions: list[list[int]]):
-        """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions."""
+        """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions: the cache
+        maps a position to {vertical head: its top token}, or with drawn guesses to the row-up head's distribution
+        after the decode's sampling (the run reads no other: a position the row-up head cannot reach yet is in the
+        first image row, which no head reaches)."""
         if hidden_rows.dim() == 2:
             hidden_rows = hidden_rows[:, None]
         w = self.heads.config["width"]
+        drawn = self.horizontal.drawn
         with torch.inference_mode():
-            guesses = self.heads.vertical_logits(hidden_rows.to(self.heads.lm_head.weight.dtype)).argmax(-1)
-        for b, (row, cache) in enumerate(zip(guesses.tolist(), self.cache)):
+            logits = self.heads.vertical_logits(hidden_rows.to(self.heads.lm_head.weight.dtype), 1 if drawn else None)
+            if drawn:
+                if self.blocked is not None:
+                    logits = logits.masked_fill(self.blocked, float("-inf"))
+                guesses = self.sampling.probs(logits[..., 0, :])  # [batch, n, vocab]
+            else:
+                guesses = logits.argmax(-1).tolist()
+        for b, (row, cache) in enumerate(zip(guesses, self.cache)):
+            if drawn:
+                for pos, q in zip(positions[b], row.unbind(0)):
+                    if pos + 1 + w >= self.image_start[b]:
+                        cache[pos + 1 + w] = q
+                continue
             for (pos, per_head) in zip(positions[b], row):
                 for d, tok in enumerate(per_head):
                     target = pos + 1 + w * (d + 1)
@@ -533,8 +598,8 @@ class HawkDrafter(Drafter):
     @torch.inference_mode()
     def propose(self, k: int) -> DraftTree:
         tree = self.horizontal.propose(k)  # nodes in the order of the sparse tree's paths
-        if self.horizontal.drawn:  # drawn guesses: the horizontal tree as drawn, no cached guesses (see __init__)
-            return tree
+        if self.horizontal.drawn:  # drawn guesses: the horizontal tree as drawn, then the run of vertical ones
+            return self.extend_drawn(tree, k) if self.extension else tree
         _, depth, rank, _ = self.horizontal.tree(k)
         tokens, parent = tree.tokens.tolist(), tree.parents[0].tolist()
         rows = []
@@ -549,6 +614,33 @@ class HawkDrafter(Drafter):
                 seqs = best_paths(rates, self.size)
             rows.append(seqs)
         return prefix_tree(rows, tree.tokens.device)
+
+    def extend_drawn(self, tree: DraftTree, k: int) -> DraftTree:
+        """The drawn tree and, below its chain of first guesses, the run of `extension` vertical nodes: node j
+        drawn from the distribution cached for its position (`remember`). A node is real while
+        its position and every one before it in the run has a cached distribution, inside the depth budget k;
+        the rest are padding. Positions alone decide that, never a drawn token."""
+        b, n = tree.tokens.shape
+        chain = min(self.chain, k)  # the first `chain` nodes are the chain (`HeadDrafter.tree_for`)
+        # padding (no cached distribution) draws token 0 for sure and is marked invalid
+        q = F.one_hot(torch.zeros(b, self.extension, dtype=torch.long, device=tree.q.device),
+                      tree.q.shape[-1]).to(tree.q.dtype)
+        cached = torch.zeros(b, self.extension, dtype=torch.bool)
+        for r in range(b):
+            base, run = self.root_pos[r] + 1 + chain, []  # base: the position of the run's first node
+            for j in range(min(self.extension, k - chain)):
+                if base + j not in self.cache[r]:
+                    break
+                run.append(self.cache[r][base + j])
+            if run:
+                q[r, : len(run)], cached[r, : len(run)] = torch.stack(run), True
+        tokens, q, real = draw_distinct(q, 1, self.generator)
+        valid = (real[..., 0] & cached.to(real.device)).cumprod(-1).bool()  # a run: nothing real after a gap
+        parents = torch.arange(n - 1, n + self.extension - 1, device=tokens.device)
+        parents[0] = chain - 1  # under the chain's last node (-1: the root)
+        return DraftTree(torch.cat([tree.tokens, tokens[..., 0]], 1),
+                         torch.cat([tree.parents, parents.expand(b, -1)], 1),
+                         torch.cat([tree.valid, valid], 1), torch.cat([tree.q, q[..., 0, :]], 1))
 
     def accept(self, emitted, paths, hidden=None):
         if self.uses_cache:  # every accepted node's vertical guesses

@@ -40,9 +40,9 @@ class HawkHeads(DraftHeads):
         w = self.config["width"]
         return list(range(1, self.num_heads + 1)) + [w * (d + 1) for d in range(self.config["vertical"])]
 
-    def vertical_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [..., dim] -> logits [..., vertical, vocab]."""
-        return torch.stack([self.lm_head(s(hidden)) for s in self.vertical], -2)
+    def vertical_logits(self, hidden: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """hidden [..., dim] -> logits [..., vertical, vocab] (of the first `heads` vertical heads; default all)."""
+        return torch.stack([self.lm_head(s(hidden)) for s in self.vertical[:heads]], -2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Medusa-style horizontal heads, what MedusaDrafter drafts with: hidden [..., dim] -> logits
