@@ -114,23 +114,30 @@ def _unavailable(why: str) -> None:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear` for 1-64 rows in fp32 on the CPU without gradients, by specgen's kernel (or `W @ x.T` for 2-64
-    rows where it is unavailable); same result up to rounding."""
+    """`F.linear` for 1-64 rows on the CPU without gradients, by specgen's kernel (or `W @ x.T` for 2-64 rows where
+    it is unavailable); same result up to rounding. fp32 weights and inputs; or fp16 weights (and bias) with fp32
+    or fp16 inputs, by the kernel's fp16-weight product, which computes in fp32 and returns the input's dtype
+    (PyTorch's own fp16 product on a CPU took several times as long)."""
     rows = x.numel() // weight.shape[1]
-    if (not ON or rows < 1 or rows > FEW_ROWS or x.dtype != torch.float32 or x.device.type != "cpu"
-            or weight.dtype != torch.float32 or weight.device.type != "cpu"  # e.g. moved to CUDA after the switch
+    half = weight.dtype == torch.float16
+    if (not ON or rows < 1 or rows > FEW_ROWS or x.device.type != "cpu" or weight.device.type != "cpu"
+            or x.dtype != torch.float32 and not (half and x.dtype == torch.float16)
+            or weight.dtype != torch.float32 and not half  # e.g. moved to CUDA or cast after the switch
             or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
             or torch.compiler.is_compiling()):
         return F.linear(x, weight, bias)
     inputs = x.reshape(rows, weight.shape[1])
-    fn = kernel() if KERNEL and rows <= KERNEL_ROWS else None
-    if fn is not None and weight.is_contiguous() and (bias is None or bias.dtype == torch.float32
+    lib = library() if KERNEL and rows <= KERNEL_ROWS else None
+    fn = None if lib is None else lib.specgen_rows_h if half else lib.specgen_rows
+    if fn is not None and weight.is_contiguous() and (bias is None or bias.dtype == weight.dtype
                                                       and bias.device.type == "cpu" and bias.is_contiguous()):
-        inputs = inputs.contiguous()
+        inputs = inputs.float().contiguous()
         y = torch.empty(*x.shape[:-1], weight.shape[0], dtype=torch.float32)
         fn(inputs.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
            weight.shape[1], weight.shape[0], torch.get_num_threads())
-        return y
+        return y.to(x.dtype)
+    if half:  # more rows than the kernel takes, or no kernel: PyTorch's fp16 product
+        return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
     if rows < 2:
         return F.linear(x, weight, bias)
     y = (weight @ inputs.t()).t().contiguous()  # attention kernels want it contiguous
@@ -148,9 +155,10 @@ class NarrowLinear(nn.Linear):
 
 
 def narrow_matmuls(module: nn.Module) -> nn.Module:
-    """Switch every plain `nn.Linear` of a CPU fp32 module to `NarrowLinear` (in place; returns the module).
-    Modules on another device or dtype, and subclasses of `nn.Linear`, are left alone."""
+    """Switch every plain `nn.Linear` of a CPU fp32 or fp16 module to `NarrowLinear` (in place; returns the
+    module). Modules on another device or dtype, and subclasses of `nn.Linear`, are left alone."""
     for m in module.modules():
-        if type(m) is nn.Linear and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32:
+        if (type(m) is nn.Linear and m.weight.device.type == "cpu"
+                and m.weight.dtype in (torch.float32, torch.float16)):
             m.__class__ = NarrowLinear
     return module

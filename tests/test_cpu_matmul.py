@@ -24,6 +24,29 @@ def test_narrow_linear_matches_linear(bias, shape):
     assert fast.state_dict().keys() == ref.state_dict().keys()
 
 
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16])
+def test_fp16_weights_take_the_kernel_and_compute_in_fp32(x_dtype, monkeypatch):
+    """An fp16 `NarrowLinear` (drafting copies of heads on a CPU) computes by the kernel's fp16-weight product:
+    what fp32 weights holding the same values give, up to fp32 rounding, in the input's dtype, without calling
+    PyTorch's fp16 product; more rows than the kernel takes go to F.linear."""
+    torch.manual_seed(0)
+    half = cpu.narrow_matmuls(nn.Linear(40, 33).half())
+    assert type(half) is cpu.NarrowLinear
+    wide = nn.Linear(40, 33)
+    wide.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    calls = []
+    real = torch.nn.functional.linear
+    monkeypatch.setattr(cpu.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    x = torch.randn(2, 5, 40).to(x_dtype)
+    with torch.inference_mode():
+        y = half(x)
+        assert y.dtype == x_dtype and calls == []
+        want = wide(x.float())
+        torch.testing.assert_close(y.float(), want, **({} if x_dtype == torch.float32 else dict(rtol=1e-3, atol=1e-2)))
+        half(torch.randn(1, cpu.KERNEL_ROWS + 1, 40).to(x_dtype))
+    assert len(calls) == 2  # wide's own product, then the rows past the kernel's
+
+
 def test_few_rows_take_the_kernel_or_the_narrow_path(monkeypatch):
     """In inference, 1-24 rows go through specgen's kernel, 25-64 through W @ x.T, more rows and gradients through
     F.linear; without the kernel, one row goes through F.linear too."""

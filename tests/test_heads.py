@@ -185,12 +185,14 @@ def test_hawk_drawn_run_extends_the_chain_from_cached_distributions(rows):
     root = drafter.root_pos[0]
     spike = torch.zeros(97)
     spike[42] = 1.0  # a cached distribution with all its mass on one token
-    drafter.cache[0] = {root + 2: spike, root + 3: spike}  # the run's first two positions (root + 1 is the chain's)
-    drafter.cache[1] = {root + 3: spike}  # a gap at the run's first position: nothing after it is real
+    drafter.ring_pos.fill_(-1)  # (what the prompt's state left)
+    for row, pos in [(0, root + 2), (0, root + 3), (1, root + 3)]:  # root + 1 is the chain's position
+        drafter.ring[row, pos % 4], drafter.ring_pos[row, pos % 4] = spike, pos
+    drafter.ring_pos[1, (root + 4) % 4] = root  # a stale slot (a decided position) is no distribution
     tree = drafter.propose(8)
     assert tree.tokens.shape == (2, 4) and tree.parents[0].tolist() == [-1, 0, 1, 2]
     assert tree.valid[0].tolist() == [True, True, True, False] and tree.tokens[0, 1:3].tolist() == [42, 42]
-    assert torch.equal(tree.q[0, 1], spike) and tree.valid[1].tolist() == [True, False, False, False]
+    assert torch.equal(tree.q[0, 1], spike) and tree.valid[1].tolist() == [True, False, False, False]  # a gap first
     assert drafter.propose(2).valid[0].tolist() == [True, True, False, False]  # the depth budget k holds
     vertical_off = HawkDrafter(heads, tree_size=4)
     vertical_off.vertical = False  # the ablation: the horizontal tree of all four nodes, no cache

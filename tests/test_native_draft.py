@@ -149,3 +149,46 @@ def test_inputs_of_the_wrong_shape_are_refused_before_the_c_code_reads_them(setu
                         blocked=None) | bad
             with pytest.raises(ValueError, match="unexpected shapes"):
                 native.round(plan, **args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
+    """Hawk's row-up head under drawn drafting (`KernelStack`): the distributions `vertical_logits` and
+    `Sampling.probs` give, with barred tokens and a temperature (fp32 weights: to 1e-5; fp16: computed in fp32 from
+    the same fp16 values, as the PyTorch product does up to its rounding); a sampled Hawk decode with a vertical
+    run is the PyTorch decode's from the same seed; shapes are checked."""
+    from specgen.drafters import HawkDrafter
+    from specgen.drafters.native import KernelStack
+
+    target = tiny_model("llama", vocab=97, init=0.5, seed=3)
+    hawk = random_heads(target, "hawk:hydra", scale=2.0, seed=6)
+    hawk.config["width"] = 4
+    hawk.config["rule_accuracy"] = {"drawn": [[0.5, 0.01]] * 4 + [[0.95, 0.0]] * 2}  # a run below a chain of one
+    drafter = HawkDrafter(hawk, tree_size=4, dtype=dtype)
+    heads = drafter.heads
+    with torch.inference_mode():
+        native = KernelRound.for_heads(heads.rows, heads.rows.current_tables())
+        stack = KernelStack(native, heads.vertical[0])
+        x, blocked = torch.randn(2, 3, 32), torch.zeros(97, dtype=torch.bool)
+        blocked[10:30] = True
+        got = stack.probs(x, 0.7, blocked)
+        h = x  # the row-up head in fp32 from the drafting copy's weight values
+        for block in heads.vertical[0].blocks:
+            h = h + torch.nn.functional.silu(h @ block.weight.float().T + block.bias.float())
+        logits = h @ heads.lm_head.weight.float().T
+        want = Sampling(temperature=0.7).probs(logits.masked_fill(blocked, float("-inf")))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert got[..., 10:30].sum() == 0
+        with pytest.raises(ValueError, match="unexpected shapes"):
+            stack.probs(torch.randn(2, 5), 1.0, None)
+    if dtype == torch.float16:
+        return
+    outs = {}
+    for kernel in (True, False):
+        monkeypatch.setattr(cpu, "KERNEL", kernel)
+        d = HawkDrafter(hawk, tree_size=4, dtype=dtype)
+        gen = torch.Generator().manual_seed(4)
+        outs[kernel] = [o.token_ids for o in generate(CachedLM(target), [[5, 6, 7, 8], [9, 10, 11, 12]], d,
+                                                       Sampling(temperature=1.0), 30, 8, (), None, gen)]
+        assert d.extension == 3 and (d.stack is not None) == kernel
+    assert outs[True] == outs[False]

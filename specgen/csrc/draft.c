@@ -56,6 +56,20 @@ static void rms_norm(const hydra_weights *W, const float *x, const void *weight,
 
 static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
+/* softmax(z / temperature) over the tokens not `blocked` (NULL: none) into p [V] */
+static void distribution(const float *z, int64_t V, float temperature, const uint8_t *blocked, float *p) {
+    float top = -INFINITY, total = 0.0f;
+    for (int64_t v = 0; v < V; ++v) {
+        p[v] = blocked && blocked[v] ? -INFINITY : z[v] / temperature;
+        if (p[v] > top) top = p[v];
+    }
+    for (int64_t v = 0; v < V; ++v) {
+        p[v] = p[v] == -INFINITY ? 0.0f : expf(p[v] - top);
+        total += p[v];
+    }
+    for (int64_t v = 0; v < V; ++v) p[v] /= total;
+}
+
 /* keys and values [n, 2 dim] of window states x [n, dim]; returns 0, or 1 when out of memory */
 int specgen_hydra_memory(const hydra_weights *W, const float *x, float *out, int64_t n, int threads) {
     float *xn = malloc(sizeof(float) * n * W->dim);
@@ -171,16 +185,8 @@ int specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, c
                         drawn[i] = best;
                     }
                 } else { /* R distinct draws, and what each was drawn from */
-                    float *p0 = kids, top = -INFINITY, total = 0.0f;
-                    for (int64_t v = 0; v < V; ++v) {
-                        p0[v] = blocked && blocked[v] ? -INFINITY : z[v] / temperature;
-                        if (p0[v] > top) top = p0[v];
-                    }
-                    for (int64_t v = 0; v < V; ++v) {
-                        p0[v] = p0[v] == -INFINITY ? 0.0f : expf(p0[v] - top);
-                        total += p0[v];
-                    }
-                    for (int64_t v = 0; v < V; ++v) p0[v] /= total;
+                    float *p0 = kids;
+                    distribution(z, V, temperature, blocked, p0);
                     const float *e = noise + (r * parents + used + p) * V;
                     for (int64_t i = 0; i < R; ++i) { /* the i-th largest key q(x) / E_x */
                         int64_t best = -1;
@@ -220,5 +226,29 @@ int specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, c
         ancestors += P * (l + 1), pick += N, slots += N, used += P;
     }
     free(a), free(b), free(c), free(m), free(ctx), free(pre), free(logits), free(score), free(kids), free(drawn);
+    return 0;
+}
+
+/* Distributions from a residual stack of n states x [n, dim]: x + SiLU(W x + b) for each of its `blocks` (sw, sb:
+ * [dim, dim] + [dim] each, in the heads' precision), the LM head, then softmax(logits / temperature) over the
+ * tokens not `blocked` (NULL: none) into out [n, vocab]: `vertical_logits` and `Sampling.probs` for Hawk's drawn
+ * vertical guesses. Returns 0, or 1 when out of memory. */
+int specgen_stack_probs(const hydra_weights *W, const void *const *sw, const void *const *sb, int64_t blocks,
+                        const float *x, int64_t n, float temperature, const uint8_t *blocked, float *out,
+                        int threads) {
+    const int64_t d = W->dim, V = W->vocab;
+    float *a = malloc(sizeof(float) * n * d), *b = malloc(sizeof(float) * n * d), *z = malloc(sizeof(float) * n * V);
+    if (!a || !b || !z) {
+        free(a), free(b), free(z);
+        return 1;
+    }
+    memcpy(a, x, sizeof(float) * n * d);
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        product(W, a, sw[blk], sb[blk], b, n, d, d, threads);
+        for (int64_t i = 0; i < n * d; ++i) a[i] += silu(b[i]);
+    }
+    product(W, a, W->lm, NULL, z, n, d, V, threads);
+    for (int64_t r = 0; r < n; ++r) distribution(z + r * V, V, temperature, blocked, out + r * V);
+    free(a), free(b), free(z);
     return 0;
 }

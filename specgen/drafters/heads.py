@@ -14,7 +14,7 @@ from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
-from .native import KernelRound, Plan
+from .native import KernelRound, KernelStack, Plan
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
@@ -435,9 +435,9 @@ class HawkDrafter(Drafter):
     horizontal nodes instead of widening every verification. Cache entries for positions already decided are
     dropped.
 
-    With drawn horizontal guesses the cache holds the vertical heads' distributions instead, and the vertical
-    guesses extend the drawn chain of first guesses past its last head: a run of nodes, each drawn from the
-    distribution cached for its position (`extend_drawn`). How many of the `tree_size` nodes go to that run is
+    With drawn horizontal guesses a ring holds the row-up head's distributions instead, and the vertical guesses
+    extend the drawn chain of first guesses past its last head: a run of nodes, each drawn from the distribution
+    held for its position (`extend_drawn`). How many of the `tree_size` nodes go to that run is
     fixed once, from the calibrated rates of drawn guesses (`split_drawn`); where the run's nodes are real depends
     on positions alone. So the tree's shape never depends on a drawn token, and every draw is tested against the
     distribution it came from: exact.
@@ -486,6 +486,7 @@ class HawkDrafter(Drafter):
         drawn = None if draws == "top" else (heads.config.get("rule_accuracy") or {}).get("drawn")
         self.drawn_alone, self.drawn_split = self.split_drawn(tree_size, drawn or self.table)
         self.extension = 0  # this decode's run of vertical nodes (`start`)
+        self._runs: dict[tuple, tuple] = {}  # `extend_drawn`'s index tensors per (tree nodes, chain, cut by k)
 
     @property
     def forwards(self) -> int:
@@ -529,8 +530,17 @@ class HawkDrafter(Drafter):
         self.chain = sum(1 for p in paths if not any(p))  # the drawn chain of first guesses the run hangs below
         self.root_pos = [len(p) for p in prompts]  # position of each row's pending root token
         self.image_start = [len(p) for p in prompts]
-        # position -> {vertical head: token}, or with drawn guesses the row-up head's distribution (`remember`)
-        self.cache: list[dict[int, dict[int, int] | torch.Tensor]] = [{} for _ in prompts]
+        self.cache: list[dict[int, dict[int, int]]] = [{} for _ in prompts]  # position -> {vertical head: token}
+        # with drawn guesses, the row-up head's distributions instead, in a ring of one image row per batch row:
+        # position p in slot p % width (the positions a run reads are the next `width`), and which position each
+        # slot holds (-1: none)
+        w, n = self.heads.config["width"], self.heads.lm_head.weight.shape[0]
+        # (an empty slot holds a uniform distribution: a run node drawn from it is padding, but a proper draw)
+        self.ring = torch.full((len(prompts), w if self.extension else 0, n), 1.0 / n, device=hidden.device)
+        self.ring_pos = torch.full(self.ring.shape[:2], -1, dtype=torch.long, device=hidden.device)
+        # the row-up head by specgen's kernel where the horizontal rounds run there
+        native = getattr(self.horizontal, "native", None)
+        self.stack = KernelStack(native, self.heads.vertical[0]) if self.extension and native is not None else None
         if self.uses_cache:
             self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
 
@@ -540,28 +550,31 @@ class HawkDrafter(Drafter):
         return self.vertical and (not self.horizontal.drawn or self.extension > 0)
 
     def remember(self, hidden_rows: torch.Tensor, positions: list[list[int]]):
-        """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions: the cache
-        maps a position to {vertical head: its top token}, or with drawn guesses to the row-up head's distribution
-        after the decode's sampling (the run reads no other: a position the row-up head cannot reach yet is in the
-        first image row, which no head reaches)."""
+        """Vertical guesses from hidden states [batch, n, dim] (or [batch, dim]) at the given positions (as many
+        per row; a row may repeat its last): each vertical head's top token into the cache, or with drawn guesses
+        the row-up head's distribution after the decode's sampling into the ring (a run reads no other: where the
+        row-up head has no guess yet, in the first image row, no head has)."""
         if hidden_rows.dim() == 2:
             hidden_rows = hidden_rows[:, None]
         w = self.heads.config["width"]
         drawn = self.horizontal.drawn
+        dtype = self.heads.lm_head.weight.dtype
         with torch.inference_mode():
-            logits = self.heads.vertical_logits(hidden_rows.to(self.heads.lm_head.weight.dtype), 1 if drawn else None)
             if drawn:
-                if self.blocked is not None:
-                    logits = logits.masked_fill(self.blocked, float("-inf"))
-                guesses = self.sampling.probs(logits[..., 0, :])  # [batch, n, vocab]
-            else:
-                guesses = logits.argmax(-1).tolist()
+                if self.stack is not None:  # the kernel's product (fp32 activations), as the horizontal round's
+                    probs = self.stack.probs(hidden_rows, self.sampling.temperature, self.blocked)
+                else:
+                    logits = self.heads.vertical_logits(hidden_rows.to(dtype), 1)[..., 0, :]
+                    if self.blocked is not None:
+                        logits = logits.masked_fill(self.blocked, float("-inf"))
+                    probs = self.sampling.probs(logits)
+                target = torch.tensor(positions, device=self.ring.device) + 1 + w  # [batch, n]
+                slots = target % w  # distinct in a row but for repeats, which write the same
+                self.ring.scatter_(1, slots[..., None].expand(-1, -1, self.ring.shape[-1]), probs.to(self.ring))
+                self.ring_pos.scatter_(1, slots, target)
+                return
+            guesses = self.heads.vertical_logits(hidden_rows.to(dtype)).argmax(-1).tolist()
         for b, (row, cache) in enumerate(zip(guesses, self.cache)):
-            if drawn:
-                for pos, q in zip(positions[b], row.unbind(0)):
-                    if pos + 1 + w >= self.image_start[b]:
-                        cache[pos + 1 + w] = q
-                continue
             for (pos, per_head) in zip(positions[b], row):
                 for d, tok in enumerate(per_head):
                     target = pos + 1 + w * (d + 1)
@@ -617,30 +630,30 @@ class HawkDrafter(Drafter):
 
     def extend_drawn(self, tree: DraftTree, k: int) -> DraftTree:
         """The drawn tree and, below its chain of first guesses, the run of `extension` vertical nodes: node j
-        drawn from the distribution cached for its position (`remember`). A node is real while
+        drawn from the distribution the ring holds for its position (`remember`). A node is real while
         its position and every one before it in the run has a cached distribution, inside the depth budget k;
         the rest are padding. Positions alone decide that, never a drawn token."""
         b, n = tree.tokens.shape
         chain = min(self.chain, k)  # the first `chain` nodes are the chain (`HeadDrafter.tree_for`)
-        # padding (no cached distribution) draws token 0 for sure and is marked invalid
-        q = F.one_hot(torch.zeros(b, self.extension, dtype=torch.long, device=tree.q.device),
-                      tree.q.shape[-1]).to(tree.q.dtype)
-        cached = torch.zeros(b, self.extension, dtype=torch.bool)
-        for r in range(b):
-            base, run = self.root_pos[r] + 1 + chain, []  # base: the position of the run's first node
-            for j in range(min(self.extension, k - chain)):
-                if base + j not in self.cache[r]:
-                    break
-                run.append(self.cache[r][base + j])
-            if run:
-                q[r, : len(run)], cached[r, : len(run)] = torch.stack(run), True
-        tokens, q, real = draw_distinct(q, 1, self.generator)
-        valid = (real[..., 0] & cached.to(real.device)).cumprod(-1).bool()  # a run: nothing real after a gap
-        parents = torch.arange(n - 1, n + self.extension - 1, device=tokens.device)
-        parents[0] = chain - 1  # under the chain's last node (-1: the root)
+        w, v, device = self.heads.config["width"], self.ring.shape[-1], self.ring.device
+        key = (n, chain, k - chain < self.extension)
+        if key not in self._runs:  # the run's depths, its parents, and which depths the budget k leaves it
+            depth = torch.arange(self.extension, device=device)
+            parents = torch.arange(n - 1, n + self.extension - 1, device=device)
+            parents[0] = chain - 1  # under the chain's last node (-1: the root)
+            self._runs[key] = (depth + 1 + chain, parents, depth < k - chain if key[2] else None)
+        offsets, parents, budget = self._runs[key]
+        where = torch.tensor(self.root_pos, device=device)[:, None] + offsets  # [batch, run] positions
+        slots = where % w
+        q = self.ring.view(-1, v).index_select(0, (slots + w * torch.arange(b, device=device)[:, None]).view(-1))
+        cached = self.ring_pos.gather(1, slots) == where
+        if budget is not None:
+            cached &= budget
+        tokens, q, real = draw_distinct(q.view(b, -1, v), 1, self.generator)
+        valid = (real[..., 0] & cached).cumprod(-1).bool()  # a run: nothing real after a gap
         return DraftTree(torch.cat([tree.tokens, tokens[..., 0]], 1),
                          torch.cat([tree.parents, parents.expand(b, -1)], 1),
-                         torch.cat([tree.valid, valid], 1), torch.cat([tree.q, q[..., 0, :]], 1))
+                         torch.cat([tree.valid, valid], 1), torch.cat([tree.q, q[..., 0, :].to(tree.q.dtype)], 1))
 
     def accept(self, emitted, paths, hidden=None):
         if self.uses_cache:  # every accepted node's vertical guesses
@@ -661,3 +674,4 @@ class HawkDrafter(Drafter):
         self.root_pos = [self.root_pos[r] for r in rows]
         self.image_start = [self.image_start[r] for r in rows]
         self.cache = [self.cache[r] for r in rows]
+        self.ring, self.ring_pos = self.ring[rows], self.ring_pos[rows]

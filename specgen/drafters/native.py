@@ -49,7 +49,9 @@ def _declare(lib):
         lib.specgen_hydra_memory.argtypes = [p, p, p, i64, ctypes.c_int]
         lib.specgen_hydra_tree.argtypes = [p, i64, p, p, p, p, i64, p, p, p, p, i64, p, ctypes.c_float, p, p, p, p,
                                            ctypes.c_int]
+        lib.specgen_stack_probs.argtypes = [p, p, p, i64, p, i64, ctypes.c_float, p, p, ctypes.c_int]
         lib.specgen_hydra_memory.restype = lib.specgen_hydra_tree.restype = ctypes.c_int  # 1: out of memory
+        lib.specgen_stack_probs.restype = ctypes.c_int
         lib._specgen_draft = True
     return lib
 
@@ -161,3 +163,35 @@ class KernelRound:
                                        torch.get_num_threads()):
             raise MemoryError("specgen's draft kernel ran out of memory")
         return tokens[:, 1:], ok, q
+
+
+class KernelStack:
+    """A residual stack that shares a `KernelRound`'s LM head (Hawk's row-up vertical head, in the same drafting
+    copy), run by the kernel: `probs` gives softmax(LM head(stack(x)) / temperature) over the tokens not blocked,
+    what `vertical_logits` and `Sampling.probs` give, up to float rounding."""
+
+    def __init__(self, round: KernelRound, stack):
+        lm = round._keep["lm"]
+        params = [t for b in stack.blocks for t in (b.weight, b.bias)]
+        if any(t is None or t.dtype != lm.dtype or t.device != lm.device for t in params):
+            raise ValueError("a kernel stack needs biased blocks in its round's precision and device")
+        self.round = round
+        self._lists = [[b.weight.detach().contiguous() for b in stack.blocks],
+                       [b.bias.detach().contiguous() for b in stack.blocks]]
+        self._sw, self._sb = ((ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in self._lists)
+
+    def probs(self, states: torch.Tensor, temperature: float, blocked: torch.Tensor | None) -> torch.Tensor:
+        """states [..., dim] -> fp32 distributions [..., vocab]."""
+        w = self.round.weights
+        if states.shape[-1] != w.dim or blocked is not None and blocked.shape != (w.vocab,):
+            raise ValueError(f"kernel stack inputs of unexpected shapes: {states.shape}, "
+                             f"{None if blocked is None else blocked.shape}")
+        x = states.to("cpu", torch.float32).contiguous()
+        blocked = None if blocked is None else blocked.to("cpu", torch.bool).contiguous()
+        out = torch.empty(*x.shape[:-1], w.vocab, dtype=torch.float32)
+        if self.round.lib.specgen_stack_probs(self.round._ref, self._sw, self._sb, len(self._lists[0]), x.data_ptr(),
+                                              x.numel() // w.dim, float(temperature),
+                                              None if blocked is None else blocked.data_ptr(), out.data_ptr(),
+                                              torch.get_num_threads()):
+            raise MemoryError("specgen's draft kernel ran out of memory")
+        return out.to(states.device)
