@@ -69,7 +69,7 @@ class ImagePipeline:
 
     def generate(self, prompt: str, cfg_scale: float = 3.0, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, method: str = "hawk", seed: int = 0, samples: int = 1,
-                 num_draft_tokens: int = 8, acceptance: str | None = None, delta: float = 0.2,
+                 num_draft_tokens: int = GRID, acceptance: str | None = None, delta: float = 0.2,
                  vertical: bool = True, tree_size: int | None = None, draws: str = "auto",
                  draft_dtype: torch.dtype | None = None,
                  compile_draft: bool | None = None) -> ImageResult:
@@ -81,7 +81,8 @@ class ImagePipeline:
         calibrated rates give it nodes (none at the CPU size; see `HawkDrafter`), or 'auto': drawn
         when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
         else Hawk's tree; draft_dtype: the precision the heads draft in (default: fp16 on a CPU; see
-        `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds compiled by torch.compile; False, eager
+        `default_draft_dtype`); num_draft_tokens: the deepest a tree may reach (default one image row, as deep as
+        Hawk's cached and drawn vertical guesses go); compile_draft: True, Hydra++ draft rounds compiled by torch.compile; False, eager
         PyTorch rounds; default: rounds by specgen's CPU kernel where it applies (see `HydraDrafter`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
