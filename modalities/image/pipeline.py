@@ -83,7 +83,8 @@ class ImagePipeline:
         else Hawk's tree; draft_dtype: the precision the heads draft in (default: fp16 on a CPU; see
         `default_draft_dtype`); num_draft_tokens: the deepest a tree may reach (default one image row, as deep as
         Hawk's cached and drawn vertical guesses go); compile_draft: True, Hydra++ draft rounds compiled by
-        torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel where it applies (see `HydraDrafter`)."""
+        torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel where it applies (see
+        `HydraDrafter`)."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
         if method == "hawk" and self.heads is None:
