@@ -194,6 +194,7 @@ def test_hawk_drawn_run_extends_the_chain_from_cached_distributions(rows):
     assert tree.valid[0].tolist() == [True, True, True, False] and tree.tokens[0, 1:3].tolist() == [42, 42]
     assert torch.equal(tree.q[0, 1], spike) and tree.valid[1].tolist() == [True, False, False, False]  # a gap first
     assert drafter.propose(2).valid[0].tolist() == [True, True, False, False]  # the depth budget k holds
+    assert drafter.propose(3).valid[0].tolist() == [True, True, True, False]  # ... whatever k came before
     vertical_off = HawkDrafter(heads, tree_size=4)
     vertical_off.vertical = False  # the ablation: the horizontal tree of all four nodes, no cache
     vertical_off.configure("sample")

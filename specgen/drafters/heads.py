@@ -486,7 +486,7 @@ class HawkDrafter(Drafter):
         drawn = None if draws == "top" else (heads.config.get("rule_accuracy") or {}).get("drawn")
         self.drawn_alone, self.drawn_split = self.split_drawn(tree_size, drawn or self.table)
         self.extension = 0  # this decode's run of vertical nodes (`start`)
-        self._runs: dict[tuple, tuple] = {}  # `extend_drawn`'s index tensors per (tree nodes, chain, cut by k)
+        self._runs: dict[tuple, tuple] = {}  # `extend_drawn`'s index tensors per (tree nodes, chain, depths, device)
 
     @property
     def forwards(self) -> int:
@@ -631,17 +631,18 @@ class HawkDrafter(Drafter):
     def extend_drawn(self, tree: DraftTree, k: int) -> DraftTree:
         """The drawn tree and, below its chain of first guesses, the run of `extension` vertical nodes: node j
         drawn from the distribution the ring holds for its position (`remember`). A node is real while
-        its position and every one before it in the run has a cached distribution, inside the depth budget k;
+        its position and every one before it in the run has a distribution there, inside the depth budget k;
         the rest are padding. Positions alone decide that, never a drawn token."""
         b, n = tree.tokens.shape
         chain = min(self.chain, k)  # the first `chain` nodes are the chain (`HeadDrafter.tree_for`)
         w, v, device = self.heads.config["width"], self.ring.shape[-1], self.ring.device
-        key = (n, chain, k - chain < self.extension)
-        if key not in self._runs:  # the run's depths, its parents, and which depths the budget k leaves it
+        left = min(k - chain, self.extension)  # the run's depths inside the budget k
+        key = (n, chain, left, device)
+        if key not in self._runs:  # the run's depths, its parents, and which of them the budget leaves it
             depth = torch.arange(self.extension, device=device)
             parents = torch.arange(n - 1, n + self.extension - 1, device=device)
             parents[0] = chain - 1  # under the chain's last node (-1: the root)
-            self._runs[key] = (depth + 1 + chain, parents, depth < k - chain if key[2] else None)
+            self._runs[key] = (depth + 1 + chain, parents, depth < left if left < self.extension else None)
         offsets, parents, budget = self._runs[key]
         where = torch.tensor(self.root_pos, device=device)[:, None] + offsets  # [batch, run] positions
         slots = where % w
