@@ -120,11 +120,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     (PyTorch's own fp16 product on a CPU took several times as long)."""
     rows = x.numel() // weight.shape[1]
     half = weight.dtype == torch.float16
-    if (not ON or rows < 1 or rows > FEW_ROWS or x.device.type != "cpu" or weight.device.type != "cpu"
-            or x.dtype != torch.float32 and not (half and x.dtype == torch.float16)
+    if (not ON or rows < 1 or rows > FEW_ROWS or x.shape[-1] != weight.shape[1] or x.device.type != "cpu"
+            or weight.device.type != "cpu" or x.dtype != torch.float32 and not (half and x.dtype == torch.float16)
             or weight.dtype != torch.float32 and not half  # e.g. moved to CUDA or cast after the switch
             or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
             or torch.compiler.is_compiling()):
+        if half and x.dtype == torch.float32 and x.device == weight.device:  # the fp32 input this takes
+            return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
         return F.linear(x, weight, bias)
     inputs = x.reshape(rows, weight.shape[1])
     lib = library() if KERNEL and rows <= KERNEL_ROWS else None

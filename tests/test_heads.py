@@ -195,6 +195,20 @@ def test_hawk_drawn_run_extends_the_chain_from_cached_distributions(rows):
     assert torch.equal(tree.q[0, 1], spike) and tree.valid[1].tolist() == [True, False, False, False]  # a gap first
     assert drafter.propose(2).valid[0].tolist() == [True, True, False, False]  # the depth budget k holds
     assert drafter.propose(3).valid[0].tolist() == [True, True, True, False]  # ... whatever k came before
+    # a path one state longer than the ring (root + 4 drafts, width 4): its first state's guess is for a position
+    # this round decides, and each slot ends up with the distribution of the position it records
+    states = torch.randn(2, 9, hidden.shape[-1])
+    drafter.accept([[1, 2, 3, 4, 5], [1]], [[0, 1, 2, 3, 4], [0]], states)
+    with torch.inference_mode():
+        logits = drafter.heads.vertical_logits(states[0, :5].to(drafter.heads.lm_head.weight.dtype), 1)[:, 0]
+        want = Sampling(temperature=1.0).probs(logits)
+    written = {int(p): drafter.ring[0, int(p) % 4] for p in drafter.ring_pos[0]}
+    assert sorted(written) == [root + 2 + j + 4 for j in range(4)]  # from the states at root + 1 ... root + 4
+    for j in range(4):
+        torch.testing.assert_close(written[root + 2 + j + 4], want[j + 1], rtol=1e-4, atol=1e-6)
+    heads.config["vertical"] = 0  # heads without vertical ones: the horizontal tree alone, never a run
+    assert HawkDrafter(heads, tree_size=4).drawn_split[1] == 0
+    heads.config["vertical"] = 2
     vertical_off = HawkDrafter(heads, tree_size=4)
     vertical_off.vertical = False  # the ablation: the horizontal tree of all four nodes, no cache
     vertical_off.configure("sample")

@@ -1,5 +1,7 @@
 """Hydra++ draft rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
 guesses and distributions as the PyTorch round, used exactly where it applies, and decodes that stay exact."""
+import copy
+
 import pytest
 import torch
 
@@ -168,7 +170,8 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
     heads = drafter.heads
     with torch.inference_mode():
         native = KernelRound.for_heads(heads.rows, heads.rows.current_tables())
-        stack = KernelStack(native, heads.vertical[0])
+        stack = KernelStack.for_stack(native, heads.vertical[0])
+        assert stack is not None and KernelStack.for_stack(native, copy.deepcopy(heads.vertical[0]).double()) is None
         x, blocked = torch.randn(2, 3, 32), torch.zeros(97, dtype=torch.bool)
         blocked[10:30] = True
         got = stack.probs(x, 0.7, blocked)

@@ -505,6 +505,9 @@ class HawkDrafter(Drafter):
         row up end."""
         vocab = self.heads.lm_head.weight.shape[0]
         rows = [row[:vocab] for row in table[: self.n_h]]
+        if not self.heads.config["vertical"]:  # no vertical head: the horizontal tree alone
+            paths = sorted(sparse_tree(rows, size))
+            return paths, (paths, 0)
         rate = table[self.n_h][0] if len(table) > self.n_h else self.marginal[0]
         best = alone = None
         for m in range(size, 0, -1):  # ties go to the larger horizontal tree
@@ -515,7 +518,7 @@ class HawkDrafter(Drafter):
                 scores[p] = scores.get(p[:-1], 1.0) * rows[len(p) - 1][p[-1]]
                 total += scores[p]
             chain = sum(1 for p in paths if not any(p))
-            run = min(size - len(paths), self.heads.config["width"] - chain)
+            run = max(0, min(size - len(paths), self.heads.config["width"] - chain))
             total += sum(scores.get((0,) * chain, 1.0) * rate ** j for j in range(1, run + 1))
             if best is None or total > best[0] + 1e-12:
                 best = (total, paths, run)
@@ -540,7 +543,7 @@ class HawkDrafter(Drafter):
         self.ring_pos = torch.full(self.ring.shape[:2], -1, dtype=torch.long, device=hidden.device)
         # the row-up head by specgen's kernel where the horizontal rounds run there
         native = getattr(self.horizontal, "native", None)
-        self.stack = KernelStack(native, self.heads.vertical[0]) if self.extension and native is not None else None
+        self.stack = KernelStack.for_stack(native, self.heads.vertical[0]) if self.extension and native else None
         if self.uses_cache:
             self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
 
@@ -659,11 +662,15 @@ class HawkDrafter(Drafter):
     def accept(self, emitted, paths, hidden=None):
         if self.uses_cache:  # every accepted node's vertical guesses
             rows = torch.arange(hidden.shape[0], device=hidden.device)
-            width = max(len(p) for p in paths)
-            idx = torch.tensor([p + [p[-1]] * (width - len(p)) for p in paths], device=hidden.device)
-            positions = [[self.root_pos[b] + j for j in range(len(p))] + [self.root_pos[b] + len(p) - 1] *
-                         (width - len(p)) for b, p in enumerate(paths)]
-            self.remember(hidden[rows[:, None], idx], positions)  # hidden states [batch, width, dim]
+            # (with drawn guesses only a path's last `width` states: the ring keeps one image row, and an earlier
+            # state's guess is for a position this round decided)
+            cut = self.heads.config["width"] if self.horizontal.drawn else None
+            nodes = [[(self.root_pos[b] + j, node) for j, node in enumerate(p)][-cut if cut else 0:]
+                     for b, p in enumerate(paths)]
+            width = max(len(n) for n in nodes)
+            nodes = [n + n[-1:] * (width - len(n)) for n in nodes]  # a short row repeats its last
+            idx = torch.tensor([[node for _, node in n] for n in nodes], device=hidden.device)
+            self.remember(hidden[rows[:, None], idx], [[pos for pos, _ in n] for n in nodes])  # [batch, width, dim]
         self.horizontal.accept(emitted, paths, hidden)
         for b, e in enumerate(emitted):
             self.root_pos[b] += len(e)

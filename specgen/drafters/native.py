@@ -171,14 +171,21 @@ class KernelStack:
     what `vertical_logits` and `Sampling.probs` give, up to float rounding."""
 
     def __init__(self, round: KernelRound, stack):
-        lm = round._keep["lm"]
-        params = [t for b in stack.blocks for t in (b.weight, b.bias)]
-        if any(t is None or t.dtype != lm.dtype or t.device != lm.device for t in params):
-            raise ValueError("a kernel stack needs biased blocks in its round's precision and device")
         self.round = round
         self._lists = [[b.weight.detach().contiguous() for b in stack.blocks],
                        [b.bias.detach().contiguous() for b in stack.blocks]]
         self._sw, self._sb = ((ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in self._lists)
+
+    @classmethod
+    def for_stack(cls, round: KernelRound, stack) -> "KernelStack | None":
+        """The kernel for this stack where it applies: [dim, dim] blocks with [dim] biases in the round's precision
+        and device (so they share its LM head); else None."""
+        lm, d = round._keep["lm"], round.weights.dim
+        for b in stack.blocks:
+            if (b.bias is None or b.weight.shape != (d, d) or b.bias.shape != (d,)
+                    or any(t.dtype != lm.dtype or t.device != lm.device for t in (b.weight, b.bias))):
+                return None
+        return cls(round, stack)
 
     def probs(self, states: torch.Tensor, temperature: float, blocked: torch.Tensor | None) -> torch.Tensor:
         """states [..., dim] -> fp32 distributions [..., vocab]."""
