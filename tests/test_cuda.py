@@ -43,6 +43,27 @@ def test_lossless_sampling_runs_on_the_gpu_and_repeats_with_its_seed(models, met
     assert all(len(r.token_ids) == 20 and max(r.token_ids) < 97 and r.stats.lossless for r in first)
 
 
+def test_drawn_hawk_with_a_vertical_run_on_the_gpu():
+    """Drawn Hawk whose vertical guesses continue the drawn chain (`HawkDrafter.extend_drawn`): the ring of
+    distributions lives on the GPU, the run is drafted, and the decode repeats with its seed."""
+    target = tiny_model("llama", layers=3)
+    heads = random_heads(target, "hawk:hydra", scale=2.0)
+    heads.config["width"] = 4
+    heads.config["rule_accuracy"] = {"drawn": [[0.5, 0.01]] * heads.num_heads + [[0.95, 0.0]] * 2}
+    target.cuda()
+    heads.cuda()
+
+    def sample():
+        drafter = make_drafter("hawk", heads, tree_size=4)
+        out = generate(CachedLM(target), PROMPTS, drafter, Sampling(temperature=1.0), max_new_tokens=24,
+                       num_draft_tokens=8, generator=torch.Generator("cuda").manual_seed(5))
+        assert drafter.extension == 3 and drafter.ring.device.type == "cuda"
+        return [r.token_ids for r in out]
+
+    first = sample()
+    assert first == sample() and all(len(t) == 24 for t in first)
+
+
 def test_heads_draft_in_their_own_dtype_with_the_wide_gpu_tree(models):
     _, drafts = models
     drafter = make_drafter("hydra", drafts["hydra"])
