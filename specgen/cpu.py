@@ -126,7 +126,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
             or torch.compiler.is_compiling()):
         if half and x.dtype == torch.float32 and x.device == weight.device:  # the fp32 input this takes
-            return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+            return half_linear(x, weight, bias)
         return F.linear(x, weight, bias)
     inputs = x.reshape(rows, weight.shape[1])
     lib = library() if KERNEL and rows <= KERNEL_ROWS else None
@@ -138,14 +138,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         fn(inputs.data_ptr(), weight.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), rows,
            weight.shape[1], weight.shape[0], torch.get_num_threads())
         return y.to(x.dtype)
-    if half:  # more rows than the kernel takes, or no kernel: PyTorch's fp16 product
-        return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+    if half:  # more rows than the kernel takes, or no kernel
+        return half_linear(x, weight, bias)
     if rows < 2:
         return F.linear(x, weight, bias)
     y = (weight @ inputs.t()).t().contiguous()  # attention kernels want it contiguous
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def half_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """PyTorch's fp16 product for fp16 weights, in and out of the input's dtype (fp32 or fp16)."""
+    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
 
 class NarrowLinear(nn.Linear):

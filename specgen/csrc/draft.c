@@ -56,6 +56,17 @@ static void rms_norm(const hydra_weights *W, const float *x, const void *weight,
 
 static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
+/* x [rows, dim] <- x + SiLU(W x + b) for each of `blocks` residual blocks (sw, sb: [dim, dim] + [dim] each);
+ * scratch: [rows, dim] */
+static void residual_stack(const hydra_weights *W, const void *const *sw, const void *const *sb, int64_t blocks,
+                           float *x, float *scratch, int64_t rows, int threads) {
+    const int64_t d = W->dim;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        product(W, x, sw[blk], sb[blk], scratch, rows, d, d, threads);
+        for (int64_t i = 0; i < rows * d; ++i) x[i] += silu(scratch[i]);
+    }
+}
+
 /* softmax(z / temperature) over the tokens not `blocked` (NULL: none) into p [V] */
 static void distribution(const float *z, int64_t V, float temperature, const uint8_t *blocked, float *p) {
     float top = -INFINITY, total = 0.0f;
@@ -164,10 +175,7 @@ int specgen_hydra_tree(const hydra_weights *W, int64_t n, const float *newest, c
                 }
                 for (int64_t k = 0; k < d; ++k) x[k] = silu(x[k]);
             }
-        for (int64_t blk = 0; blk < W->blocks; ++blk) {
-            product(W, a, W->sw[l * W->blocks + blk], W->sb[l * W->blocks + blk], b, rows, d, d, threads);
-            for (int64_t i = 0; i < rows * d; ++i) a[i] += silu(b[i]);
-        }
+        residual_stack(W, W->sw + l * W->blocks, W->sb + l * W->blocks, W->blocks, a, b, rows, threads);
         for (int64_t r = 0; r < n; ++r)
             for (int64_t i = 0; i < P * d; ++i) c[r * P * d + i] = ctx[r * d + i % d] + a[r * P * d + i];
         product(W, c, W->lm, NULL, logits, rows, d, V, threads);
@@ -243,10 +251,7 @@ int specgen_stack_probs(const hydra_weights *W, const void *const *sw, const voi
         return 1;
     }
     memcpy(a, x, sizeof(float) * n * d);
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-        product(W, a, sw[blk], sb[blk], b, n, d, d, threads);
-        for (int64_t i = 0; i < n * d; ++i) a[i] += silu(b[i]);
-    }
+    residual_stack(W, sw, sb, blocks, a, b, n, threads);
     product(W, a, W->lm, NULL, z, n, d, V, threads);
     for (int64_t r = 0; r < n; ++r) distribution(z + r * V, V, temperature, blocked, out + r * V);
     free(a), free(b), free(z);

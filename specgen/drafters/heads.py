@@ -22,6 +22,19 @@ def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
     return [[0.6 ** (d + 1) / (r + 1) for r in range(ranks)] for d in range(num_heads)]
 
 
+def head_rates(accuracy: list[list[float]], num_heads: int, vocab: int) -> list[list[float]]:
+    """A calibration table's rows for the horizontal heads, no rank beyond the vocabulary."""
+    return [row[:vocab] for row in accuracy[:num_heads]]
+
+
+def head_tree(rates: list[list[float]], size: int) -> list[tuple[int, ...]]:
+    """The `size` candidate paths of head ranks (`sparse_tree`), depth first, lower ranks first (tuple order): the
+    run of first guesses takes the first node indices, so accepting along it keeps a prefix of the verified nodes
+    (the target's cache is cropped, not gathered), and Hawk's vertical run hangs below node `chain` - 1; a parent
+    still precedes its children, and siblings keep their rank order."""
+    return sorted(sparse_tree(rates, size))
+
+
 CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
 COMPILE_DRAFT = os.environ.get("SPECGEN_COMPILE_DRAFT", "0") == "1"  # Hydra++ rounds compiled (`HydraDrafter`)
 DRAWS = ("auto", "top", "sample")
@@ -81,11 +94,8 @@ class HeadDrafter(Drafter):
         self.draws = draws
         vocab = heads.lm_head.weight.shape[0]
 
-        def tree_for(accuracy):  # candidate paths of head ranks; no rank beyond the vocabulary
-            # depth first, lower ranks first (tuple order): the run of first guesses takes the first node indices,
-            # so accepting along it keeps a prefix of the verified nodes (the target's cache is cropped, not
-            # gathered); a parent still precedes its children, and siblings keep their rank order
-            return sorted(sparse_tree([row[:vocab] for row in accuracy[: heads.num_heads]], tree_size))
+        def tree_for(accuracy):
+            return head_tree(head_rates(accuracy, heads.num_heads, vocab), tree_size)
 
         self.paths = tree_for(table or heads.accuracy_for(rule) or default_accuracy(heads.num_heads))
         # when the decode turns out to draw (`start`), the tree calibrated for drawn children, if there is one
@@ -503,15 +513,14 @@ class HawkDrafter(Drafter):
         vertical, by rank; a drawn vertical guess is rated as vertical head 1's rank 0), and the split with the
         best total wins. The run reaches no deeper than one row ahead of the root, where the guesses made one
         row up end."""
-        vocab = self.heads.lm_head.weight.shape[0]
-        rows = [row[:vocab] for row in table[: self.n_h]]
+        rows = head_rates(table, self.n_h, self.heads.lm_head.weight.shape[0])
         if not self.heads.config["vertical"]:  # no vertical head: the horizontal tree alone
-            paths = sorted(sparse_tree(rows, size))
+            paths = head_tree(rows, size)
             return paths, (paths, 0)
         rate = table[self.n_h][0] if len(table) > self.n_h else self.marginal[0]
         best = alone = None
         for m in range(size, 0, -1):  # ties go to the larger horizontal tree
-            paths = sorted(sparse_tree(rows, m))  # (the order `HeadDrafter.tree_for` gives: the chain first)
+            paths = head_tree(rows, m)
             alone = alone or paths
             scores, total = {}, 0.0
             for p in paths:
@@ -637,7 +646,7 @@ class HawkDrafter(Drafter):
         its position and every one before it in the run has a distribution there, inside the depth budget k;
         the rest are padding. Positions alone decide that, never a drawn token."""
         b, n = tree.tokens.shape
-        chain = min(self.chain, k)  # the first `chain` nodes are the chain (`HeadDrafter.tree_for`)
+        chain = min(self.chain, k)  # the first `chain` nodes are the chain (`head_tree`)
         w, v, device = self.heads.config["width"], self.ring.shape[-1], self.ring.device
         left = min(k - chain, self.extension)  # the run's depths inside the budget k
         key = (n, chain, left, device)

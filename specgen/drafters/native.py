@@ -43,6 +43,16 @@ class _Weights(ctypes.Structure):
                                                    "bc", "tables", "sw", "sb", "lm")])
 
 
+def _fixed(t: torch.Tensor) -> torch.Tensor:
+    """A weight as the C code reads it: detached and contiguous (kept alive by whoever holds its pointer)."""
+    return t.detach().contiguous()
+
+
+def _pointers(tensors: list[torch.Tensor]):
+    """A C array of the tensors' data pointers (`const void *const *`)."""
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
+
+
 def _declare(lib):
     if not hasattr(lib, "_specgen_draft"):
         p, i64 = ctypes.c_void_p, ctypes.c_int64
@@ -64,18 +74,16 @@ class KernelRound:
     def __init__(self, lib, heads, tables: dict):
         self.lib, self.heads = _declare(lib), heads
         prefix, d = heads.prefix, heads.config["hidden_size"]
-        fixed = lambda t: t.detach().contiguous()  # noqa: E731
         # every tensor the struct points into, kept alive (and contiguous) with it
-        self._keep = keep = {k: fixed(v) for k, v in {
+        self._keep = keep = {k: _fixed(v) for k, v in {
             "norm1": prefix.norm1.weight, "norm2": prefix.norm2.weight, "wq": prefix.qkv.weight[:d],
             "wkv": prefix.qkv.weight[d:], "wo": prefix.out.weight, "w1": prefix.mlp[0].weight, "b1": prefix.mlp[0].bias,
             "w2": prefix.mlp[2].weight, "b2": prefix.mlp[2].bias, "wc": tables["context"], "bc": tables["bias"],
             "lm": heads.lm_head.weight}.items()}
         blocks = [b for stack in heads.stacks for b in stack.blocks]  # head i's block l at i * blocks + l
-        self._lists = [[fixed(t) for t in tables["tokens"]], [fixed(b.weight) for b in blocks],
-                       [fixed(b.bias) for b in blocks]]
-        ptrs = lambda ts: (ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts))  # noqa: E731
-        self._tables, self._sw, self._sb = map(ptrs, self._lists)
+        self._lists = [[_fixed(t) for t in tables["tokens"]], [_fixed(b.weight) for b in blocks],
+                       [_fixed(b.bias) for b in blocks]]
+        self._tables, self._sw, self._sb = map(_pointers, self._lists)
         eps = lambda norm: norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps  # noqa: E731
         self.weights = _Weights(
             dim=d, attention_heads=prefix.heads, window=prefix.window, vocab=heads.lm_head.weight.shape[0],
@@ -172,9 +180,8 @@ class KernelStack:
 
     def __init__(self, round: KernelRound, stack):
         self.round = round
-        self._lists = [[b.weight.detach().contiguous() for b in stack.blocks],
-                       [b.bias.detach().contiguous() for b in stack.blocks]]
-        self._sw, self._sb = ((ctypes.c_void_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in self._lists)
+        self._lists = [[_fixed(b.weight) for b in stack.blocks], [_fixed(b.bias) for b in stack.blocks]]
+        self._sw, self._sb = map(_pointers, self._lists)
 
     @classmethod
     def for_stack(cls, round: KernelRound, stack) -> "KernelStack | None":
