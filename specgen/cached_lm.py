@@ -7,7 +7,8 @@ forcing a cut to the shortest acceptance. Positions are explicit per row, so hol
 
 Slots appended by `step` are pending until `commit` keeps some of them (chains: a crop; anything else: a gather).
 Works with any `transformers` causal LM that accepts a 4-D float attention mask, position ids and a `DynamicCache`
-(checked on Llama, Qwen2, Mistral and GPT-2).
+(checked on Llama, Qwen2, Qwen3, Mistral, GPT-2 and Gemma 3). Sliding-window attention is applied through the mask,
+by each slot's position: models that mix sliding and global layers (Gemma 3) get one mask per layer type.
 """
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ class CachedLM:
         self.dtype = next(model.parameters()).dtype
         self.context = context_length(model.config)
         self.window = sliding_window(model.config)
+        types = getattr(model.config, "layer_types", None) or ()
+        self.mixed_window = self.window is not None and "full_attention" in types  # one mask per layer type
         self.vocab = vocab_size(model)
         self.forwards = 0
         self.hidden = None  # [batch, n, hidden] of the last step, once keep_hidden() was called
@@ -127,6 +130,7 @@ class CachedLM:
     def reset(self, batch: int):
         self.cache = growing_cache(self.context)
         self.slot_valid = torch.zeros(batch, 0, dtype=torch.bool, device=self.device)  # [batch, slots]
+        self.slot_pos = torch.zeros(batch, 0, dtype=torch.long, device=self.device)  # [batch, slots] positions
         self.pos = torch.zeros(batch, dtype=torch.long, device=self.device)  # committed tokens per row
         self.pending = 0  # trailing slots not yet committed
 
@@ -139,9 +143,6 @@ class CachedLM:
         if self.context is not None and total > self.context:
             raise ValueError(f"{total} tokens exceed the model's context of {self.context}: shorten the prompt "
                              f"or lower max_new_tokens")
-        if self.window is not None and total > self.window:
-            raise ValueError(f"{total} tokens exceed the model's sliding attention window of {self.window}, which "
-                             f"specgen does not emulate: shorten the prompt or lower max_new_tokens")
 
     @torch.inference_mode()
     def prefill(self, rows: list[list[int]]) -> torch.Tensor:
@@ -154,13 +155,16 @@ class CachedLM:
             tokens[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
         valid = torch.arange(width, device=self.device)[None, :] >= (width - lengths)[:, None]
         self.reset(len(rows))
-        logits = self.step(tokens, valid=valid)
+        # only the last logits are needed, unless draft heads listen to every prompt position's hidden state
+        logits = self.step(tokens, valid=valid, last_only=self._hook is None)
         self.commit_all()
         return logits[:, -1]
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, parents: torch.Tensor | None = None, valid: torch.Tensor | None = None):
-        """Append nodes [batch, n] as pending slots and return their logits [batch, n, vocab].
+    def step(self, tokens: torch.Tensor, parents: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+             last_only: bool = False):
+        """Append nodes [batch, n] as pending slots and return their logits [batch, n, vocab] ([batch, 1, vocab]
+        for the last node alone with `last_only`).
 
         Each node sees the committed valid slots, every earlier pending valid slot, and its ancestors among these
         nodes (parents [batch, n], -1 = none; None = a chain over the valid nodes).
@@ -180,14 +184,25 @@ class CachedLM:
         base = self.pos + self.slot_valid[:, slots - self.pending:].sum(1)  # [batch]
         positions = base[:, None] + depth
         see = torch.cat([self.slot_valid[:, None, :].expand(b, n, slots), anc], 2)  # [batch, n, slots + n]
-        mask = torch.zeros(see.shape, dtype=self.dtype, device=self.device)
-        mask.masked_fill_(~see, torch.finfo(self.dtype).min)
-        out = self.model(input_ids=tokens, attention_mask=mask[:, None], position_ids=positions,
-                         past_key_values=self.cache, use_cache=True)
+        slot_pos = torch.cat([self.slot_pos, positions], 1)  # [batch, slots + n]
+        mask = self._additive(see)
+        if self.window is not None:  # a slot is in the window when its position is within `window` of the node's
+            near = slot_pos[:, None, :] > positions[:, :, None] - self.window
+            windowed = self._additive(see & near)
+            mask = {"full_attention": mask, "sliding_attention": windowed} if self.mixed_window else windowed
+        extra = {"logits_to_keep": 1} if last_only else {}
+        out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, **extra)
         self.forwards += 1
         self.slot_valid = torch.cat([self.slot_valid, valid], 1)
+        self.slot_pos = slot_pos
         self.pending += n
         return out.logits
+
+    def _additive(self, see: torch.Tensor) -> torch.Tensor:
+        """A boolean visibility [batch, n, slots] as the additive float mask [batch, 1, n, slots] models take."""
+        mask = torch.zeros(see.shape, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(~see, torch.finfo(self.dtype).min)[:, None]
 
     def _ancestry(self, parents: torch.Tensor, valid: torch.Tensor):
         """`ancestry`, reused while the tree stays the same: a head drafter's tree has one shape every round."""
@@ -228,8 +243,10 @@ class CachedLM:
                     g = idx[:, None, :, None].expand(-1, region.shape[1], -1, region.shape[3])
                     t[:, :, start : start + width] = region.gather(2, g)  # in place: the cache is not copied
             valid_region = self.slot_valid[:, start:].gather(1, idx) & kept
+            pos_region = self.slot_pos[:, start:].gather(1, idx)
             self._crop(start + width)
             self.slot_valid = torch.cat([self.slot_valid[:, :start], valid_region], 1)
+            self.slot_pos = torch.cat([self.slot_pos[:, :start], pos_region], 1)
         self.pending = width
         self.commit_all()
 
@@ -238,12 +255,14 @@ class CachedLM:
         if drop > 0:
             self.cache.crop(-drop)
             self.slot_valid = self.slot_valid[:, :length]
+            self.slot_pos = self.slot_pos[:, :length]
 
     def select(self, rows: torch.Tensor):
         """Keep only these batch rows (finished rows leave the batch)."""
         self.cache.batch_select_indices(rows)
         self.slot_valid = self.slot_valid[rows]
         self.pos = self.pos[rows]
+        self.slot_pos = self.slot_pos[rows]
 
 
 def sliding_window(config) -> int | None:

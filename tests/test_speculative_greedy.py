@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from specgen import CachedLM, generate, make_drafter
-from tiny import ARCHS, perturbed, random_heads, tiny_model
+from tiny import ARCHS, perturbed, random_heads, tiny_model, trimmed
 
 HEAD_KINDS = ["medusa", "hydra", "koala", "redrafter", "hawk", "hawk:hydra"]  # hawk with Hydra++ rows
 
@@ -18,9 +18,12 @@ def run(target, prompts, method, drafts=None, **kw):
 def models(request):
     """A target and, per method, what it drafts with: a perturbed copy (pard, draft_model), random heads."""
     target = tiny_model(request.param, layers=3)
-    draft = perturbed(target, 0.3, pard_token=2)
+    draft = perturbed(target, 0.15 if request.param == "gemma3" else 0.3, pard_token=2)  # gemma3 is more sensitive
     heads = {kind: random_heads(target, kind) for kind in HEAD_KINDS}
-    return target, {"pard": draft, "draft_model": draft, **heads}
+    # a draft that predicts three quarters of the target's vocabulary (EAGLE-3-style map to target ids)
+    small = trimmed(draft, [t for t in range(97) if t % 4])
+    return target, {"pard": draft, "draft_model": draft, "pard:trimmed": small, "draft_model:trimmed": small,
+                    **heads}
 
 
 def test_ar_matches_transformers_generate(models):
@@ -32,7 +35,8 @@ def test_ar_matches_transformers_generate(models):
         assert ours == ref
 
 
-@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", *HEAD_KINDS])
+@pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", *HEAD_KINDS, "pard:trimmed",
+                                    "draft_model:trimmed"])
 @pytest.mark.parametrize("max_new_tokens,num_draft_tokens", [(23, 4), (13, 5)])
 def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft_tokens):
     target, draft = models
@@ -44,8 +48,9 @@ def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft
         assert s.token_ids == r.token_ids
         assert b.token_ids == r.token_ids
         assert len(r.token_ids) == max_new_tokens
-    if method == "draft_model":  # the perturbed draft agrees often: the test exercises accepted drafts
-        assert max(s.stats.mean_accepted for s in single) > 1.5
+    if method.startswith("draft_model"):  # the perturbed draft agrees often: the test exercises accepted drafts
+        # (a trimmed one cannot propose a quarter of the tokens, so less often)
+        assert max(s.stats.mean_accepted for s in single) > (1.5 if method == "draft_model" else 1.1)
 
 
 @pytest.mark.parametrize("method", ["ar", "pard", "draft_model", "ngram", *HEAD_KINDS])

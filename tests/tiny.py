@@ -4,10 +4,14 @@ from __future__ import annotations
 import copy
 
 import torch
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
-ARCHS = ("llama", "qwen2", "mistral", "gpt2")
+# gemma3 mixes sliding-window and global layers and mistral slides on every layer, both with a window of 8 tokens,
+# so the tests' sequences run past it
+ARCHS = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "gpt2")
+WINDOW = 8
 
 
 def tiny_model(arch: str = "llama", vocab: int = 97, seed: int = 0, context: int = 128, init: float = 0.02,
@@ -19,11 +23,18 @@ def tiny_model(arch: str = "llama", vocab: int = 97, seed: int = 0, context: int
                          bos_token_id=0, eos_token_id=0, initializer_range=init)
         return GPT2LMHeadModel(cfg).eval()
     configs = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-               "mistral": (MistralConfig, MistralForCausalLM)}
+               "qwen3": (Qwen3Config, Qwen3ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+               "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM)}
+    extra = {"sliding_window": WINDOW} if arch == "mistral" else {}
+    if arch in ("qwen3", "gemma3"):
+        extra["head_dim"] = 8
+    if arch == "gemma3":
+        extra.update(sliding_window=WINDOW, query_pre_attn_scalar=8,
+                     layer_types=["full_attention" if i % 2 else "sliding_attention" for i in range(layers)])
     config_cls, model_cls = configs[arch]
     cfg = config_cls(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-                     bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init)
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0, initializer_range=init, **extra)
     return model_cls(cfg).eval()
 
 
@@ -37,6 +48,27 @@ def perturbed(model, scale: float, seed: int = 1, pard_token: int | None = None)
     if pard_token is not None:
         draft.config.pard_token = pard_token
     return draft
+
+
+def trimmed(model, keep: list[int], pard: bool = True):
+    """A draft over a trimmed vocabulary (`keep`: the target ids it predicts, draft ids 0..len-1 in that order,
+    then an unknown id and a PARD mask id), made from `model` by keeping those rows of its embeddings and head."""
+    draft = copy.deepcopy(model)
+    idx = torch.tensor(keep)
+    n = len(keep) + 2
+    with torch.no_grad():
+        emb, head = draft.get_input_embeddings(), draft.get_output_embeddings()
+        new_emb = torch.nn.Embedding(n, emb.weight.shape[1])
+        new_emb.weight[: len(keep)] = emb.weight[idx]
+        new_head = torch.nn.Linear(head.weight.shape[1], n, bias=False)
+        new_head.weight[: len(keep)] = head.weight[idx]
+    draft.set_input_embeddings(new_emb)
+    draft.set_output_embeddings(new_head)
+    draft.config.vocab_size = n
+    draft.config.draft_to_target, draft.config.draft_unk_token = list(keep), len(keep)
+    if pard:
+        draft.config.pard_token = len(keep) + 1
+    return draft.eval()
 
 
 def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):

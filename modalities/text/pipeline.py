@@ -57,6 +57,9 @@ class TextPipeline:
     def from_pretrained(cls, path: str, draft: str | None = None, method: str | None = None, device=None,
                         dtype=None, num_draft_tokens: int = 8) -> "TextPipeline":
         """Load a target (and a draft) from local checkpoint folders; device and dtype are automatic unless given."""
+        from .gemma import resolve_model
+
+        path = resolve_model(path)
         model = load_causal_lm(path, device, dtype, what="target")
         draft_obj = draft_tok = None
         if draft is not None and os.path.isfile(os.path.join(draft, "heads.json")):
@@ -175,9 +178,17 @@ def held_back(text: str, stops: list[str]) -> int:
 
 
 def check_same_vocabulary(tokenizer, draft_tokenizer, target_vocab: int, draft_model):
-    """A draft must share the target's tokenizer: the same token ids for the same pieces."""
+    """A draft must share the target's tokenizer: the same token ids for the same pieces (a draft with a trimmed
+    vocabulary stores its target tokenizer's fingerprint instead of a tokenizer)."""
     from specgen.cached_lm import vocab_size
+    from specgen.vocab_map import VocabMap, tokenizer_fingerprint
 
+    expected = getattr(draft_model.config, "target_tokenizer", None)
+    if expected is not None and expected != tokenizer_fingerprint(tokenizer):
+        raise ValueError("the draft was trained for another tokenizer (its target_tokenizer fingerprint differs from "
+                         "this target's): use a draft trained for this target's tokenizer")
+    if VocabMap.of(draft_model.config, vocab_size(draft_model), target_vocab) is not None:
+        return  # the map's ids were checked against the target's vocabulary
     dv = vocab_size(draft_model)
     if dv > target_vocab:
         raise ValueError(f"the draft's vocabulary ({dv}) is larger than the target's ({target_vocab}): they do not "

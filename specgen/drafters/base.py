@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ..cached_lm import CachedLM
 from ..sampling import Sampling, draw_distinct
 from ..tree import DraftTree
+from ..vocab_map import VocabMap
 
 
 class Drafter(ABC):
@@ -75,6 +76,15 @@ class ModelDrafter(Drafter):
 
     def __init__(self, model):
         self.lm = CachedLM(model)
+        self.vocab_map: VocabMap | None = None  # set at `start` for a draft with a trimmed vocabulary
+
+    def to_draft(self, ids: torch.Tensor) -> torch.Tensor:
+        """Target ids as the draft's input ids."""
+        return ids if self.vocab_map is None else self.vocab_map.to_draft(ids)
+
+    def draw(self, logits: torch.Tensor):
+        """As `Drafter.draw`, after mapping a trimmed draft's logits into the target's vocabulary."""
+        return super().draw(logits if self.vocab_map is None else self.vocab_map.to_target(logits))
 
     @property
     def forwards(self) -> int:
@@ -85,9 +95,14 @@ class ModelDrafter(Drafter):
 
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
-        if self.lm.vocab > vocab:
+        config = self.lm.model.config
+        if self.vocab_map is None or self.vocab_map.target_vocab != vocab:
+            self.vocab_map = VocabMap.of(config, self.lm.vocab, vocab, self.lm.device)
+        if self.vocab_map is None and self.lm.vocab > vocab:
             raise ValueError(f"the draft's vocabulary ({self.lm.vocab}) is larger than the target's ({vocab}): "
                              f"they do not share a tokenizer; use a draft trained with the target's tokenizer")
+        if self.vocab_map is not None:
+            prompts = [self.to_draft(torch.tensor(p, device=self.lm.device)).tolist() for p in prompts]
         self.lm.prefill(prompts)
         self.pending = [[t] for t in first]
 

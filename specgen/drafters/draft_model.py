@@ -16,7 +16,7 @@ class DraftModelDrafter(ModelDrafter):
 
     def propose(self, k: int) -> DraftTree:
         real, valid = ragged(self.pending, self.lm.device)
-        logits = self.lm.step(real, valid=valid)
+        logits = self.lm.step(self.to_draft(real), valid=valid)
         last = torch.tensor([len(p) - 1 for p in self.pending], device=real.device)
         step_logits = logits[torch.arange(real.shape[0], device=real.device), last][:, None]  # [batch, 1, vocab]
         drafts, qs = [], []
@@ -25,7 +25,7 @@ class DraftModelDrafter(ModelDrafter):
             drafts.append(tok)
             qs.append(q)
             if i + 1 < k:
-                step_logits = self.lm.step(tok)
+                step_logits = self.lm.step(self.to_draft(tok))
         self.width, self.fed = real.shape[1], k - 1  # pending layout: [width real/holes][k-1 drafts]
         q = torch.cat(qs, 1) if qs[0] is not None else None
         return DraftTree.chain(torch.cat(drafts, 1), q=q)

@@ -33,7 +33,8 @@ class PardDrafter(ModelDrafter):
         self.lm.check_length(total)
 
     def propose(self, k: int) -> DraftTree:
-        real, real_valid = ragged(self.pending, self.lm.device)  # [batch, width]
+        real, real_valid = ragged(self.pending, self.lm.device)  # [batch, width] target ids
+        real = self.to_draft(real)
         b, width = real.shape
         masks = torch.full((b, k - 1), self.mask_id, dtype=torch.long, device=real.device)
         tokens = torch.cat([real, masks], 1)
