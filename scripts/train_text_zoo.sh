@@ -2,6 +2,7 @@
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
 # Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
+#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-export|gemma-bench]...   (Gemma 3 270M's draft)
 # small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
@@ -76,6 +77,28 @@ for step in "$@"; do
     bench-small)  # the same PARD draft on the smaller target
       $S bench text --model models/zoo/text-12m --draft models/zoo/text-draft-5m --pard-draft models/zoo/text-pard-5m \
         --prompts 6 --max-new-tokens 128 --dtype bfloat16 --out bench_out/text-12m ;;
+    gemma-data)  # the corpus in Gemma's ids, Gemma's own continuations (GEN_MINUTES), the trimmed vocabulary
+      [ -f data/text/train.jsonl ] || .venv/bin/python -m modalities.text.corpus --out $D
+      G=data/gemma
+      [ -f $G/train.code.u32 ] || .venv/bin/python -m modalities.text.distill encode --out $G
+      .venv/bin/python -m modalities.text.distill generate --out $G --minutes "${GEN_MINUTES:-45}"
+      .venv/bin/python -m modalities.text.distill vocab --out $G --size 16384
+      .venv/bin/python -m modalities.text.distill export --out $G
+      [ -d runs/gemma-pard-init ] || .venv/bin/python -m modalities.text.distill init --out $G --dest runs/gemma-pard-init ;;
+    gemma-pard)
+      G=data/gemma/draft
+      $S train-pard --init runs/gemma-pard-init --out runs/gemma-pard \
+        --train $G/train.code.bin:1,$G/train.prose.bin:1,$G/generated.code.bin:0.3,$G/generated.prose.bin:0.2 \
+        --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps 3000 \
+        --batch 8 --seq 256 --lr 1e-3 --warmup 100 --eval-every 250 --max-minutes "$MINUTES" ;;
+    gemma-export)
+      G=data/gemma/draft
+      $S train-pard --init runs/gemma-pard-init --train $G/train.code.bin --heldout $G/heldout.code.bin \
+        --out runs/gemma-pard --export models/zoo/text-gemma-pard ;;
+    gemma-bench)
+      $S bench text --model gemma-3-270m --pard-draft models/zoo/text-gemma-pard --draft "" --corpus data/gemma \
+        --domains humaneval prose --prompts 8 --max-new-tokens 128 --temperatures 0 1 --dtype bfloat16 \
+        --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

