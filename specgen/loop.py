@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -32,9 +32,17 @@ class Stats:
     loop_s: float = 0.0  # the loop's own Python and bookkeeping: wall minus prefill, draft and verify
     acceptance: str = "greedy"  # the acceptance rule used
     lossless: bool = True  # False for lossy rules (typical): the output may differ from the target's own
+    accepted_hist: list[int] = field(default_factory=list)  # [i]: verification rounds that accepted i drafts
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def accepted_at(hist) -> list[float]:
+    """Per position ahead (1, 2, ...): the fraction of rounds whose drafts were accepted at least that far, from
+    rounds counted by accepted drafts (`Stats.accepted_hist`, or several summed)."""
+    total = sum(hist)
+    return [sum(hist[i:]) / total for i in range(1, len(hist))] if total else []
 
 
 @dataclass
@@ -86,6 +94,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
     out: list[list[int]] = [[] for _ in range(n)]
     finish = ["length"] * n
     rounds = [0] * n
+    hist: list[list[int]] = [[] for _ in range(n)]  # per row: rounds by number of accepted drafts
     timer = Timer(target.device)
     block = None if allowed is None else ~allowed.to(target.device)
 
@@ -155,6 +164,9 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         live = []
         for b, r in enumerate(rows):
             rounds[r] += 1
+            n_acc = len(paths[b]) - 1
+            hist[r].extend([0] * (n_acc + 1 - len(hist[r])))
+            hist[r][n_acc] += 1
             kept, done = emit(r, emitted[b])
             yield r, kept
             if not done:
@@ -178,7 +190,7 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
                       target_forwards=rounds[r] + (max_new_tokens > 0), draft_forwards=draft_fw,
                       prefill_s=parts["prefill"], draft_s=parts["draft"], verify_s=parts["verify"],
                       loop_s=max(0.0, wall - sum(parts.values())), acceptance=rule_name,
-                      lossless=LOSSLESS.get(rule_name, False))
+                      lossless=LOSSLESS.get(rule_name, False), accepted_hist=hist[r])
         results.append(Generation(out[r], stats, finish[r]))
     return results
 

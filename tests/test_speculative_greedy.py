@@ -98,3 +98,15 @@ def test_allowed_tokens_restrict_every_method_alike(models, method):
     out = run(target, PROMPTS, method, drafts, max_new_tokens=15, allowed=allowed)
     assert [o.token_ids for o in out] == [r.token_ids for r in ref]
     assert all(40 <= t < 70 for o in out for t in o.token_ids)
+
+
+def test_stats_count_rounds_by_accepted_drafts(models):
+    from specgen.loop import accepted_at
+
+    target, draft = models
+    s = run(target, [PROMPTS[0]], "draft_model", draft, max_new_tokens=30, num_draft_tokens=4)[0].stats
+    assert sum(s.accepted_hist) == s.target_forwards - 1  # every verification round, none for the prefill
+    emitted = sum(i * n for i, n in enumerate(s.accepted_hist)) + sum(s.accepted_hist)  # drafts + the target's own
+    assert emitted >= s.new_tokens - 1  # (the last round may be cut at the budget)
+    at = accepted_at(s.accepted_hist)
+    assert all(1 >= a >= b >= 0 for a, b in zip(at, at[1:] + [0]))

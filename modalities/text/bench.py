@@ -19,6 +19,7 @@ from specgen import CachedLM, Sampling, generate, make_drafter
 from specgen.bench import Results, settings, write_outputs
 from specgen.drafters import AUTO_DRAWN
 from specgen.loading import load_causal_lm
+from specgen.loop import accepted_at
 
 
 def heldout_prompts(corpus: str, domain: str, count: int, prompt_len: int, need: int, seed: int, bos: int,
@@ -82,6 +83,7 @@ class Runner:
         def run(prompt, seed):
             gen = torch.Generator(self.lm.device).manual_seed(seed)
             g = generate(self.lm, [prompt], drafter, sampling, self.max_new, k, (), None, gen)[0]
+            self.hist = g.stats.accepted_hist
             return g.token_ids, g.stats.wall_s, g.stats.mean_accepted, g.stats.loop_s
         return run
 
@@ -98,6 +100,7 @@ class Runner:
                                            **sample, **extra)
             if x.device.type == "cuda":
                 torch.cuda.synchronize()
+            self.hist = []
             return out[0, len(prompt):].tolist(), time.perf_counter() - t0, None, 0.0
         return run
 
@@ -163,6 +166,7 @@ def bench(args) -> str:
                heldout_prompts(args.corpus, d, args.prompts, args.prompt_len, args.max_new_tokens, args.seed,
                                tok.bos_token_id, tok.eos_token_id) for d in args.domains}
     results = Results("ar")
+    hists: dict[tuple[str, str], np.ndarray] = {}  # (group, method) -> rounds by accepted drafts, summed
     runner = Runner(target, ar_draft, pard, args.max_new_tokens, load_head_rows(args.heads, target))
     for temp in args.temperatures:
         table = methods_for(runner, temp, args.ks, args.assist_ks, args.lookup_k, args.methods)
@@ -174,10 +178,18 @@ def bench(args) -> str:
                 for name, fn in table.items():
                     ids, secs, acc, loop = fn(p, args.seed + i)
                     results.add(group, name, len(ids), secs, acc, loop)
+                    h = hists.get((group, name), np.zeros(0, dtype=np.int64))
+                    h = np.pad(h, (0, max(0, len(runner.hist) - len(h))))
+                    h[: len(runner.hist)] += runner.hist
+                    hists[group, name] = h
                 print(f"{group}: prompt {i + 1}/{len(ps)} done", flush=True)
     if args.parity:
         parity_pass(args, prompts, results)
     rows = best_assisted(results.rows())
+    for r in rows:  # per position ahead: the fraction of rounds whose drafts were accepted at least that far
+        h = hists.get((r["group"], r["method"]))
+        if h is not None and len(h) > 1:
+            r["accepted_at"] = [round(a, 3) for a in accepted_at(h.tolist())]
     meta = settings(args)
     meta.update(device=str(target.device), dtype=str(target.dtype), torch_threads=torch.get_num_threads())
     md = write_outputs(args.out, "text", rows, meta, f"specgen text, {os.path.basename(args.model.rstrip('/'))}")

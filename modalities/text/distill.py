@@ -159,7 +159,7 @@ def export(out: str):
 
 
 def init_draft(out: str, target: str, dest: str, hidden: int = 320, layers: int = 4, heads: int = 5,
-               intermediate: int = 864, context: int = 4096, seed: int = 0):
+               intermediate: int = 864, context: int = 8192, seed: int = 0):
     """A fresh Llama-format draft over the trimmed vocabulary (`vocab.json`), ready for PARD training: its config
     carries the draft-to-target map, the unknown and mask ids and the target tokenizer's fingerprint; its (tied)
     embeddings start as the target's embeddings of the same tokens, reduced to `hidden` dimensions by PCA."""
