@@ -4,10 +4,11 @@ method, as JSON: run it before and after a change that should not change behavio
     .venv/bin/python scripts/record_decodes.py --out /tmp/decodes-before.json
     .venv/bin/python scripts/record_decodes.py --out /tmp/decodes-after.json --compare /tmp/decodes-before.json
 
-Each decode's budget is capped at `--tokens` new tokens (`--rap-tokens` for rap): the speech, image and rap pipelines run as they are up
-to their call of the decode loop (prefix, drafter, acceptance rule, sampling), whose budget is capped and whose
-tokens are recorded; the audio and pixel stages after it are skipped. Besides the tokens, each record keeps the
-target and draft forwards, which change when the drafts change even where greedy output cannot.
+Each decode's budget is capped at `--tokens` new tokens (`--rap-tokens` for rap): the speech, image and rap
+pipelines run as they are up to their call of the decode loop (prefix, drafter, acceptance rule, sampling), whose
+budget is capped and whose tokens are recorded; the audio and pixel stages after it are skipped. Besides the
+tokens, each record keeps the target and draft forwards, which change when the drafts change even where greedy
+output cannot.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def text_decodes(tokens: int) -> dict:
     target = os.path.join(ZOO, "text-30m")
     drafts = {"ar": None, "ngram": None, "pard": os.path.join(ZOO, "text-pard-5m"),
               "draft_model": os.path.join(ZOO, "text-draft-5m")}
-    drafts.update({kind: os.path.join(ZOO, "text-30m-heads", kind) for kind in ("hydra", "medusa", "koala", "redrafter")})
+    heads = ("hydra", "medusa", "koala", "redrafter")
+    drafts.update({kind: os.path.join(ZOO, "text-30m-heads", kind) for kind in heads})
     for method, draft in drafts.items():
         pipe = TextPipeline.from_pretrained(target, draft=draft, method=method, device="cpu")
         sampled = {"greedy": {"temperature": 0.0}, "sample": {"temperature": TEMPERATURE, "seed": SEED}}
