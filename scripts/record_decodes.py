@@ -59,15 +59,20 @@ def record(outs) -> list[dict]:
              "draft_forwards": o.stats.draft_forwards} for o in outs]
 
 
-def media(module, call, tokens: int) -> list[dict]:
-    restore = capped_loop(module, tokens)
-    try:
-        call()
-    except Captured as c:
-        return record(c.outs)
-    finally:
-        restore()
-    raise RuntimeError("the pipeline returned without calling the decode loop")
+def media(module, prefix: str, call, runs: dict, tokens: int) -> dict:
+    """Run `call(**kw)` (a pipeline's generate) for each named `kw` of `runs` with `module`'s decode loop capped;
+    the records under '<prefix>/<name>'."""
+    out = {}
+    for name, kw in runs.items():
+        restore = capped_loop(module, tokens)
+        try:
+            call(**kw)
+            raise RuntimeError("the pipeline returned without calling the decode loop")
+        except Captured as c:
+            out[f"{prefix}/{name}"] = record(c.outs)
+        finally:
+            restore()
+    return out
 
 
 def text_decodes(tokens: int) -> dict:
@@ -93,41 +98,34 @@ def text_decodes(tokens: int) -> dict:
 def speech_decodes(tokens: int) -> dict:
     import modalities.speech.pipeline as sp
 
-    out = {}
     pipe = sp.SpeechPipeline.from_pretrained(os.path.join(ZOO, "speech-tts"), device="cpu")
-    text = "The quick brown fox jumps over the lazy dog."
-    runs = {"ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
-            "vadusa/tolerance-3": dict(), "vadusa/tolerance-1-greedy": dict(tolerance=1, temperature=0.0),
-            "vadusa/sample": dict(acceptance="sample"), "vadusa/sample-top": dict(acceptance="sample", draws="top"),
-            "vadusa/sample-eager": dict(acceptance="sample", compile_draft=False)}
-    for name, kw in runs.items():
-        out[f"speech/{name}"] = media(sp, lambda kw=kw: pipe.generate(text, seed=SEED, **kw), tokens)
+    say = lambda **kw: pipe.generate("The quick brown fox jumps over the lazy dog.", seed=SEED, **kw)  # noqa: E731
+    out = media(sp, "speech", say, {
+        "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
+        "vadusa/tolerance-3": dict(), "vadusa/tolerance-1-greedy": dict(tolerance=1, temperature=0.0),
+        "vadusa/sample": dict(acceptance="sample"), "vadusa/sample-top": dict(acceptance="sample", draws="top"),
+        "vadusa/sample-eager": dict(acceptance="sample", compile_draft=False)}, tokens)
     pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "speech-tts", "heads-medusa"))
-    for name, kw in {"vadusa-medusa/tolerance-3": dict(), "vadusa-medusa/sample": dict(acceptance="sample")}.items():
-        out[f"speech/{name}"] = media(sp, lambda kw=kw: pipe.generate(text, seed=SEED, **kw), tokens)
-    return out
+    return {**out, **media(sp, "speech/vadusa-medusa", say, {"tolerance-3": dict(),
+                                                            "sample": dict(acceptance="sample")}, tokens)}
 
 
 def image_decodes(tokens: int) -> dict:
     import modalities.image.pipeline as ip
 
-    out = {}
-    pipe = ip.ImagePipeline.from_pretrained(os.path.join(ZOO, "image-scenes"), device="cpu")
+    folder = os.path.join(ZOO, "image-scenes")
     caption = "a red circle left of a blue square"
-    runs = {"ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
-            "hawk/greedy": dict(temperature=0.0), "hawk/sample": dict(), "hawk/sample-top": dict(draws="top"),
-            "hawk/sample-no-vertical": dict(draws="top", vertical=False),
-            "hawk/greedy-no-vertical": dict(temperature=0.0, vertical=False),
-            "hawk/relaxed": dict(acceptance="relaxed"), "hawk/sample-eager": dict(compile_draft=False),
-            "hawk/two-samples": dict(samples=2)}
-    for name, kw in runs.items():
-        out[f"image/{name}"] = media(ip, lambda kw=kw: pipe.generate(caption, seed=SEED, **kw), tokens)
-    medusa = ip.ImagePipeline.from_pretrained(os.path.join(ZOO, "image-scenes"), device="cpu",
-                                              heads=os.path.join(ZOO, "image-scenes", "heads-medusa"))
-    for name, kw in {"hawk-medusa/greedy": dict(temperature=0.0), "hawk-medusa/sample-top": dict(draws="top"),
-                     "hawk-medusa/sample": dict()}.items():
-        out[f"image/{name}"] = media(ip, lambda kw=kw: medusa.generate(caption, seed=SEED, **kw), tokens)
-    return out
+    pipe = ip.ImagePipeline.from_pretrained(folder, device="cpu")
+    out = media(ip, "image", lambda **kw: pipe.generate(caption, seed=SEED, **kw), {
+        "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
+        "hawk/greedy": dict(temperature=0.0), "hawk/sample": dict(), "hawk/sample-top": dict(draws="top"),
+        "hawk/sample-no-vertical": dict(draws="top", vertical=False),
+        "hawk/greedy-no-vertical": dict(temperature=0.0, vertical=False),
+        "hawk/relaxed": dict(acceptance="relaxed"), "hawk/sample-eager": dict(compile_draft=False),
+        "hawk/two-samples": dict(samples=2)}, tokens)
+    medusa = ip.ImagePipeline.from_pretrained(folder, device="cpu", heads=os.path.join(folder, "heads-medusa"))
+    return {**out, **media(ip, "image/hawk-medusa", lambda **kw: medusa.generate(caption, seed=SEED, **kw), {
+        "greedy": dict(temperature=0.0), "sample-top": dict(draws="top"), "sample": dict()}, tokens)}
 
 
 def rap_decodes(tokens: int, tmp: str) -> dict:
@@ -135,20 +133,17 @@ def rap_decodes(tokens: int, tmp: str) -> dict:
     from modalities.rap.beats import SR, beat
     from models.audio import save_audio
 
-    out = {}
     beat_path = os.path.join(tmp, "beat.wav")
     save_audio(beat_path, beat(96, 3, seed=2)[0], SR)
-    lyrics = "we walk the road today\nand sing the night away"
     pipe = rp.RapPipeline.from_pretrained(os.path.join(ZOO, "rap"), device="cpu")
-    runs = {"ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
-            "heads/greedy": dict(temperature=0.0), "heads/sample": dict(), "heads/sample-top": dict(draws="top"),
-            "heads/tolerance-3": dict(tolerance=3), "heads/sample-eager": dict(compile_draft=False)}
-    for name, kw in runs.items():
-        out[f"rap/{name}"] = media(rp, lambda kw=kw: pipe.generate(lyrics, beat_path, seed=SEED, **kw), tokens)
+    rap = lambda **kw: pipe.generate("we walk the road today\nand sing the night away", beat_path,  # noqa: E731
+                                     seed=SEED, **kw)
+    out = media(rp, "rap", rap, {
+        "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
+        "heads/greedy": dict(temperature=0.0), "heads/sample": dict(), "heads/sample-top": dict(draws="top"),
+        "heads/tolerance-3": dict(tolerance=3), "heads/sample-eager": dict(compile_draft=False)}, tokens)
     pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "rap", "heads-medusa"))
-    for name, kw in {"heads-medusa/greedy": dict(temperature=0.0), "heads-medusa/sample": dict()}.items():
-        out[f"rap/{name}"] = media(rp, lambda kw=kw: pipe.generate(lyrics, beat_path, seed=SEED, **kw), tokens)
-    return out
+    return {**out, **media(rp, "rap/heads-medusa", rap, {"greedy": dict(temperature=0.0), "sample": dict()}, tokens)}
 
 
 def load_heads_beside(pipe, folder: str):
