@@ -60,7 +60,7 @@ class TextDemo:
             base = TextPipeline.from_pretrained(self.model, draft=self.draft)
             pipes = {m: base for m in ("ar", "ngram", "pard", "draft_model")}
             for h in self.heads:
-                heads = load_heads(h, base.target.model)
+                heads = load_heads(h, base.target.model, narrow=True)
                 pipes[heads.kind] = TextPipeline(base.target.model, base.tokenizer, heads)
             self._pipes = pipes
         return self._pipes

@@ -57,7 +57,7 @@ def main():
     p.add_argument("--out", help="also write the table as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    lm = CachedLM(load_causal_lm(args.model, None, "float32", what="model"))
+    lm = CachedLM(load_causal_lm(args.model, None, "float32", what="model", narrow=True))
     sizes = list(range(1, args.max_nodes + 2))  # nodes verified plus the root
     factories = {"growing": cached_lm.growing_cache, "dynamic": lambda limit=None: DynamicCache()}
     runs = {(c, n): [] for c in args.caches for n in sizes}

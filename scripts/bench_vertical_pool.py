@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--out", default="docs/bench/vertical-pool.json")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    target = load_causal_lm(os.path.join(args.model, "lm"), "cpu", "float32", what="image LM")
+    target = load_causal_lm(os.path.join(args.model, "lm"), "cpu", "float32", what="image LM", narrow=True)
     heads = load_heads(os.path.join(args.model, "heads"), target)
     vocab = ImageVocab.load(os.path.join(args.model, "lm"))
     guidance = (args.cfg_scale, vocab.unconditional([]))

@@ -150,7 +150,7 @@ def load_heads_beside(pipe, folder: str):
     """Another heads folder trained on the pipeline's LM."""
     from specgen.heads import load_heads
 
-    return load_heads(folder, pipe.lm.model)
+    return load_heads(folder, pipe.lm.model, narrow=True)
 
 
 def compare(now: dict, before: dict) -> int:

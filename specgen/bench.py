@@ -188,7 +188,7 @@ def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
     variants = [(pipe.heads.kind if pipe.heads is not None else "none", pipe)]
     for folder in folders or []:
         other = copy.copy(pipe)
-        other.heads = load_heads(folder, pipe.lm.model)
+        other.heads = load_heads(folder, pipe.lm.model, narrow=True)
         label = other.heads.kind
         if any(label == seen for seen, _ in variants):
             label += " " + os.path.basename(os.path.normpath(folder))

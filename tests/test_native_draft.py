@@ -1,14 +1,14 @@
-"""Hydra++ draft rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
+"""Hydra++ draft rounds by specgen's CPU kernel (specgen/kernels/csrc/draft.c, specgen/kernels/rounds.py): the same
 guesses and distributions as the PyTorch round, used exactly where it applies, and decodes that stay exact."""
 import copy
 
 import pytest
 import torch
 
-from specgen import CachedLM, Sampling, cpu, generate
+from specgen import CachedLM, Sampling, generate
 from specgen.drafters import heads as head_drafters
 from specgen.drafters.heads import HydraDrafter
-from specgen.drafters.native import KernelRound
+from specgen.kernels import KernelRound, build
 from tiny import random_heads, tiny_model
 
 CHAIN = [[0.9, 0.01]] * 4  # a table whose best trees are chains
@@ -17,7 +17,7 @@ SPLIT = [[0.5, 0.4, 0.1]] * 4  # ... and one whose trees branch (three children 
 
 @pytest.fixture(scope="module")
 def setup():
-    assert cpu.library() is not None, "the kernels should build here (gcc is installed by scripts/setup.sh)"
+    assert build.library() is not None, "the kernels should build here (gcc is installed by scripts/setup.sh)"
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)
     return target, random_heads(target, "hydra", scale=2.0, seed=5)
 
@@ -115,7 +115,7 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
     greedy, _ = decode(target, heads, Sampling(), prompts=prompts)
     assert greedy == [o.token_ids for o in plain] and calls
     sampled, _ = decode(target, heads, Sampling(temperature=1.0), seed=4)
-    monkeypatch.setattr(cpu, "KERNEL", False)
+    monkeypatch.setattr(build, "KERNEL", False)
     calls.clear()
     eager, drafter = decode(target, heads, Sampling(temperature=1.0), seed=4)
     assert drafter.native is None and not calls
@@ -160,7 +160,7 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
     the same fp16 values, as the PyTorch product does up to its rounding); a sampled Hawk decode with a vertical
     run is the PyTorch decode's from the same seed; shapes are checked."""
     from specgen.drafters import HawkDrafter
-    from specgen.drafters.native import KernelStack
+    from specgen.kernels import KernelStack
 
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)
     hawk = random_heads(target, "hawk:hydra", scale=2.0, seed=6)
@@ -188,7 +188,7 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
         return
     outs = {}
     for kernel in (True, False):
-        monkeypatch.setattr(cpu, "KERNEL", kernel)
+        monkeypatch.setattr(build, "KERNEL", kernel)
         d = HawkDrafter(hawk, tree_size=4, dtype=dtype)
         gen = torch.Generator().manual_seed(4)
         outs[kernel] = [o.token_ids for o in generate(CachedLM(target), [[5, 6, 7, 8], [9, 10, 11, 12]], d,

@@ -63,7 +63,7 @@ class ImagePipeline:
     def from_pretrained(cls, path: str, device=None, dtype=None, heads: str | None = None) -> "ImagePipeline":
         """A folder with lm/ (+ image_vocab.json), vq/ and optionally heads/ (Hawk); `heads`: another Hawk heads
         folder trained on this LM (the zoo model also ships `heads-medusa/`)."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="image LM", heads=heads)
+        lm, heads = load_lm_and_heads(path, device, dtype, what="image LM", heads=heads, narrow=True)
         tokenizer = ImageTokenizer.load(os.path.join(path, "vq"))
         return cls(lm, ImageVocab.load(os.path.join(path, "lm")), tokenizer, heads)
 

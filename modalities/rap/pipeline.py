@@ -70,7 +70,7 @@ class RapPipeline:
         """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav;
         tokenizer/, flow/ and vocoder/ may instead be another model's, named in the folder's shared.json (the zoo's
         rap model uses the speech model's)."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM")
+        lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM", narrow=True)
         prompt = os.path.join(path, "prompt.wav")
         tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, RapVocab.load(os.path.join(path, "lm")), tokenizer,

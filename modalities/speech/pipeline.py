@@ -53,7 +53,7 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
         """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM")
+        lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM", narrow=True)
         flow = FlowDecoder.load(part_path(path, "flow")).to(lm.device)
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))

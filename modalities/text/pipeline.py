@@ -57,12 +57,12 @@ class TextPipeline:
     def from_pretrained(cls, path: str, draft: str | None = None, method: str | None = None, device=None,
                         dtype=None, num_draft_tokens: int = 8) -> "TextPipeline":
         """Load a target (and a draft) from local checkpoint folders; device and dtype are automatic unless given."""
-        model = load_causal_lm(path, device, dtype, what="target")
+        model = load_causal_lm(path, device, dtype, what="target", narrow=True)
         draft_obj = draft_tok = None
         if draft is not None and os.path.isfile(os.path.join(draft, "heads.json")):
-            draft_obj = load_heads(draft, model)
+            draft_obj = load_heads(draft, model, narrow=True)
         elif draft is not None:
-            draft_obj = load_causal_lm(draft, model.device, model.dtype, what="draft")
+            draft_obj = load_causal_lm(draft, model.device, model.dtype, what="draft", narrow=True)
             try:
                 draft_tok = load_tokenizer(draft, what="draft")
             except ValueError:

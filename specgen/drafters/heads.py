@@ -9,12 +9,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..cpu import narrow_matmuls
+from .. import kernels
 from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
 from .base import Drafter
-from .native import KernelRound, KernelStack, Plan
 
 
 def default_accuracy(num_heads: int, ranks: int = 8) -> list[list[float]]:
@@ -53,8 +52,10 @@ def default_draft_dtype(heads: DraftHeads) -> torch.dtype:
 
 def drafting_heads(heads: DraftHeads, dtype: torch.dtype | None) -> DraftHeads:
     """The heads a drafter runs: their kept copy in `dtype` (default `default_draft_dtype`), with the few-row CPU
-    product switched on where it applies."""
-    return narrow_matmuls(heads.drafting_copy(dtype or default_draft_dtype(heads)))
+    product switched on where it applies; the heads themselves where they already are in `dtype` (the caller's,
+    left as they were loaded: `load_heads(..., narrow=True)` switches them)."""
+    copy = heads.drafting_copy(dtype or default_draft_dtype(heads))
+    return copy if copy is heads else kernels.narrow_matmuls(copy)
 
 
 def default_tree_size(heads: DraftHeads) -> int:
@@ -172,9 +173,9 @@ class HydraDrafter(HeadDrafter):
         super().__init__(heads, tree_size, rule, table, draws, dtype)
         self.compiled = COMPILE_DRAFT if compile is None else compile
         self.kernel = compile is None  # `KernelRound` where it applies
-        self.native: KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
+        self.native: kernels.KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
-        self._plans: dict[tuple, Plan] = {}  # the same trees as the kernel reads them (`plan`)
+        self._plans: dict[tuple, kernels.Plan] = {}  # the same trees as the kernel reads them (`plan`)
         self.heads.build_token_tables()  # cheaper head calls where the vocabulary is small (see HydraHeads)
 
     @torch.inference_mode()  # (the window's tensors stay inference tensors: a compiled round sees one kind)
@@ -186,7 +187,7 @@ class HydraDrafter(HeadDrafter):
         plain = not self.drawn or (sampling.top_k == 0 or sampling.top_k >= self.heads.lm_head.weight.shape[0]) and \
             sampling.top_p >= 1.0
         on_cpu = hidden.device.type == "cpu"  # (the heads' own device is checked by `for_heads`)
-        self.native = KernelRound.for_heads(self.heads, self.tables) if self.kernel and plain and on_cpu else None
+        self.native = kernels.draft_round(self.heads, self.tables) if self.kernel and plain and on_cpu else None
         self.state_dtype = torch.float32 if self.native is not None else self.dtype
         w = self.heads.config["window"]
         lengths = torch.tensor([len(p) for p in prompts], device=hidden.device)
@@ -275,11 +276,11 @@ class HydraDrafter(HeadDrafter):
             cache[key] = (out, None if where == list(range(len(where))) else as_tensor(where), as_tensor(parent))
         return cache[key]
 
-    def plan(self, k: int) -> Plan:
+    def plan(self, k: int) -> kernels.Plan:
         """`levels(k)` as the kernel reads it (`KernelRound.plan`), made once per (k, drawn)."""
         key = (k, self.drawn)
         if key not in self._plans:
-            self._plans[key] = KernelRound.plan(self.levels(k)[0])
+            self._plans[key] = kernels.KernelRound.plan(self.levels(k)[0])
         return self._plans[key]
 
     @torch.inference_mode()
@@ -552,7 +553,7 @@ class HawkDrafter(Drafter):
         self.ring_pos = torch.full(self.ring.shape[:2], -1, dtype=torch.long, device=hidden.device)
         # the row-up head by specgen's kernel where the horizontal rounds run there
         native = getattr(self.horizontal, "native", None)
-        self.stack = KernelStack.for_stack(native, self.heads.vertical[0]) if self.extension and native else None
+        self.stack = kernels.stack_probs(native, self.heads.vertical[0]) if self.extension else None
         if self.uses_cache:
             self.remember(self.horizontal.h, [[pos - 1] for pos in self.root_pos])
 

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..kernels import narrow_matmuls
 from ..loading import storage_tensors
 
 KINDS: dict[str, type] = {}
@@ -125,8 +126,9 @@ def write_config(path: str, updates: dict):
     write_json(meta, {**config, **updates})
 
 
-def load_heads(path: str, target_model) -> DraftHeads:
-    """Heads saved by `DraftHeads.save`, attached to `target_model` (same device and dtype)."""
+def load_heads(path: str, target_model, narrow: bool = False) -> DraftHeads:
+    """Heads saved by `DraftHeads.save`, attached to `target_model` (same device and dtype); `narrow`: their
+    `nn.Linear` layers compute few rows by specgen's CPU products (`specgen.kernels.narrow_matmuls`)."""
     meta = os.path.join(path, "heads.json")
     if not os.path.isfile(meta):
         raise ValueError(f"{path!r} holds no draft heads (no heads.json): train them with `specgen train-heads`")
@@ -142,4 +144,5 @@ def load_heads(path: str, target_model) -> DraftHeads:
     param = next(target_model.parameters())
     heads = KINDS[kind](config, target_model)
     heads.load_state_dict(load_file(os.path.join(path, "heads.safetensors")))
-    return heads.to(device=param.device, dtype=param.dtype).eval()
+    heads = heads.to(device=param.device, dtype=param.dtype).eval()
+    return narrow_matmuls(heads) if narrow else heads

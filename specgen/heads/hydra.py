@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cpu
+from .. import kernels
 from .base import DraftHeads, register, weights_state
 from .medusa import ResidualStack
 
@@ -35,12 +35,12 @@ class PrefixAttention(nn.Module):
 
     def memory(self, hidden: torch.Tensor) -> torch.Tensor:
         """Keys and values [..., 2 * dim] of base hidden states [..., dim]; drafting keeps them with the window."""
-        return cpu.linear(self.norm1(hidden), self.qkv.weight[hidden.shape[-1] :])
+        return kernels.linear(self.norm1(hidden), self.qkv.weight[hidden.shape[-1] :])
 
     def attend(self, queries: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """queries [b, q, dim] (normed) over keys and values memory [b, k, 2 * dim], mask [b, q, k] bool."""
         b, q, d = queries.shape
-        qh = cpu.linear(queries, self.qkv.weight[:d]).view(b, q, self.heads, -1).transpose(1, 2)
+        qh = kernels.linear(queries, self.qkv.weight[:d]).view(b, q, self.heads, -1).transpose(1, 2)
         kh, vh = (t.reshape(b, memory.shape[1], self.heads, -1).transpose(1, 2) for t in memory.chunk(2, -1))
         att = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask[:, None])
         return self.out(att.transpose(1, 2).reshape(b, q, d))
@@ -99,7 +99,7 @@ class HydraHeads(DraftHeads):
         if tables is None:
             tables = self.current_tables()
         if tables is not None:
-            return cpu.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
+            return kernels.linear(context, tables["context"], tables["bias"]).unflatten(-1, (self.num_heads, -1))
         return torch.stack([self.context_input(i, context) for i in range(self.num_heads)], -2)
 
     def context_input(self, i: int, context: torch.Tensor) -> torch.Tensor:

@@ -268,8 +268,8 @@ def calibrate(args):
 
     for r in args.rules:
         parse_rule(r)
-    target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target")
-    heads = load_heads(args.heads, target)
+    target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target", narrow=True)
+    heads = load_heads(args.heads, target, narrow=True)
     guidance = guidance_of(args)
     device = next(target.parameters()).device
     rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
@@ -418,7 +418,7 @@ def train(args):
 
     torch.manual_seed(args.seed)
     acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
-    target = load_causal_lm(args.target, acc.device, "float32", what="target")
+    target = load_causal_lm(args.target, acc.device, "float32", what="target", narrow=True)
     target.requires_grad_(False)
     os.makedirs(args.out, exist_ok=True)
     guidance = guidance_of(args)
