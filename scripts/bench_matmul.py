@@ -18,7 +18,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from specgen import CachedLM, kernels
+from specgen import CachedLM, config, kernels
 from specgen.kernels import build
 
 
@@ -52,17 +52,18 @@ def main(argv=None):
     lm = CachedLM(kernels.narrow_matmuls(model))
     lm.check_length(args.context + max(args.tokens))
     lm.prefill([[3 + i % (lm.vocab - 3) for i in range(args.context)]] * args.batch)
-    switches = {"linear": (False, False), "W @ x.T": (True, False), "kernel": (True, True)}  # (build.ON, build.KERNEL)
+    switches = {"linear": (False, False), "W @ x.T": (True, False), "kernel": (True, True)}  # (CPU_MATMUL, CPU_KERNEL)
     if build.kernel() is None:
         del switches["kernel"]  # (build.kernel warned why)
+    saved = config.CPU_MATMUL, config.CPU_KERNEL
     runs: dict[str, dict[int, list[float]]] = {name: {} for name in switches}
     try:
         for _ in range(args.rounds):
-            for name, (build.ON, build.KERNEL) in switches.items():
+            for name, (config.CPU_MATMUL, config.CPU_KERNEL) in switches.items():
                 for n in args.tokens:
                     runs[name].setdefault(n, []).append(forward_ms(lm, n, args.reps))
     finally:
-        build.ON, build.KERNEL = True, True
+        config.CPU_MATMUL, config.CPU_KERNEL = saved
     med = {name: {n: statistics.median(v) for n, v in r.items()} for name, r in runs.items()}
     one = {name: m.get(1) for name, m in med.items()}
     print(f"{args.model}: ms per forward of {args.batch} row(s) ({args.context} tokens cached; median of "

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from specgen import CachedLM, kernels
+from specgen import CachedLM, config, kernels
 from specgen.kernels import build, narrow
 from specgen.loading import load_causal_lm
 from tiny import tiny_model
@@ -63,7 +63,7 @@ def test_few_rows_take_the_kernel_or_the_narrow_path(monkeypatch):
         assert calls == []
         lin(torch.randn(1, 65, 8))
         assert len(calls) == 1
-        monkeypatch.setattr(build, "KERNEL", False)
+        monkeypatch.setattr(config, "CPU_KERNEL", False)
         lin(torch.randn(1, 1, 8))
         lin(torch.randn(1, 5, 8))
         assert len(calls) == 2

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from specgen import CachedLM, Sampling, generate
+from specgen import CachedLM, Sampling, config, generate
 from specgen.drafters import heads as head_drafters
 from specgen.drafters.heads import HydraDrafter
 from specgen.kernels import KernelRound, build
@@ -115,7 +115,7 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
     greedy, _ = decode(target, heads, Sampling(), prompts=prompts)
     assert greedy == [o.token_ids for o in plain] and calls
     sampled, _ = decode(target, heads, Sampling(temperature=1.0), seed=4)
-    monkeypatch.setattr(build, "KERNEL", False)
+    monkeypatch.setattr(config, "CPU_KERNEL", False)
     calls.clear()
     eager, drafter = decode(target, heads, Sampling(temperature=1.0), seed=4)
     assert drafter.native is None and not calls
@@ -188,7 +188,7 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
         return
     outs = {}
     for kernel in (True, False):
-        monkeypatch.setattr(build, "KERNEL", kernel)
+        monkeypatch.setattr(config, "CPU_KERNEL", kernel)
         d = HawkDrafter(hawk, tree_size=4, dtype=dtype)
         gen = torch.Generator().manual_seed(4)
         outs[kernel] = [o.token_ids for o in generate(CachedLM(target), [[5, 6, 7, 8], [9, 10, 11, 12]], d,

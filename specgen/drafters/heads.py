@@ -3,13 +3,12 @@
 merged into a prefix tree (ReDrafter). Every tree is verified in one target forward."""
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-from .. import kernels
+from .. import config, kernels
 from ..heads.base import DraftHeads
 from ..sampling import draw_distinct
 from ..tree import DraftTree, best_paths, sparse_tree, tree_tensors
@@ -35,7 +34,6 @@ def head_tree(rates: list[list[float]], size: int) -> list[tuple[int, ...]]:
 
 
 CPU_TREE_SIZE, CUDA_TREE_SIZE = 8, 32
-COMPILE_DRAFT = os.environ.get("SPECGEN_COMPILE_DRAFT", "0") == "1"  # Hydra++ rounds compiled (`HydraDrafter`)
 DRAWS = ("auto", "top", "sample")
 
 
@@ -166,12 +164,12 @@ class HydraDrafter(HeadDrafter):
                  table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
                  compile: bool | None = None):
         """compile: how rounds run. None (the default): on the CPU by specgen's kernel (`KernelRound`) where it
-        applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1 (`COMPILE_DRAFT`). True: every
+        applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1 (`config.compile_draft`). True: every
         round's tensor work compiled by torch.compile (`compiled_hydra_round`; the first round of a new tree shape
         or batch size waits for the compiler). False: PyTorch rounds, eager. The same guesses from the same seed
         every way, up to float rounding."""
         super().__init__(heads, tree_size, rule, table, draws, dtype)
-        self.compiled = COMPILE_DRAFT if compile is None else compile
+        self.compiled = config.compile_draft() if compile is None else compile
         self.kernel = compile is None  # `KernelRound` where it applies
         self.native: kernels.KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
@@ -378,7 +376,7 @@ def compiler_errors() -> tuple[type[BaseException], ...]:
 def compiled_hydra_round():
     """`hydra_round` compiled by torch.compile (made once per process; each tree shape, batch and precision is
     traced once and kept, the first time taking seconds). A round issues some 180 small operations; compiled,
-    their Python dispatch goes and the elementwise ones fuse (`COMPILE_DRAFT`). None where compiling failed."""
+    their Python dispatch goes and the elementwise ones fuse (`config.compile_draft`). None where compiling failed."""
     if "hydra" not in _COMPILED:
         _COMPILED["hydra"] = torch.compile(hydra_round, dynamic=False)
     return _COMPILED["hydra"]  # None once it failed in this process (the drafter then runs `hydra_round`)

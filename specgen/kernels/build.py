@@ -8,15 +8,13 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import warnings
 
+from .. import config
 from ..utils import cpu_info
 
-ON = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # read at call time too, so a benchmark can compare both
-KERNEL = os.environ.get("SPECGEN_CPU_KERNEL", "1") != "0"  # specgen's kernel where it builds (else `W @ x.T`)
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 SOURCES = ["rows.c", "draft.c"]  # built into one library (with the header they share)
 HEADERS = ["vec.h"]
@@ -43,7 +41,7 @@ def kernel():
 
 
 def _load():
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = config.c_compiler()
     if cc is None:
         return _unavailable("no C compiler found (install gcc, or set CC)")
     try:
@@ -59,7 +57,7 @@ def _load():
         return _unavailable("no CPU flags in /proc/cpuinfo to key the -march=native build on")
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS + LIBS).encode(), version.encode(), flags.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
-    cache = os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
+    cache = config.kernel_cache()
     path = os.path.join(cache, f"kernels-{key}.so")
     if not os.path.exists(path):
         try:

@@ -15,8 +15,8 @@ Two products replace it here, for inference in fp32 on the CPU:
   for 2-64 rows, which ran at about the one-row cost for 2-16 rows; one row keeps `linear`.
 
 `narrow_matmuls` switches a model's `nn.Linear` layers to these products: an explicit opt-in, which the loaders
-take as `narrow=True` (`specgen.loading.load_causal_lm`; the pipelines load so). Set SPECGEN_CPU_MATMUL=0 (or
-`specgen.kernels.build.ON = False`) to keep PyTorch's own `linear` everywhere.
+take as `narrow=True` (`specgen.loading.load_causal_lm`; the pipelines load so). Set SPECGEN_CPU_MATMUL=0 to keep
+PyTorch's own `linear` everywhere (`specgen.config`).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import config
 from . import build
 
 FEW_ROWS = 64  # above this a plain `linear` (a real matrix product) was as fast or faster
@@ -37,16 +38,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     (PyTorch's own fp16 product on a CPU took several times as long)."""
     rows = x.numel() // weight.shape[1]
     half = weight.dtype == torch.float16
-    if (not build.ON or rows < 1 or rows > FEW_ROWS or x.shape[-1] != weight.shape[1] or x.device.type != "cpu"
+    if (torch.compiler.is_compiling() or not config.CPU_MATMUL
+            or rows < 1 or rows > FEW_ROWS or x.shape[-1] != weight.shape[1] or x.device.type != "cpu"
             or weight.device.type != "cpu" or x.dtype != torch.float32 and not (half and x.dtype == torch.float16)
             or weight.dtype != torch.float32 and not half  # e.g. moved to CUDA or cast after the switch
-            or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
-            or torch.compiler.is_compiling()):
+            or torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)):
         if half and x.dtype == torch.float32 and x.device == weight.device:  # the fp32 input this takes
             return half_linear(x, weight, bias)
         return F.linear(x, weight, bias)
     inputs = x.reshape(rows, weight.shape[1])
-    lib = build.library() if build.KERNEL and rows <= KERNEL_ROWS else None
+    lib = build.library() if config.CPU_KERNEL and rows <= KERNEL_ROWS else None
     fn = None if lib is None else lib.specgen_rows_h if half else lib.specgen_rows
     if fn is not None and weight.is_contiguous() and (bias is None or bias.dtype == weight.dtype
                                                       and bias.device.type == "cpu" and bias.is_contiguous()):

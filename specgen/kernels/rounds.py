@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import config
 from . import build
 
 
@@ -100,7 +101,7 @@ class KernelRound:
         token tables built over a vocabulary the embeddings and LM head share, the layers draft.c knows (bias-free
         attention and LM head, the same number of residual blocks in every head), and the library built
         (`build.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
-        if not build.KERNEL or tables is None:
+        if not config.CPU_KERNEL or tables is None:
             return None
         w = heads.lm_head.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float16, torch.float32):
