@@ -55,7 +55,7 @@ class TextDemo:
         """method -> pipeline, loaded on first use; every pipeline shares the one target model."""
         if self._pipes is None:
             from modalities.text import TextPipeline
-            from specgen.heads import load_heads
+            from specgen.drafters import load_heads
 
             base = TextPipeline.from_pretrained(self.model, draft=self.draft)
             pipes = {m: base for m in ("ar", "ngram", "pard", "draft_model")}

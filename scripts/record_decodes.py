@@ -148,7 +148,7 @@ def rap_decodes(tokens: int, tmp: str) -> dict:
 
 def load_heads_beside(pipe, folder: str):
     """Another heads folder trained on the pipeline's LM."""
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     return load_heads(folder, pipe.lm.model, narrow=True)
 

@@ -89,7 +89,7 @@ for step in "$@"; do
       # Session 12's `tv` step stores 7; session 13 runs this step after it: 3 beat 7 again on training captions
       # with the leaner draft rounds (`--split train --captions 16 ... --rows drawn --tree-sizes 3 [--seed 1|2]`,
       # docs/bench/image-s13-train*.json)
-      $P -c "from specgen.heads.base import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
+      $P -c "from specgen.drafters.heads import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
     rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
       # session 10: their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
       # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)

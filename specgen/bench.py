@@ -183,7 +183,7 @@ def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
     heads' kind, plus the folder's name where two sets share a kind."""
     import copy
 
-    from .heads import load_heads
+    from .drafters import load_heads
 
     variants = [(pipe.heads.kind if pipe.heads is not None else "none", pipe)]
     for folder in folders or []:

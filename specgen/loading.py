@@ -54,7 +54,7 @@ def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", he
     """A model folder's `lm/` (a causal LM) and, when present, its `heads/` (draft heads trained on that LM);
     `heads` names another heads folder to load instead (e.g. the zoo's `heads-medusa/`); `narrow` as in
     `load_causal_lm`, for both."""
-    from .heads import load_heads
+    from .drafters import load_heads
 
     lm = load_causal_lm(os.path.join(folder, "lm"), device, dtype, what=what, narrow=narrow)
     if heads is not None:

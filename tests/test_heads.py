@@ -306,7 +306,7 @@ def test_rule_tables_measure_what_each_acceptance_walk_takes():
 
 def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_path):
     from specgen import make_drafter, tree_rule
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     target = saved_target(tmp_path)
     out = tmp_path / "medusa"
@@ -374,7 +374,7 @@ def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
 
 
 def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, capsys):
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     target = saved_target(tmp_path)
     args = ["train-heads", "--target", str(tmp_path / "target"), "--kind", "hawk", "--horizontal", "hydra", "--width",
@@ -478,8 +478,7 @@ def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkey
     (prompt, then each accepted path's), whatever each row accepted, with rows of different prompt lengths
     and a row leaving the batch early."""
     from specgen import CachedLM, Sampling, generate, make_drafter
-    from specgen.drafters.heads import HydraDrafter
-    from specgen.heads.base import KINDS
+    from specgen.drafters import KINDS, HydraDrafter
 
     w = 5
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from specgen import CachedLM, Sampling, config, generate
-from specgen.drafters import heads as head_drafters
-from specgen.drafters.heads import HydraDrafter
+from specgen.drafters import hydra as hydra_drafters
+from specgen.drafters.hydra import HydraDrafter
 from specgen.kernels import KernelRound, build
 from tiny import random_heads, tiny_model
 
@@ -65,7 +65,7 @@ def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch,
             buffer = torch.zeros(newest.shape[0], memory.shape[1], newest.shape[1])
             buffer[:, -1] = newest  # (the round reads the window's newest state and its keys and values)
             sampling = Sampling(temperature=temp) if noise is not None else None
-            e_tokens, e_ok, e_q = head_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
+            e_tokens, e_ok, e_q = hydra_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
                                                             drafter.tables, blocked, sampling, buffer, valid, memory,
                                                             root, noise)
             assert torch.equal(ok, e_ok) and torch.equal(tokens[ok], e_tokens[ok])  # (an invalid guess: any token)

@@ -42,7 +42,7 @@ def perturbed(model, scale: float, seed: int = 1, pard_token: int | None = None)
 def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):
     """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens.
     "hawk:hydra" is Hawk with Hydra++ horizontal heads."""
-    from specgen.heads.base import KINDS
+    from specgen.drafters import KINDS
 
     torch.manual_seed(seed)
     hidden = target.get_output_embeddings().weight.shape[1]

@@ -100,8 +100,7 @@ class ImagePipeline:
         drafter = None
         if method == "hawk":
             drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options), draws,
-                                   draft_dtype, compile_draft)
-            drafter.vertical = vertical
+                                   draft_dtype, compile_draft, vertical)
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         outs = generate(target, [prefix] * samples, drafter, Sampling(temperature, top_k, top_p), GRID * GRID,
                         num_draft_tokens, (), None, gen, acceptance, options, self.vocab.allowed)

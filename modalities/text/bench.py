@@ -113,7 +113,7 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
 
 def load_head_rows(folders: list[str], target) -> dict:
     """Row name -> heads: the kind, or kind (folder) when a kind appears twice."""
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     loaded = [(f, load_heads(f, target, narrow=True)) for f in folders]
     kinds = [h.kind for _, h in loaded]

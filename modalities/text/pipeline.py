@@ -10,8 +10,7 @@ import os
 
 from specgen import CachedLM, Sampling, Stats, make_drafter, stream, tree_rule
 from specgen.acceptance import tolerance_options
-from specgen.drafters import METHODS, pard_token_of
-from specgen.heads import DraftHeads, load_heads
+from specgen.drafters import METHODS, DraftHeads, load_heads, pard_token_of
 from specgen.loading import load_causal_lm, load_tokenizer
 from specgen.loop import run_to_end
 

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from .base import Drafter, ModelDrafter
 from .draft_model import DraftModelDrafter
-from .heads import BeamDrafter, HawkDrafter, HydraDrafter, MedusaDrafter
+from .hawk import HawkDrafter, HawkHeads
+from .heads import KINDS, DraftHeads, load_heads
+from .hydra import HydraDrafter, HydraHeads
+from .medusa import KoalaHeads, MedusaDrafter, MedusaHeads
 from .ngram import NgramDrafter
 from .pard import PardDrafter, pard_token_of
+from .redrafter import BeamDrafter, RecurrentHead
 
 MODEL_DRAFTERS = {"pard": PardDrafter, "draft_model": DraftModelDrafter}
 HEAD_DRAFTERS = {"medusa": MedusaDrafter, "hydra": HydraDrafter, "koala": MedusaDrafter, "redrafter": BeamDrafter,
@@ -17,7 +21,7 @@ AUTO_DRAWN = tuple(m for m, cls in HEAD_DRAFTERS.items() if cls in (MedusaDrafte
 
 
 def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: str | None = None,
-                 draws: str = "auto", dtype=None, compile: bool | None = None) -> Drafter | None:
+                 draws: str = "auto", dtype=None, compile: bool | None = None, vertical: bool = True) -> Drafter | None:
     """The drafter for a method name; `draft` is a draft model (pard, draft_model) or draft heads (head methods).
     `tree_size`: candidate nodes per round for the tree-shaped head methods (default: by device, see
     `default_tree_size`); `rule`: the acceptance rule their tree is shaped for ('greedy', 'sample',
@@ -26,9 +30,7 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
     `dtype`: the precision draft heads run in (default `default_draft_dtype`: fp16 for fp32 heads on a CPU);
     `compile`: how Hydra++ and Hawk (Hydra++ rows) draft rounds run: True, compiled by torch.compile; False,
     eager PyTorch; None (the default), rounds by specgen's CPU kernel where it applies, else PyTorch, compiled if
-    SPECGEN_COMPILE_DRAFT=1 (see `HydraDrafter`)."""
-    from ..heads import DraftHeads
-
+    SPECGEN_COMPILE_DRAFT=1 (see `HydraDrafter`); `vertical`: False drafts Hawk with its horizontal heads only."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if draws != "auto" and method not in AUTO_DRAWN:  # the head drafters check the value itself
@@ -36,6 +38,8 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
                          f"{method!r}: leave it at 'auto'")
     if compile and method not in ("hydra", "hawk"):
         raise ValueError(f"compile=True applies to the hydra and hawk drafters, not to {method!r}: leave it unset")
+    if not vertical and method != "hawk":
+        raise ValueError(f"vertical=False applies to the hawk drafter, not to {method!r}: leave it at True")
     if method == "ar":
         return None
     if method == "ngram":
@@ -52,6 +56,8 @@ def make_drafter(method: str, draft=None, tree_size: int | None = None, rule: st
         if method == "redrafter":
             return HEAD_DRAFTERS[method](draft, dtype=dtype)
         extra = {"compile": compile} if method in ("hydra", "hawk") else {}
+        if method == "hawk":
+            extra["vertical"] = vertical
         return HEAD_DRAFTERS[method](draft, tree_size, rule=rule, draws=draws, dtype=dtype, **extra)
     if isinstance(draft, DraftHeads):
         raise ValueError(f"method {method!r} needs a draft model, but the draft holds {draft.kind} heads: use "
@@ -68,4 +74,5 @@ def tree_rule(rule: str | None, temperature: float, options: dict | None = None)
 
 __all__ = ["tree_rule", "Drafter", "ModelDrafter", "PardDrafter", "DraftModelDrafter", "NgramDrafter", "MedusaDrafter",
            "HydraDrafter", "BeamDrafter", "HawkDrafter", "make_drafter", "pard_token_of", "METHODS", "HEAD_DRAFTERS",
-           "AUTO_DRAWN"]
+           "AUTO_DRAWN", "DraftHeads", "HawkHeads", "HydraHeads", "KINDS", "KoalaHeads", "MedusaHeads", "RecurrentHead",
+           "load_heads"]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..acceptance import leftover
 from ..cached_lm import CachedLM, listen_hidden
-from ..heads.base import KINDS
+from ..drafters.heads import KINDS
 from ..loop import generate
 from ..sampling import Sampling, draw_distinct
 from ..utils import resolve_mixed_precision
@@ -264,7 +264,7 @@ def calibrate(args):
     """Measure trained heads on fresh target continuations of the data's prompts and write their tree tables into
     heads.json (weights untouched)."""
     from ..loading import load_causal_lm
-    from ..heads.base import load_heads, write_config
+    from ..drafters.heads import load_heads, write_config
 
     for r in args.rules:
         parse_rule(r)
