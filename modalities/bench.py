@@ -10,7 +10,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .utils import cpu_bf16_native, cpu_info
+from specgen.utils import cpu_bf16_native, cpu_info
 
 
 @dataclass
@@ -183,7 +183,7 @@ def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
     heads' kind, plus the folder's name where two sets share a kind."""
     import copy
 
-    from .drafters import load_heads
+    from specgen.drafters import load_heads
 
     variants = [(pipe.heads.kind if pipe.heads is not None else "none", pipe)]
     for folder in folders or []:

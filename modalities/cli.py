@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -266,24 +267,171 @@ def run_beat(args):
 
 
 def add_training(sub):
-    from specgen.training import heads, lm, pard
+    from specgen.train import heads, lm, pard
 
     p = sub.add_parser("train-lm", help="train a Llama-format causal LM on token files (resumable)",
                        description=lm.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lm.add_arguments(p)
-    p.set_defaults(run=lambda a: lm.export(a.out, a.tokenizer, a.export) if a.export else lm.train(a))
+    add_lm_arguments(p)
+    p.set_defaults(run=lambda a: lm.export(a.out, a.tokenizer, a.export) if a.export else lm.train(
+        config_from(lm.LMConfig, a)))
     p = sub.add_parser("train-pard", help="adapt an AR draft into a PARD parallel draft (mask tokens, COD)",
                        description=pard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pard.add_arguments(p)
-    p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(a))
+    add_pard_arguments(p)
+    p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(
+        config_from(pard.PardConfig, a)))
     p = sub.add_parser("train-heads", help="train draft heads on a frozen target by self-distillation",
                        description=heads.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    heads.add_arguments(p)
-    p.set_defaults(run=heads.train)
+    add_heads_arguments(p)
+    p.set_defaults(run=lambda a: heads.train(config_from(heads.HeadsConfig, a)))
     p = sub.add_parser("calibrate-heads", help="measure trained heads per acceptance rule to shape their trees",
                        description=heads.calibrate.__doc__)
-    heads.add_calibrate_arguments(p)
-    p.set_defaults(run=heads.calibrate)
+    add_calibrate_arguments(p)
+    p.set_defaults(run=lambda a: heads.calibrate(config_from(heads.CalibrateConfig, a)))
+
+
+def config_from(cls, args):
+    """A recipe's config dataclass from the parsed options of the same names."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def defaults_of(p: argparse.ArgumentParser, cls):
+    """Give the options the defaults of the config dataclass they fill (one source for both)."""
+    p.set_defaults(**{f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                      for f in dataclasses.fields(cls)
+                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
+
+
+MIXED_PRECISION = dict(choices=["auto", "no", "bf16", "fp16"],
+                       help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
+
+
+def add_lm_arguments(p: argparse.ArgumentParser):
+    from specgen.train.lm import PRESETS, LMConfig
+
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--train", required=True, help="token files with weights (a.bin:1,b.bin:1), or a .pt file of "
+                                                 "sequences with loss masks (speech, image, rap)")
+    p.add_argument("--heldout", required=True, help="held-out token files, or a .pt file of sequences")
+    p.add_argument("--tokenizer", help="HF tokenizer folder: its size and special ids (text models)")
+    p.add_argument("--vocab", type=int, help="vocabulary size for non-text tokens (speech, image); special ids are "
+                                              "then the project's convention: pad 0, <s> 1, </s> 2")
+    p.add_argument("--out", required=True, help="run folder (checkpoints; reruns resume from it)")
+    for name in ("steps", "batch", "seq", "context", "warmup", "seed", "eval-every", "eval-windows"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--save-minutes", type=float)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
+    p.add_argument("--init", help="without a checkpoint in --out: start from this exported model (e.g. a zoo "
+                                  "folder) and go on with its schedule from the step in its training_log.json")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder (bf16) instead of training")
+    defaults_of(p, LMConfig)
+
+
+def add_pard_arguments(p: argparse.ArgumentParser):
+    from specgen.train.pard import PardConfig
+
+    p.add_argument("--init", required=True, help="the AR draft to adapt (HF folder with its tokenizer)")
+    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
+    p.add_argument("--heldout", required=True)
+    p.add_argument("--out", required=True, help="run folder (reruns resume from it)")
+    p.add_argument("--k", type=int, help="tokens drafted per forward (groups)")
+    p.add_argument("--retention", type=float, help="COD retention r (1 = no dropping)")
+    p.add_argument("--floor", type=float, help="COD minimum retention r_min")
+    for name in ("steps", "batch", "seq", "warmup", "seed", "eval-every", "eval-windows"):
+        p.add_argument(f"--{name}", type=int)
+    for name in ("lr", "save-minutes", "max-minutes"):
+        p.add_argument(f"--{name}", type=float)
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder instead of training")
+    defaults_of(p, PardConfig)
+
+
+def add_heads_arguments(p: argparse.ArgumentParser):
+    from specgen.drafters import KINDS
+    from specgen.train.heads import HeadsConfig
+    from specgen.train.losses import LOSSES
+
+    p.add_argument("--target", required=True, help="the frozen target (HF folder)")
+    p.add_argument("--kind", choices=sorted(KINDS))
+    p.add_argument("--data", required=True, help="prompts: token files (a.bin:1,b.bin:1; windows of --prompt-len) "
+                                                "or a .pt sequence set (its conditioning prefixes)")
+    p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
+    p.add_argument("--num-heads", type=int)
+    p.add_argument("--init", help="start from this trained heads folder (same kind; Hydra++ sets may grow, "
+                                  "see warm_start); a checkpoint in --out still takes precedence")
+    p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
+    p.add_argument("--horizontal", choices=["medusa", "hydra"],
+                   help="hawk: the horizontal heads' kind (Medusa blocks as in the paper, or Hydra++ heads)")
+    p.add_argument("--width", type=int, help="hawk: tokens per raster row (vertical heads look this far)")
+    p.add_argument("--adversarial-weight", type=float,
+                   help="koala: weight of the adversarial loss (0 trains the same heads without it)")
+    p.add_argument("--sequences", type=int, help="target continuations to train on")
+    p.add_argument("--heldout-sequences", type=int, help="of those, kept for calibration")
+    p.add_argument("--prompt-len", type=int)
+    p.add_argument("--new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="for the target's continuations (0: greedy)")
+    for name in ("gen-batch", "steps", "batch"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=LOSSES,
+                   help="distance from the target each head learns to close: kl, tv (total variation, the chance a "
+                        "guess drawn from the head is rejected; for drawn guesses) or kl+tv")
+    for name in ("warmup", "seed", "eval-every"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--save-dtype", choices=["bfloat16", "float32"],
+                   help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
+    p.add_argument("--rules", nargs="+",
+                   help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
+    add_tree_size_and_guidance(p)
+    p.add_argument("--cache-gb", type=float,
+                   help="keep the target's hidden states and logits for all training sequences in memory (computed "
+                        "once instead of every step) when they fit in this many GiB")
+    p.add_argument("--cpu", action="store_true")
+    defaults_of(p, HeadsConfig)
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser):
+    from specgen.train.heads import CalibrateConfig
+
+    p.add_argument("--target", required=True, help="the target the heads were trained on (HF folder)")
+    p.add_argument("--heads", required=True, help="heads folder; its heads.json gains the tables")
+    p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
+    p.add_argument("--rules", nargs="+",
+                   help="greedy, sample, drawn (sample over children drawn from the heads), tolerance:K")
+    p.add_argument("--only-rules", action="store_true",
+                   help="write only the --rules tables: keep the greedy table (unless greedy is named) and the rest")
+    for name in ("sequences", "new-tokens", "prompt-len"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--temperature", type=float, help="the continuations' (and `sample`'s) temperature")
+    for name in ("gen-batch", "seed"):
+        p.add_argument(f"--{name}", type=int)
+    add_tree_size_and_guidance(p)
+    p.add_argument("--cpu", action="store_true")
+    defaults_of(p, CalibrateConfig)
+
+
+def add_tree_size_and_guidance(p: argparse.ArgumentParser):
+    p.add_argument("--cpu-tree-size", type=int,
+                   help="store the tree size measured best for these heads on a CPU (heads.json: cpu_tree_size)")
+    p.add_argument("--cfg-scale", type=float,
+                   help="classifier-free guidance the heads will draft for (1: none): the target's continuations are "
+                        "sampled from, and the heads distilled towards, guided logits")
+    p.add_argument("--uncond-prompt", type=token_ids,
+                   help="with --cfg-scale: the token ids of the unconditioned prompt that replaces each row's own, "
+                        "e.g. '1,5,3' (an image model's '<s> <null> <sep>')")
+
+
+def token_ids(text: str) -> list[int]:
+    """'1,5,3' (or '1 5 3') -> [1, 5, 3]."""
+    ids = text.replace(",", " ").split()
+    if not ids or not all(t.isdigit() for t in ids):
+        raise argparse.ArgumentTypeError(f"expected token ids such as 1,5,3, got {text!r}")
+    return [int(t) for t in ids]
 
 
 def add_bench(sub):

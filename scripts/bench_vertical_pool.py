@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modalities.image.vocab import ImageVocab  # noqa: E402
 from specgen.drafters import load_heads  # noqa: E402
 from specgen.loading import load_causal_lm  # noqa: E402
-from specgen.training.data import SequenceSet  # noqa: E402
-from specgen.training.heads import self_distillation_data, target_view  # noqa: E402
+from specgen.train.data import SequenceSet  # noqa: E402
+from specgen.train.heads import self_distillation_data, target_view  # noqa: E402
 
 GRID = 16
 

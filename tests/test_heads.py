@@ -5,7 +5,8 @@ import torch
 
 from modalities.cli import main
 from modalities.text import TextPipeline
-from specgen.training.heads import capture_hidden, distill_loss
+from specgen.train.heads import capture_hidden
+from specgen.train.losses import distill_loss
 from specgen.tree import sparse_tree, tree_tensors
 from tiny import random_heads, tiny_model, tiny_tokenizer
 
@@ -92,7 +93,7 @@ def test_train_heads_then_decode_with_them(tmp_path, kind):
 
 def test_koala_discriminator_learns_and_the_heads_feel_it():
     """One adversarial round: the discriminator's loss falls, and the heads get a gradient from fooling it."""
-    from specgen.training.heads import Discriminator, discriminator_loss, fooling_loss
+    from specgen.train.losses import Discriminator, discriminator_loss, fooling_loss
 
     torch.manual_seed(0)
     target = tiny_model("llama", layers=2)
@@ -284,7 +285,7 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
 def test_rule_tables_measure_what_each_acceptance_walk_takes():
     """greedy: the guess is the argmax; sample: the target's probability of the guess (what recursive rejection
     accepts); tolerance:K: the guess the walk takes among those in the top K, so K = vocab takes exactly one."""
-    from specgen.training.heads import rule_accuracy
+    from specgen.train.heads import rule_accuracy
 
     target = tiny_model("llama", layers=2, vocab=31)
     heads = random_heads(target, "medusa", num_heads=2)
@@ -357,7 +358,7 @@ def test_cached_target_view_trains_the_same_heads_as_recomputing_it(tmp_path):
 
 
 def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
-    from specgen.training.heads import target_view
+    from specgen.train.heads import target_view
 
     target = tiny_model("llama", layers=2)
     x = torch.randint(3, 97, (2, 16))
@@ -394,7 +395,7 @@ def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, caps
 def test_warm_start_grows_a_hydra_set_from_its_last_head(tmp_path):
     """--init copies the heads a set already has and starts each new one as the old last head shifted one token
     along its path; a folder of another kind of heads is refused."""
-    from specgen.training.heads import warm_start
+    from specgen.train.heads import warm_start
 
     target = tiny_model("llama", vocab=50)
     old = random_heads(target, "hydra", num_heads=2)

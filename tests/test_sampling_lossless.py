@@ -230,7 +230,7 @@ def test_drawn_children_follow_q_without_replacement():
 def test_drawn_takes_is_the_recursive_rejection_rate():
     """The `drawn` calibration: with every token drawn, some child is always taken; the first is taken with
     probability 1 - TV(p, q) on average over draws; and the rates match what `accept_sample` does."""
-    from specgen.training.heads import drawn_takes
+    from specgen.train.heads import drawn_takes
 
     torch.manual_seed(0)
     p = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0, 0.0])

@@ -43,7 +43,7 @@ def test_all_five_head_kinds_ship():
 def test_shipped_speech_model_speaks_and_vadusa_at_tolerance_one_matches_ar():
     from modalities.speech import SpeechPipeline
 
-    from specgen.bench import head_variants
+    from modalities.bench import head_variants
 
     tts = SpeechPipeline.from_pretrained(zoo("speech-tts"), dtype="float32")
     kw = dict(temperature=0.0, max_seconds=1.0, seed=0)

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from specgen.bench import (add_phases, add_setting_sweeps, head_variants, round_ms, settings, sweep_rows, warm_up,
+from modalities.bench import (add_phases, add_setting_sweeps, head_variants, round_ms, settings, sweep_rows, warm_up,
                            write_outputs)
 
 from .scenes import check

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
+from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
                            warm_up, write_outputs)
 
 from .beats import beat_alignment, word_onsets

@@ -15,7 +15,7 @@ import numpy as np
 
 from models.audio import load_audio, save_audio
 from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
-from specgen.bench import add_pytorch_drafting, file_label, head_variants, settings, warm_up, write_outputs
+from modalities.bench import add_pytorch_drafting, file_label, head_variants, settings, warm_up, write_outputs
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),

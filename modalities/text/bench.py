@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from specgen import CachedLM, Sampling, generate, make_drafter
-from specgen.bench import Results, settings, write_outputs
+from modalities.bench import Results, settings, write_outputs
 from specgen.drafters import AUTO_DRAWN
 from specgen.loading import load_causal_lm
 

@@ -6,7 +6,7 @@ and guesses the token i+2 places after the hidden state's position.
 
 KOALA (Zhang et al. 2024, "KOALA: Enhancing Speculative Decoding for LLM via Multi-Layer Draft Heads with
 Adversarial Learning"): the same heads made K layers deep, trained with an adversarial loss beside
-distillation (the loss lives in specgen.training.heads).
+distillation (the loss lives in specgen.train.losses).
 
 MedusaDrafter fills a static sparse tree from the heads' top-k (or draws) for both kinds.
 """
