@@ -7,10 +7,12 @@ import json
 import os
 import sys
 
+import torch
+
 from models.vocoder import VOCODERS
 from specgen.acceptance import RULES
-from specgen.drafters import METHODS
-from specgen.drafters.heads import DRAWS
+from specgen import DraftConfig
+from specgen.drafters import BACKENDS, DRAWS, METHODS
 
 
 def read_prompts(args) -> list[str]:
@@ -60,6 +62,7 @@ def add_text(sub):
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--compare-ar", action="store_true", help="also run ar on the same prompts and print the speedup")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    add_drafting(p)
     p.set_defaults(run=run_text)
 
 
@@ -70,7 +73,8 @@ def run_text(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     pipe = TextPipeline.from_pretrained(args.model, draft=args.draft, method=args.method, device=args.device,
-                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
+                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens,
+                                        drafting=drafting_of(args))
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed, stop=args.stop)
     if args.acceptance:
@@ -108,6 +112,33 @@ def speedup(out, ar) -> float:
     return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
 
 
+DRAFT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def add_drafting(p: argparse.ArgumentParser, draws_help: str | None = None, vertical: bool = False):
+    """The options of a `DraftConfig`: how the head methods draft."""
+    p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: the heads' measured CPU size, "
+                                                 "else 8 on a CPU and 32 on CUDA)")
+    p.add_argument("--draws", default="auto", choices=list(DRAWS),
+                   help=draws_help or "the heads' guesses under exact sampling: drawn from the heads (auto, sample) "
+                                      "or their top-k (top)")
+    p.add_argument("--draft-dtype", choices=list(DRAFT_DTYPES),
+                   help="the precision the heads draft in (default: float16 for float32 heads on a CPU)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="how Hydra++ draft rounds run: auto (specgen's CPU kernel where it applies, else PyTorch), "
+                        "kernel, compile (torch.compile) or eager")
+    if vertical:
+        p.add_argument("--no-vertical", dest="vertical", action="store_false",
+                       help="draft with Hawk's horizontal heads only")
+
+
+def drafting_of(args) -> DraftConfig:
+    """The `DraftConfig` of a command's drafting options (`add_drafting`)."""
+    return DraftConfig(tree_size=args.tree_size, draws=args.draws, backend=args.backend,
+                       dtype=DRAFT_DTYPES[args.draft_dtype] if args.draft_dtype else None,
+                       vertical=getattr(args, "vertical", True))
+
+
 def check_out(path: str, ext: str):
     """Refuse an output name of the wrong kind before any work is done."""
     if not path.lower().endswith(ext):
@@ -143,6 +174,7 @@ def add_speech(sub):
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--json", action="store_true")
+    add_drafting(p)
     p.set_defaults(run=run_speech)
 
 
@@ -153,7 +185,7 @@ def run_speech(args):
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
                        temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds,
-                       vocoder=args.vocoder)
+                       vocoder=args.vocoder, drafting=drafting_of(args))
     res.save(args.out)
     record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
               "stats": res.stats.as_dict()}
@@ -173,16 +205,15 @@ def add_image(sub):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--acceptance", choices=["relaxed"], help="relaxed: LANTERN-style, lossy")
-    p.add_argument("--draws", default="auto", choices=list(DRAWS),
-                   help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and leave "
-                        "the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample when sampling "
-                        "with exact acceptance, else top")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=int, default=1, help="number of samples, saved side by side")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--json", action="store_true")
+    add_drafting(p, draws_help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and "
+                              "leave the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample when "
+                              "sampling with exact acceptance, else top", vertical=True)
     p.set_defaults(run=run_image)
 
 
@@ -193,7 +224,7 @@ def run_image(args):
     gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, heads=args.heads)
     res = gen.generate(args.prompt, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                        method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance,
-                       draws=args.draws)
+                       drafting=drafting_of(args))
     res.save(args.out)
     record = {"out": args.out, "samples": len(res.images), "stats": res.stats.as_dict()}
     report(args, record, f"wrote {args.out}: {len(res.images)} image(s), {res.stats.tokens_per_s:.1f} tokens/s, "
@@ -208,9 +239,6 @@ def add_rap(sub):
     p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used)")
     p.add_argument("--method", default="heads", choices=["heads", "ar"])
     p.add_argument("--tolerance", type=int, help="VADUSA tolerance k for the heads (lossy; default: exact sampling)")
-    p.add_argument("--draws", default="auto", choices=list(DRAWS),
-                   help="the heads' guesses under exact sampling: drawn from the heads (auto, sample) or their "
-                        "top-k (top)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
@@ -219,6 +247,7 @@ def add_rap(sub):
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--json", action="store_true")
+    add_drafting(p)
     p.set_defaults(run=run_rap)
 
 
@@ -233,7 +262,7 @@ def run_rap(args):
     rap = RapPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = rap.generate(lyrics, args.beat, voice_prompt=args.voice_prompt, method=args.method,
                        temperature=args.temperature, seed=args.seed, tolerance=args.tolerance, vocoder=args.vocoder,
-                       draws=args.draws)
+                       drafting=drafting_of(args))
     vocals_path = args.out[:-4] + ".vocals.wav"
     res.save(vocals_path, stem="vocals")
     res.save(args.out)
@@ -544,12 +573,13 @@ def run_batch_media(args):
     import importlib
 
     from modalities.batch import MediaJobs, parse_shard, run_batch
+    from modalities.bench import with_drafting
 
     parse_shard(args.shard)
     module, cls, fields, required, ext = MEDIA_JOBS[args.kind]
     pipe = getattr(importlib.import_module(module), cls).from_pretrained(args.model, device=args.device,
                                                                          dtype=args.dtype)
-    jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**kw), fields, required, ext)
+    jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**with_drafting(kw)), fields, required, ext)
     counts = run_batch(args.input, args.out, jobs, args.shard)
     report_counts(counts)
 

@@ -60,13 +60,15 @@ def record(outs) -> list[dict]:
 
 
 def media(module, prefix: str, call, runs: dict, tokens: int) -> dict:
-    """Run `call(**kw)` (a pipeline's generate) for each named `kw` of `runs` with `module`'s decode loop capped;
-    the records under '<prefix>/<name>'."""
+    """Run `call(**kw)` (a pipeline's generate; drafting options gathered into a `DraftConfig`) for each named `kw`
+    of `runs` with `module`'s decode loop capped; the records under '<prefix>/<name>'."""
+    from modalities.bench import with_drafting
+
     out = {}
     for name, kw in runs.items():
         restore = capped_loop(module, tokens)
         try:
-            call(**kw)
+            call(**with_drafting(kw))
             raise RuntimeError("the pipeline returned without calling the decode loop")
         except Captured as c:
             out[f"{prefix}/{name}"] = record(c.outs)
@@ -104,7 +106,7 @@ def speech_decodes(tokens: int) -> dict:
         "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
         "vadusa/tolerance-3": dict(), "vadusa/tolerance-1-greedy": dict(tolerance=1, temperature=0.0),
         "vadusa/sample": dict(acceptance="sample"), "vadusa/sample-top": dict(acceptance="sample", draws="top"),
-        "vadusa/sample-eager": dict(acceptance="sample", compile_draft=False)}, tokens)
+        "vadusa/sample-eager": dict(acceptance="sample", backend="eager")}, tokens)
     pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "speech-tts", "heads-medusa"))
     return {**out, **media(sp, "speech/vadusa-medusa", say, {"tolerance-3": dict(),
                                                             "sample": dict(acceptance="sample")}, tokens)}
@@ -121,7 +123,7 @@ def image_decodes(tokens: int) -> dict:
         "hawk/greedy": dict(temperature=0.0), "hawk/sample": dict(), "hawk/sample-top": dict(draws="top"),
         "hawk/sample-no-vertical": dict(draws="top", vertical=False),
         "hawk/greedy-no-vertical": dict(temperature=0.0, vertical=False),
-        "hawk/relaxed": dict(acceptance="relaxed"), "hawk/sample-eager": dict(compile_draft=False),
+        "hawk/relaxed": dict(acceptance="relaxed"), "hawk/sample-eager": dict(backend="eager"),
         "hawk/two-samples": dict(samples=2)}, tokens)
     medusa = ip.ImagePipeline.from_pretrained(folder, device="cpu", heads=os.path.join(folder, "heads-medusa"))
     return {**out, **media(ip, "image/hawk-medusa", lambda **kw: medusa.generate(caption, seed=SEED, **kw), {
@@ -141,7 +143,7 @@ def rap_decodes(tokens: int, tmp: str) -> dict:
     out = media(rp, "rap", rap, {
         "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
         "heads/greedy": dict(temperature=0.0), "heads/sample": dict(), "heads/sample-top": dict(draws="top"),
-        "heads/tolerance-3": dict(tolerance=3), "heads/sample-eager": dict(compile_draft=False)}, tokens)
+        "heads/tolerance-3": dict(tolerance=3), "heads/sample-eager": dict(backend="eager")}, tokens)
     pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "rap", "heads-medusa"))
     return {**out, **media(rp, "rap/heads-medusa", rap, {"greedy": dict(temperature=0.0), "sample": dict()}, tokens)}
 

@@ -1,11 +1,11 @@
-"""Compiled Hydra++ draft rounds (`compile=True`, torch.compile): the same round as the eager one, traced once
+"""Compiled Hydra++ draft rounds (backend "compile", torch.compile): the same round as the eager one, traced once
 per tree shape and batch, and a decode that uses it says exactly what the eager decode says."""
 import gc
 
 import pytest
 import torch
 
-from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
 from specgen.drafters import hydra as hydra_drafters
 from tiny import random_heads, tiny_model
 
@@ -19,7 +19,8 @@ def setup():
 
 
 def decode(target, heads, compile, sampling, seed=0, prompts=([5, 6, 7, 8],), tokens=40):
-    drafter = make_drafter("hydra", heads, tree_size=7, dtype=torch.float32, compile=compile)
+    backend = "compile" if compile else "eager"
+    drafter = make_drafter("hydra", heads, DraftConfig(tree_size=7, dtype=torch.float32, backend=backend))
     gen = torch.Generator().manual_seed(seed)
     outs = generate(CachedLM(target), [list(p) for p in prompts], drafter, sampling, tokens, 8, generator=gen)
     return [o.token_ids for o in outs], drafter
@@ -63,12 +64,12 @@ def test_a_compiled_decode_says_what_the_eager_decode_says(setup, temperature):
 def test_compile_is_refused_for_drafters_that_have_no_compiled_round(setup):
     target, _ = setup
     with pytest.raises(ValueError, match="hydra and hawk"):
-        make_drafter("medusa", random_heads(target, "medusa"), compile=True)
+        make_drafter("medusa", random_heads(target, "medusa"), DraftConfig(backend="compile"))
     with pytest.raises(ValueError, match="Hydra"):
-        make_drafter("hawk", random_heads(target, "hawk"), compile=True)  # Medusa rows
+        make_drafter("hawk", random_heads(target, "hawk"), DraftConfig(backend="compile"))  # Medusa rows
     for method in ("redrafter", "ngram", "ar"):  # refused before anything else is looked at
         with pytest.raises(ValueError, match="hydra and hawk"):
-            make_drafter(method, None, compile=True)
+            make_drafter(method, None, DraftConfig(backend="compile"))
 
 
 def test_an_error_of_the_round_itself_is_raised_not_taken_for_a_compiler_failure(setup, monkeypatch):

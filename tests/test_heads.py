@@ -7,6 +7,7 @@ from modalities.cli import main
 from modalities.text import TextPipeline
 from specgen.train.heads import capture_hidden
 from specgen.train.losses import distill_loss
+from specgen import DraftConfig
 from specgen.tree import sparse_tree, tree_tensors
 from tiny import random_heads, tiny_model, tiny_tokenizer
 
@@ -232,11 +233,11 @@ def test_tree_size_defaults_by_device_and_is_checked():
 
     heads = random_heads(tiny_model())
     assert len(make_drafter("medusa", heads).paths) == CPU_TREE_SIZE  # these tests run on the CPU
-    assert len(make_drafter("medusa", heads, tree_size=5).paths) == 5
+    assert len(make_drafter("medusa", heads, DraftConfig(tree_size=5)).paths) == 5
     heads.config["cpu_tree_size"] = 3  # measured for these heads and stored with them
     assert len(make_drafter("medusa", heads).paths) == 3
     with pytest.raises(ValueError, match="tree_size"):
-        make_drafter("medusa", heads, tree_size=0)
+        make_drafter("medusa", heads, DraftConfig(tree_size=0))
 
 
 def test_trees_put_the_run_of_first_guesses_first():
@@ -246,7 +247,7 @@ def test_trees_put_the_run_of_first_guesses_first():
 
     heads = random_heads(tiny_model())
     heads.config["topk_accuracy"] = [[0.6, 0.3], [0.5, 0.3], [0.4, 0.3]]
-    paths = make_drafter("medusa", heads, tree_size=7).paths
+    paths = make_drafter("medusa", heads, DraftConfig(tree_size=7)).paths
     assert paths[:3] == [(0,), (0, 0), (0, 0, 0)] and len(paths) == 7
     assert all(paths.index(p[:-1]) < i for i, p in enumerate(paths) if len(p) > 1)
 
@@ -270,14 +271,14 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
     remade = make_drafter("hydra", heads).heads
     assert remade is not drafter.heads
     torch.testing.assert_close(remade.inputs[0].bias, heads.inputs[0].bias.half())
-    assert make_drafter("hydra", heads, dtype=torch.float32).heads is heads
+    assert make_drafter("hydra", heads, DraftConfig(dtype=torch.float32)).heads is heads
     heads.config["cpu_tree_size"] = 3  # a setting changed after the copy was made reaches the copy
     assert len(make_drafter("hydra", heads).paths) == 3
     lm = CachedLM(target)
     lm.keep_hidden()  # the target's LM head gets the hidden-state listener, a copy should not
     hawk = random_heads(target, "hawk:hydra")
     for dtype in (torch.float32, torch.float16):  # Hawk's horizontal drafter drafts in the precision asked for
-        drafter = make_drafter("hawk", hawk, dtype=dtype)
+        drafter = make_drafter("hawk", hawk, DraftConfig(dtype=dtype))
         assert drafter.horizontal.dtype == dtype and drafter.heads.lm_head.weight.dtype == dtype
     assert target.lm_head._forward_hooks and not drafter.heads.lm_head._forward_hooks
 
@@ -324,7 +325,8 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     assert tree_rule(None, 0.0) == "greedy" and tree_rule(None, 0.7) == "sample"
     assert tree_rule("tolerance", 1.0, {"tolerance": 5}) == "tolerance:5"
     heads.config["rule_accuracy"]["sample"] = [[0.9, 0.0], [0.9, 0.0], [0.9, 0.0], [0.9, 0.0]]  # a pure chain
-    assert make_drafter("medusa", heads, 8, rule="sample").paths == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    chain = [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    assert make_drafter("medusa", heads, DraftConfig(tree_size=8), rule="sample").paths == chain
     greedy = heads.config["topk_accuracy"]
     assert main(["calibrate-heads", "--target", str(tmp_path / "target"), "--heads", str(out), "--data",
                  f"{tmp_path}/train.bin:1", "--rules", "drawn", "--only-rules", "--sequences", "4", "--seed", "3",
@@ -453,7 +455,7 @@ def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     hidden = lm.hidden.clone()  # the heads share the LM head, whose hook records every call's input
 
     def tree(rule, sampling, draws="auto"):
-        d = make_drafter(kind, heads, 8, "sample", draws=draws)
+        d = make_drafter(kind, heads, DraftConfig(tree_size=8, draws=draws), "sample")
         d.configure(rule)
         d.start(prompt, [3], sampling, 40, torch.device("cpu"), torch.Generator().manual_seed(0), hidden)
         return d.propose(4)
@@ -470,7 +472,7 @@ def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     assert tree("greedy", Sampling()).q is None
     assert tree("sample", Sampling(temperature=1.0), draws="top").q is None
     with pytest.raises(ValueError, match="draws must be one of"):
-        make_drafter(kind, heads, draws="random")
+        make_drafter(kind, heads, DraftConfig(draws="random"))
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -515,7 +517,7 @@ def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkey
 
     for name, fn in (("start", spy_start), ("accept", spy_accept), ("select", spy_select), ("propose", spy_propose)):
         monkeypatch.setattr(HydraDrafter, name, fn)
-    drafter = make_drafter("hydra", heads, tree_size=7, dtype=torch.float32)
+    drafter = make_drafter("hydra", heads, DraftConfig(tree_size=7, dtype=torch.float32))
     prompts = [[5, 6, 7, 8, 9, 10, 11, 12], [9, 10], [3], [4, 5, 6]]
     stop = lambda row, toks: 6 if row == 1 and len(toks) >= 6 else None  # noqa: E731 (row 1 leaves early)
     generate(CachedLM(target), prompts, drafter, Sampling(temperature=temperature), 30, 8, stop=stop,

@@ -124,10 +124,10 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
 
 def test_the_kernel_drafts_only_after_a_plain_temperature(setup, monkeypatch):
     """Draws after top-k or top-p are drafted by the PyTorch round, and so is every round when the caller chose
-    how (`compile_draft` True or False)."""
+    how (backend "eager" or "compile")."""
     target, heads = setup
     calls = spy_rounds(monkeypatch)
-    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32, compile=False)
+    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32, backend="eager")
     generate(CachedLM(target), [[5, 6, 7]], drafter, Sampling(temperature=1.0), 20, 8)
     assert drafter.native is None and not calls
     for sampling in (Sampling(temperature=1.0, top_k=5), Sampling(temperature=1.0, top_p=0.9)):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
 from specgen.acceptance import RULES, accept_sample
 from specgen.drafters.heads import draw_distinct
 from tiny import perturbed, random_heads, tiny_model
@@ -68,9 +68,9 @@ def models():
 def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto"):
     gen = torch.Generator().manual_seed(seed)
     if method == "hydra-chain":
-        drafter = make_drafter("hydra", drafts[method], tree_size=4, draws=draws)
+        drafter = make_drafter("hydra", drafts[method], DraftConfig(tree_size=4, draws=draws))
     elif method in ("medusa", "hydra", "hawk"):
-        drafter = make_drafter(method, drafts.get(method), draws=draws)
+        drafter = make_drafter(method, drafts.get(method), DraftConfig(draws=draws))
     else:
         drafter = make_drafter(method, drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,

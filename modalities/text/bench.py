@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
 from modalities.bench import Results, settings, write_outputs
 from specgen.drafters import AUTO_DRAWN
 from specgen.loading import load_causal_lm
@@ -60,7 +60,7 @@ class Runner:
     def ours(self, method: str, k: int, temperature: float, draft=None, draws: str = "auto"):
         if draft is None and method in ("pard", "draft_model"):
             draft = self.pard_draft if method == "pard" else self.ar_draft
-        drafter = make_drafter(method, draft, draws=draws)
+        drafter = make_drafter(method, draft, DraftConfig(draws=draws))
         sampling = Sampling(temperature)
 
         def run(prompt, seed):

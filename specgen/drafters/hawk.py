@@ -89,15 +89,14 @@ class HawkDrafter(Drafter):
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, vertical: bool = True,
                  rule: str | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
-                 compile: bool | None = None):
+                 backend: str = "auto"):
         """draws: 'top' keeps Hawk's tree; 'sample', and 'auto' (the default) when the decode samples under the
         lossless `sample` rule, draw the horizontal guesses as `HeadDrafter` does, and the vertical guesses only
         extend the drawn chain (see the class): Hawk's own tree picks cached guesses by their agreement with the
         drafted tokens, and a drawn guess whose place in the tree depends on its own value is no longer
         distributed as the q it is tested with. Under greedy decoding and the lossy rules 'auto' keeps Hawk's
-        tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). compile: how Hydra++
-        rows' rounds run (`HydraDrafter`: by specgen's CPU kernel where it applies, True: torch.compile, False:
-        eager PyTorch)."""
+        tree. dtype: the precision the heads draft in (default: `default_draft_dtype`). backend: how Hydra++
+        rows' rounds run (`HydraDrafter`: auto, kernel, compile or eager)."""
         heads = drafting_heads(heads, dtype)
         self.heads, self.name = heads, heads.kind
         self.n_h = heads.num_heads
@@ -114,11 +113,11 @@ class HawkDrafter(Drafter):
         self.marginal = marginal
         tree_size = default_tree_size(heads) if tree_size is None else tree_size
         hydra = heads.config.get("horizontal") == "hydra"
-        if compile and not hydra:
-            raise ValueError("compile=True needs Hawk heads with Hydra++ rows; these have Medusa rows, which draft "
-                             "eagerly: leave compile unset")
+        if backend == "compile" and not hydra:
+            raise ValueError("backend 'compile' needs Hawk heads with Hydra++ rows; these have Medusa rows, which "
+                             "draft eagerly: leave the backend at 'auto'")
         kw = dict(table=self.table, draws=draws, dtype=heads.lm_head.weight.dtype)  # the copy's: draft in it
-        self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw, compile=compile) if hydra else
+        self.horizontal = (HydraDrafter(heads.rows, tree_size, **kw, backend=backend) if hydra else
                            MedusaDrafter(heads, tree_size, **kw))
         self.size = len(self.horizontal.paths)
         # drawn guesses: the horizontal tree alone, or split with a run of vertical ones (`start` picks), both

@@ -24,6 +24,8 @@ from ..tree import DraftTree
 from .heads import DraftHeads, HeadDrafter, register, weights_state
 from .medusa import ResidualStack
 
+BACKENDS = ("auto", "kernel", "compile", "eager")  # how Hydra++ draft rounds run (`HydraDrafter`)
+
 
 class PrefixAttention(nn.Module):
     """One pre-norm transformer layer over base hidden states, causal within a sliding window; no positions
@@ -170,15 +172,18 @@ class HydraDrafter(HeadDrafter):
 
     def __init__(self, heads: DraftHeads, tree_size: int | None = None, rule: str | None = None,
                  table: list[list[float]] | None = None, draws: str = "auto", dtype: torch.dtype | None = None,
-                 compile: bool | None = None):
-        """compile: how rounds run. None (the default): on the CPU by specgen's kernel (`KernelRound`) where it
-        applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1 (`config.compile_draft`). True: every
-        round's tensor work compiled by torch.compile (`compiled_hydra_round`; the first round of a new tree shape
-        or batch size waits for the compiler). False: PyTorch rounds, eager. The same guesses from the same seed
-        every way, up to float rounding."""
+                 backend: str = "auto"):
+        """backend: how rounds run. 'auto' (the default): on the CPU by specgen's kernel (`kernels.draft_round`)
+        where it applies, and otherwise in PyTorch, compiled if SPECGEN_COMPILE_DRAFT=1 (`config.compile_draft`).
+        'kernel': the kernel where it applies, else eager PyTorch. 'compile': every round's tensor work compiled by
+        torch.compile (`compiled_hydra_round`; the first round of a new tree shape or batch size waits for the
+        compiler). 'eager': PyTorch rounds, eager. The same guesses from the same seed every way, up to float
+        rounding."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         super().__init__(heads, tree_size, rule, table, draws, dtype)
-        self.compiled = config.compile_draft() if compile is None else compile
-        self.kernel = compile is None  # `KernelRound` where it applies
+        self.compiled = backend == "compile" or backend == "auto" and config.compile_draft()
+        self.kernel = backend in ("auto", "kernel")  # `kernels.draft_round` where it applies
         self.native: kernels.KernelRound | None = None  # specgen's CPU kernel for this decode's rounds (`start`)
         self._levels: dict[tuple, list[tuple]] = {}  # the tree's index tensors per (depth budget k, drawn)
         self._plans: dict[tuple, kernels.Plan] = {}  # the same trees as the kernel reads them (`plan`)
@@ -321,7 +326,7 @@ class HydraDrafter(HeadDrafter):
                 raise
             self.compiled, _COMPILED["hydra"] = False, None  # e.g. no C++ compiler: say so once, then eager
             warnings.warn(f"compiled draft rounds are unavailable here ({type(err).__name__}: {err}); drafting "
-                          f"eagerly instead (same guesses). Leave compile_draft unset to skip the attempt.",
+                          f"eagerly instead (same guesses). Leave the backend at 'auto' to skip the attempt.",
                           stacklevel=2)
             tokens, valid, q = hydra_round(*args)
         self.forwards += 1
