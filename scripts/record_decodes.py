@@ -133,7 +133,7 @@ def image_decodes(tokens: int) -> dict:
 def rap_decodes(tokens: int, tmp: str) -> dict:
     import modalities.rap.pipeline as rp
     from modalities.rap.beats import SR, beat
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
 
     beat_path = os.path.join(tmp, "beat.wav")
     save_audio(beat_path, beat(96, 3, seed=2)[0], SR)

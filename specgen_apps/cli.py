@@ -1,4 +1,5 @@
-"""The `specgen` console command: one subcommand per job (text now; more modalities, benchmarks and demos later)."""
+"""The `specgen` console command: one subcommand per job (generation per modality, training, benchmarks, batch jobs
+and the demo)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import sys
 
 import torch
 
-from models.vocoder import VOCODERS
+from modalities.audio.vocoder import VOCODERS
 from specgen.acceptance import RULES
 from specgen import DraftConfig
 from specgen.drafters import BACKENDS, DRAWS, METHODS
@@ -282,7 +283,7 @@ def add_beat(sub):
 
 
 def run_beat(args):
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.rap.beats import SR, beat
 
     check_out(args.out, ".wav")
@@ -550,7 +551,7 @@ def run_batch_text(args):
 
 
 def add_demo(sub):
-    from demos import app
+    from specgen_apps import demo as app
 
     p = sub.add_parser("demo", help="the Gradio demo app (a tab per modality)", description=app.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,7 +1,7 @@
 """One Gradio app, a tab per modality: the speculative method and `ar` side by side on the same input, with
 tokens/s, speedup and mean accepted length. Models load on first use.
 
-    specgen demo [--port 7860]          or          python demos/app.py
+    specgen demo [--port 7860]          or          python specgen_apps/demo.py
 """
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def rap_tab(gr, lazy: Lazy, drafting=None):
 
 
 def add_arguments(p: argparse.ArgumentParser):
-    from modalities.cli import add_drafting
+    from specgen_apps.cli import add_drafting
 
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
@@ -256,7 +256,7 @@ def add_arguments(p: argparse.ArgumentParser):
 
 
 def launch(args, block: bool = True):
-    from modalities.cli import drafting_of
+    from specgen_apps.cli import drafting_of
     from modalities.image import ImagePipeline
     from modalities.rap import RapPipeline
     from modalities.speech import SpeechPipeline

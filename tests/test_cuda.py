@@ -110,7 +110,7 @@ def test_image_pipeline_on_the_gpu(tmp_path):
 
 
 def test_rap_pipeline_on_the_gpu(tmp_path):
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.rap.beats import beat
     from modalities.rap.pipeline import RapPipeline
     from modalities.rap.vocab import RapVocab

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from modalities.cli import main
+from specgen_apps.cli import main
 from modalities.text import TextPipeline
 from specgen.train.heads import capture_hidden
 from specgen.train.losses import distill_loss

@@ -56,7 +56,7 @@ def test_unknown_words_and_bad_settings_are_refused(gen):
 def test_cli_image_writes_a_png(gen, tmp_path, capsys):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     root = str(gen.root)
     assert main(["image", "--model", root, "--prompt", "a small red circle", "--grid", "2", "--out",
@@ -77,7 +77,7 @@ def test_cli_image_writes_a_png(gen, tmp_path, capsys):
 def test_bench_image_runs_every_variant(gen, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
     from tiny import random_heads
 
     out, hydra = tmp_path / "out", tmp_path / "hydra-rows"
@@ -102,7 +102,7 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
 def test_batch_image_writes_pngs_and_records_bad_jobs(gen, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("\n".join([json.dumps({"id": "a", "prompt": "a small red circle", "seed": 1}),

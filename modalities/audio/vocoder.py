@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .audio import MelConfig, log_mel, multi_resolution_magnitudes
+from .features import MelConfig, log_mel, multi_resolution_magnitudes
 from .stored import StoredModule
 
 

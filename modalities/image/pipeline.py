@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.vq import ImageTokenizer
+from modalities.image.vq import ImageTokenizer
 from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.guidance import GuidedLM
 from specgen.loading import check_vocabulary, load_lm_and_heads

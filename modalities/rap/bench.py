@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from models.audio import load_audio, save_audio
-from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
+from modalities.audio.features import load_audio, save_audio
+from modalities.audio.metrics import mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
                               warm_up, with_drafting, write_outputs)
 

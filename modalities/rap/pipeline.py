@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import load_audio, log_mel, save_audio, voice_prompt
-from models.flow import FlowDecoder, tokens_to_audio
-from models.vocoder import choose_vocoder, load_vocoder
-from models.speech_tokenizer import SpeechTokenizer
-from models.espeak import phonemes as phonemize
+from modalities.audio.features import load_audio, log_mel, save_audio, voice_prompt
+from modalities.audio.flow import FlowDecoder, tokens_to_audio
+from modalities.audio.vocoder import choose_vocoder, load_vocoder
+from modalities.audio.tokenizer import SpeechTokenizer
+from modalities.audio.espeak import phonemes as phonemize
 from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.acceptance import tolerance_options
 from specgen.loading import check_vocabulary, load_lm_and_heads, part_path

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from models.audio import load_audio, save_audio
-from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
+from modalities.audio.features import load_audio, save_audio
+from modalities.audio.metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_pytorch_drafting, file_label, head_variants, settings, warm_up, with_drafting,
                               write_outputs)
 
@@ -51,8 +51,8 @@ def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int
     quality ceiling of every row)."""
     import torch
 
-    from models.audio import log_mel
-    from models.flow import tokens_to_audio
+    from modalities.audio.features import log_mel
+    from modalities.audio.flow import tokens_to_audio
 
     cfg = tts.tokenizer.cfg
     tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
@@ -65,7 +65,7 @@ def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
     vocoder: the vocoders compared with no tokenizer, LM or flow in between."""
     import torch
 
-    from models.audio import griffin_lim, log_mel
+    from modalities.audio.features import griffin_lim, log_mel
 
     mel = log_mel(torch.from_numpy(reference), tts.tokenizer.cfg)
     out = {"Griffin-Lim": griffin_lim(mel, tts.tokenizer.cfg).numpy()}
