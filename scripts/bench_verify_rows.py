@@ -3,7 +3,7 @@ milliseconds per forward of `CachedLM.step` for n = 1 (an `ar` step) to N nodes,
 rows (2 for one image with CFG: the conditioned and unconditioned rows), so a forward multiplies rows x n
 activations by every weight. On a CPU the cost does not grow smoothly with that count: it follows the matrix
 library's blocking, and a tree size whose forward lands on a cheap count is worth more than its neighbours
-(README, "Image", session 12). `--caches growing dynamic` times specgen's in-place KV cache against transformers'
+(README, "Image"). `--caches growing dynamic` times specgen's in-place KV cache against transformers'
 `DynamicCache` (which copies every layer's keys and values each forward), interleaved in the same rounds.
 
     .venv/bin/python scripts/bench_verify_rows.py --model models/zoo/image-scenes/lm --rows 2 --max-nodes 12
