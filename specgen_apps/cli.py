@@ -140,6 +140,19 @@ def drafting_of(args) -> DraftConfig:
                        vertical=getattr(args, "vertical", True))
 
 
+VOCODER = dict(default="auto", choices=list(VOCODERS),
+               help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
+
+
+def add_media_output(p: argparse.ArgumentParser, out_help: str, **drafting):
+    """--out, --device, --dtype, --json and the drafting options (`add_drafting`) of a media command."""
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--json", action="store_true")
+    add_drafting(p, **drafting)
+
+
 def check_out(path: str, ext: str):
     """Refuse an output name of the wrong kind before any work is done."""
     if not path.lower().endswith(ext):
@@ -169,13 +182,8 @@ def add_speech(sub):
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)
-    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
-                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
-    p.add_argument("--out", required=True, help="output WAV")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
-    add_drafting(p)
+    p.add_argument("--vocoder", **VOCODER)
+    add_media_output(p, "output WAV")
     p.set_defaults(run=run_speech)
 
 
@@ -208,13 +216,9 @@ def add_image(sub):
     p.add_argument("--acceptance", choices=["relaxed"], help="relaxed: LANTERN-style, lossy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=int, default=1, help="number of samples, saved side by side")
-    p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
-    add_drafting(p, draws_help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and "
-                              "leave the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample when "
-                              "sampling with exact acceptance, else top", vertical=True)
+    add_media_output(p, "output PNG", draws_help="sample: draw the horizontal guesses from the heads (exact, accepted "
+                     "more often) and leave the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample "
+                     "when sampling with exact acceptance, else top", vertical=True)
     p.set_defaults(run=run_image)
 
 
@@ -242,13 +246,8 @@ def add_rap(sub):
     p.add_argument("--tolerance", type=int, help="VADUSA tolerance k for the heads (lossy; default: exact sampling)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
-                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
-    p.add_argument("--out", required=True, help="output WAV (the mix; the vocals go beside it as *.vocals.wav)")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
-    add_drafting(p)
+    p.add_argument("--vocoder", **VOCODER)
+    add_media_output(p, "output WAV (the mix; the vocals go beside it as *.vocals.wav)")
     p.set_defaults(run=run_rap)
 
 

@@ -25,21 +25,40 @@ from .losses import Discriminator, aligned, discriminator_loss, distill_loss, fo
 from .lm import lr_at, plain_settings
 
 
-@dataclass
-class HeadsConfig:
-    """A head-training run (`specgen train-heads`): heads of `kind` on the frozen `target` (a Hugging Face folder),
-    distilled from the target's continuations of prompts from `data` (token files with weights, windows of
-    `prompt_len`, or a .pt sequence set, its conditioning prefixes), written to `out` (which also keeps the
-    generated data and checkpoints). `init`: a trained heads folder of the same kind to start from (`warm_start`);
-    `layers`: per head (default: the kind's own); `horizontal` and `width`: Hawk's horizontal head kind and raster
-    row; `adversarial_weight`: KOALA's adversarial loss (0: none); `heldout_sequences` of the `sequences` are kept
-    for calibration; `temperature` of the continuations (0: greedy); `loss`: one of `losses.LOSSES`; `rules`:
-    acceptance rules calibrated beside greedy; `cpu_tree_size`: the tree size measured best on a CPU;
-    `cfg_scale` and `uncond_prompt`: classifier-free guidance the heads will draft for; `cache_gb`: keep the
-    target's view of all training sequences in memory when it fits; `save_dtype`: how the heads are stored."""
+@dataclass(kw_only=True)
+class Continuations:
+    """The target continuations heads learn from and are calibrated on: `sequences` continuations by the frozen
+    `target` (a Hugging Face folder) of `new_tokens` each, at `temperature` (0: greedy), `gen_batch` at a time, of
+    prompts from `data` (token files with weights, windows of `prompt_len`, or a .pt sequence set, its
+    conditioning prefixes); `rules`: the acceptance rules to calibrate trees for (greedy, sample, drawn,
+    tolerance:K); `cpu_tree_size`: the tree size measured best on a CPU, stored with the heads; `cfg_scale` and
+    `uncond_prompt`: classifier-free guidance the heads will draft for."""
 
     target: str
     data: str
+    sequences: int
+    prompt_len: int = 32
+    new_tokens: int
+    temperature: float = 1.0
+    gen_batch: int
+    seed: int = 0
+    rules: list[str] = field(default_factory=lambda: ["sample"])
+    cpu_tree_size: int | None = None
+    cfg_scale: float = 1.0
+    uncond_prompt: list[int] | None = None
+    cpu: bool = False
+
+
+@dataclass(kw_only=True)
+class HeadsConfig(Continuations):
+    """A head-training run (`specgen train-heads`): heads of `kind` distilled from the target's continuations,
+    written to `out` (which also keeps the generated data and checkpoints). `init`: a trained heads folder of the
+    same kind to start from (`warm_start`); `layers`: per head (default: the kind's own); `horizontal` and
+    `width`: Hawk's horizontal head kind and raster row; `adversarial_weight`: KOALA's adversarial loss (0: none);
+    `heldout_sequences` of the `sequences` are kept for calibration; `loss`: one of `losses.LOSSES`; `cache_gb`:
+    keep the target's view of all training sequences in memory when it fits; `save_dtype`: how the heads are
+    stored; the rest as in `Continuations`."""
+
     out: str
     kind: str = "medusa"
     num_heads: int = 4
@@ -50,50 +69,31 @@ class HeadsConfig:
     adversarial_weight: float = 0.1
     sequences: int = 512
     heldout_sequences: int = 32
-    prompt_len: int = 32
     new_tokens: int = 128
-    temperature: float = 1.0
     gen_batch: int = 32
     steps: int = 1000
     batch: int = 8
     lr: float = 1e-3
     loss: str = "kl"
     warmup: int = 50
-    seed: int = 0
     eval_every: int = 100
     max_minutes: float = 1e9
     mixed_precision: str = "auto"
     save_dtype: str = "bfloat16"
-    rules: list[str] = field(default_factory=lambda: ["sample"])
-    cpu_tree_size: int | None = None
-    cfg_scale: float = 1.0
-    uncond_prompt: list[int] | None = None
     cache_gb: float = 2.0
-    cpu: bool = False
 
 
-@dataclass
-class CalibrateConfig:
+@dataclass(kw_only=True)
+class CalibrateConfig(Continuations):
     """A calibration of trained heads (`specgen calibrate-heads`): the `heads` folder (its heads.json gains the
-    tables) on their `target`, measured on fresh continuations of prompts from `data` for each of `rules` (greedy,
-    sample, drawn, tolerance:K); `only_rules` writes only those tables. `temperature`: the continuations' (and
-    `sample`'s); the rest as in `HeadsConfig`."""
+    tables) measured on fresh continuations for each of `rules`; `only_rules` writes only those tables; the rest as
+    in `Continuations`."""
 
-    target: str
     heads: str
-    data: str
-    rules: list[str] = field(default_factory=lambda: ["sample"])
     only_rules: bool = False
     sequences: int = 32
     new_tokens: int = 200
-    prompt_len: int = 32
-    temperature: float = 1.0
     gen_batch: int = 8
-    seed: int = 0
-    cpu_tree_size: int | None = None
-    cfg_scale: float = 1.0
-    uncond_prompt: list[int] | None = None
-    cpu: bool = False
 
 
 def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[list[int]]:

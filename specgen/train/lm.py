@@ -40,34 +40,48 @@ def llama_config(preset: str, vocab: int, context: int, **special):
                        tie_word_embeddings=True, rope_theta=10000.0, **special)
 
 
-@dataclass
-class LMConfig:
-    """A causal-LM training run (`specgen train-lm`): token files with weights (a.bin:1,b.bin:1) or a .pt file of
-    sequences with loss masks (speech, image, rap) for `train` and `heldout`; `tokenizer` (text) or `vocab` (other
-    tokens, with the project's special ids pad 0, <s> 1, </s> 2); `out` the run folder (reruns resume from it);
-    `init` an exported model to go on from when `out` has no checkpoint; `mixed_precision` auto, no, bf16 or fp16
-    (auto: bf16 on CUDA or a CPU with native bf16, else none); `max_minutes` stops (and saves) after that long."""
+@dataclass(kw_only=True)
+class Schedule:
+    """What `fit` runs by, shared by the LM recipes: `out` the run folder (reruns resume from it), `steps` of
+    `batch` windows of `seq` tokens, the learning rate `lr` after `warmup` steps, an evaluation on `eval_windows`
+    held-out windows every `eval_every` steps, a checkpoint every `save_minutes`, a saved stop after
+    `max_minutes`; `mixed_precision` auto, no, bf16 or fp16 (auto: bf16 on CUDA or a CPU with native bf16, else
+    none); `cpu`: train on the CPU even where CUDA is present."""
 
-    train: str
-    heldout: str
     out: str
-    preset: str = "text-30m"
-    tokenizer: str | None = None
-    vocab: int | None = None
-    steps: int = 6000
+    steps: int
     batch: int = 8
-    seq: int = 512
-    context: int = 1024
-    lr: float = 1e-3
-    warmup: int = 200
+    seq: int
+    lr: float
+    warmup: int
     seed: int = 0
     eval_every: int = 250
-    eval_windows: int = 64
+    eval_windows: int
     save_minutes: float = 10
     max_minutes: float = 1e9
     mixed_precision: str = "auto"
     cpu: bool = False
+
+
+@dataclass(kw_only=True)
+class LMConfig(Schedule):
+    """A causal-LM training run (`specgen train-lm`): token files with weights (a.bin:1,b.bin:1) or a .pt file of
+    sequences with loss masks (speech, image, rap) for `train` and `heldout`; a `preset` shape; `tokenizer` (text)
+    or `vocab` (other tokens, with the project's special ids pad 0, <s> 1, </s> 2); `context` positions; `init` an
+    exported model to go on from when `out` has no checkpoint; the rest as in `Schedule`."""
+
+    train: str
+    heldout: str
+    preset: str = "text-30m"
+    tokenizer: str | None = None
+    vocab: int | None = None
+    context: int = 1024
     init: str | None = None
+    steps: int = 6000
+    seq: int = 512
+    lr: float = 1e-3
+    warmup: int = 200
+    eval_windows: int = 64
 
 
 def plain_settings(cfg) -> dict:
@@ -175,7 +189,7 @@ def train(cfg: LMConfig):
 def fit(acc, model, optimizer, state: dict, cfg, batch_loss, evaluate) -> dict:
     """The loop every recipe shares: learning-rate schedule, step with clipping, progress bar, evaluation every
     `cfg.eval_every` steps, a checkpoint every `cfg.save_minutes`, and a saved stop after `cfg.max_minutes`
-    (`cfg`: the recipe's config, an LMConfig or a PardConfig).
+    (`cfg`: the recipe's config, a `Schedule`).
     batch_loss(step) -> (loss, counters to add to the state, e.g. {"tokens": n}); evaluate() -> log fields."""
     from tqdm import tqdm
 

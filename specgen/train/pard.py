@@ -25,35 +25,26 @@ import torch.nn.functional as F
 from ..utils import resolve_mixed_precision
 from .data import TokenMix
 from .lm import export as export_lm
-from .lm import fit, plain_settings
+from .lm import Schedule, fit, plain_settings
 
 
-@dataclass
-class PardConfig:
+@dataclass(kw_only=True)
+class PardConfig(Schedule):
     """A PARD adaptation run (`specgen train-pard`): `init` the AR draft to adapt (a Hugging Face folder with its
-    tokenizer, which needs a mask token), token files with weights for `train` and `heldout`, `out` the run folder
-    (reruns resume from it); `k` tokens drafted per forward (groups), COD `retention` r (1: no dropping) and
-    `floor` r_min; `mixed_precision` as in `LMConfig`."""
+    tokenizer, which needs a mask token), token files with weights for `train` and `heldout`; `k` tokens drafted
+    per forward (groups), COD `retention` r (1: no dropping) and `floor` r_min; the rest as in `Schedule`."""
 
     init: str
     train: str
     heldout: str
-    out: str
     k: int = 8
     retention: float = 0.7
     floor: float = 0.2
     steps: int = 1500
-    batch: int = 8
     seq: int = 256
     lr: float = 5e-4
     warmup: int = 50
-    seed: int = 0
-    eval_every: int = 250
     eval_windows: int = 32
-    save_minutes: float = 10
-    max_minutes: float = 1e9
-    mixed_precision: str = "auto"
-    cpu: bool = False
 
 
 def cod_layout(length: int, groups: int, retention: float, floor: float, rng: np.random.Generator):
