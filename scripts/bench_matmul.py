@@ -1,6 +1,6 @@
-"""What one target forward of n tokens costs on this CPU with each of the products specgen/cpu.py can use:
-PyTorch's `linear`, the `W @ x.T` form, and specgen's kernel (specgen/csrc/rows.c), interleaved so all see the
-same machine.
+"""What one target forward of n tokens costs on this CPU with each of the products specgen/kernels/narrow.py can
+use: PyTorch's `linear`, the `W @ x.T` form, and specgen's kernel (specgen/kernels/csrc/rows.c), interleaved so all
+see the same machine.
 
     python scripts/bench_matmul.py models/zoo/speech-tts/lm --context 300 --tokens 1 2 5 9 16
     python scripts/bench_matmul.py models/zoo/image-scenes/lm --batch 2 --context 160 --tokens 1 2 3 4 6 8 12
@@ -18,7 +18,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from specgen import CachedLM, cpu
+from specgen import CachedLM, config, kernels
+from specgen.kernels import build
 
 
 def forward_ms(lm: CachedLM, n: int, reps: int) -> float:
@@ -48,20 +49,21 @@ def main(argv=None):
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    lm = CachedLM(model)
+    lm = CachedLM(kernels.narrow_matmuls(model))
     lm.check_length(args.context + max(args.tokens))
     lm.prefill([[3 + i % (lm.vocab - 3) for i in range(args.context)]] * args.batch)
-    switches = {"linear": (False, False), "W @ x.T": (True, False), "kernel": (True, True)}  # (cpu.ON, cpu.KERNEL)
-    if cpu.kernel() is None:
-        del switches["kernel"]  # (cpu.kernel warned why)
+    switches = {"linear": (False, False), "W @ x.T": (True, False), "kernel": (True, True)}  # (CPU_MATMUL, CPU_KERNEL)
+    if build.kernel() is None:
+        del switches["kernel"]  # (build.kernel warned why)
+    saved = config.CPU_MATMUL, config.CPU_KERNEL
     runs: dict[str, dict[int, list[float]]] = {name: {} for name in switches}
     try:
         for _ in range(args.rounds):
-            for name, (cpu.ON, cpu.KERNEL) in switches.items():
+            for name, (config.CPU_MATMUL, config.CPU_KERNEL) in switches.items():
                 for n in args.tokens:
                     runs[name].setdefault(n, []).append(forward_ms(lm, n, args.reps))
     finally:
-        cpu.ON, cpu.KERNEL = True, True
+        config.CPU_MATMUL, config.CPU_KERNEL = saved
     med = {name: {n: statistics.median(v) for n, v in r.items()} for name, r in runs.items()}
     one = {name: m.get(1) for name, m in med.items()}
     print(f"{args.model}: ms per forward of {args.batch} row(s) ({args.context} tokens cached; median of "

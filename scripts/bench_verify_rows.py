@@ -3,7 +3,7 @@ milliseconds per forward of `CachedLM.step` for n = 1 (an `ar` step) to N nodes,
 rows (2 for one image with CFG: the conditioned and unconditioned rows), so a forward multiplies rows x n
 activations by every weight. On a CPU the cost does not grow smoothly with that count: it follows the matrix
 library's blocking, and a tree size whose forward lands on a cheap count is worth more than its neighbours
-(README, "Image", session 12). `--caches growing dynamic` times specgen's in-place KV cache against transformers'
+(README, "Image"). `--caches growing dynamic` times specgen's in-place KV cache against transformers'
 `DynamicCache` (which copies every layer's keys and values each forward), interleaved in the same rounds.
 
     .venv/bin/python scripts/bench_verify_rows.py --model models/zoo/image-scenes/lm --rows 2 --max-nodes 12
@@ -57,7 +57,7 @@ def main():
     p.add_argument("--out", help="also write the table as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    lm = CachedLM(load_causal_lm(args.model, None, "float32", what="model"))
+    lm = CachedLM(load_causal_lm(args.model, None, "float32", what="model", narrow=True))
     sizes = list(range(1, args.max_nodes + 2))  # nodes verified plus the root
     factories = {"growing": cached_lm.growing_cache, "dynamic": lambda limit=None: DynamicCache()}
     runs = {(c, n): [] for c in args.caches for n in sizes}

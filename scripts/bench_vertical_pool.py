@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modalities.image.vocab import ImageVocab  # noqa: E402
-from specgen.heads.base import load_heads  # noqa: E402
+from specgen.drafters import load_heads  # noqa: E402
 from specgen.loading import load_causal_lm  # noqa: E402
-from specgen.training.data import SequenceSet  # noqa: E402
-from specgen.training.heads import self_distillation_data, target_view  # noqa: E402
+from specgen.train.data import SequenceSet  # noqa: E402
+from specgen.train.heads import self_distillation_data, target_view  # noqa: E402
 
 GRID = 16
 
@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--out", default="docs/bench/vertical-pool.json")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    target = load_causal_lm(os.path.join(args.model, "lm"), "cpu", "float32", what="image LM")
+    target = load_causal_lm(os.path.join(args.model, "lm"), "cpu", "float32", what="image LM", narrow=True)
     heads = load_heads(os.path.join(args.model, "heads"), target)
     vocab = ImageVocab.load(os.path.join(args.model, "lm"))
     guidance = (args.cfg_scale, vocab.unconditional([]))

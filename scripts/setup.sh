@@ -19,7 +19,7 @@ if [ "$(cat .venv/.specgen-deps 2>/dev/null)" != "$stamp" ] || ! .venv/bin/pytho
 fi
 # Debian tools the tests use: Chromium for the browser test (no browser download: only package registries are
 # reachable here), espeak-ng for phonemes and voices, and a C compiler with OpenMP for specgen's CPU matmul kernel
-# (specgen/cpu.py builds it on first use; without one, PyTorch's slower products run instead)
+# (specgen/kernels/build.py builds it on first use; without one, PyTorch's slower products run instead)
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)

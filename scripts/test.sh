@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || { echo "setup failed"; exit 1; }
-.venv/bin/ruff check specgen modalities models tests demos || { echo "lint failed"; exit 1; }
+.venv/bin/ruff check specgen modalities specgen_apps tests scripts || { echo "lint failed"; exit 1; }
 .venv/bin/python -m pytest tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "no tests ran: that is a failure"; exit 1; fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
-# steps resume from their run folders; MINUTES caps each so a session can stop and a later one go on.
+# steps resume from their run folders; MINUTES caps each, so a run can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
@@ -16,7 +16,7 @@ MINUTES=${MINUTES:-1000000}
 HEAD_ARGS=()  # more train-heads options for one modality (they come last, so they win over the common ones)
 case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (kind, new tokens, sampling temperature[, CPU tree size])
   speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
-          HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain (session 7); the shipped set grew from 4:
+          HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain; the shipped set grew from 4:
           HEAD_ARGS=(--num-heads 6 --mixed-precision no ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
           HEADS=(hawk 256 1.0 3)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
@@ -27,8 +27,8 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
           TV=(--target $Z/lm --kind hawk --horizontal hydra "${GUIDED[@]}" --temperature 1.0 --lr 3e-4 --warmup 20
               --loss tv --max-minutes "$MINUTES") ;;
   rap)    Z=models/zoo/rap;          VOCAB=modalities.rap.vocab:RapVocab;       LM=(${LM_STEPS:-500} 4 2048)
-          HEADS=(hydra 256 1.0)  # Hydra++ since session 6 (the Medusa set ships as heads-medusa/); 6 heads since
-          HEAD_ARGS=(--num-heads 6 --mixed-precision no --rules sample tolerance:1 tolerance:3 tolerance:5  # session 8
+          HEADS=(hydra 256 1.0)  # 6 Hydra++ heads (the Medusa set ships as heads-medusa/), calibrated for
+          HEAD_ARGS=(--num-heads 6 --mixed-precision no --rules sample tolerance:1 tolerance:3 tolerance:5  # these rules
                      ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
   *) echo "unknown modality $M: speech, image or rap"; exit 2 ;;
 esac
@@ -65,7 +65,7 @@ for step in "$@"; do
         --rules sample tolerance:3 tolerance:5 ${HEADS[3]:+--cpu-tree-size ${HEADS[3]}} --max-minutes "$MINUTES" \
         ${HEAD_ARGS[@]+"${HEAD_ARGS[@]}"}
       mkdir -p $Z/heads && cp runs/$M-heads/heads.safetensors runs/$M-heads/heads.json $Z/heads/ ;;
-    image:tv)  # session 12: the heads fine-tuned on total variation, the chance a drawn guess is rejected, on 1536
+    image:tv)  # the heads fine-tuned on total variation, the chance a drawn guess is rejected, on 1536
       # guided rasters (the first 512 are the heads step's): 1200 steps, then 2400 more from those weights on the
       # same rasters; then calibrated on 32 fresh ones like the other sets
       TV12=("${TV[@]}" --sequences 1536 --cpu-tree-size 7)
@@ -74,7 +74,7 @@ for step in "$@"; do
       $S train-heads "${TV12[@]}" --out runs/$M-heads-tv2 --steps 2400 --init runs/$M-heads-tv
       $S calibrate-heads --target $Z/lm --heads runs/$M-heads-tv2 "${GUIDED[@]}" --sequences 32
       cp runs/$M-heads-tv2/heads.safetensors runs/$M-heads-tv2/heads.json $Z/heads/ ;;
-    image:tv14)  # session 14: the same total-variation fine-tuning from the shipped heads on 3072 fresh rasters (other
+    image:tv14)  # the same total-variation fine-tuning from the shipped heads on 3072 fresh rasters (other
       # prompts and draws than before: --seed 7), calibrated like `tv`; tree size 3 as `treesize` stores it.
       # TV_SEED=8 (and so on) runs it again on other fresh rasters, into runs/image-heads-tv14-s8; the shipped set is
       # the seed-7 run, copied into $Z/heads as `tv` copies its own (a TV_SEED run is left in runs/ to compare)
@@ -83,15 +83,15 @@ for step in "$@"; do
         --steps ${HEAD_STEPS:-2400} --init $Z/heads
       $S calibrate-heads --target $Z/lm --heads $OUT "${GUIDED[@]}" --sequences 32
       if [ -z "${TV_SEED:-}" ]; then cp $OUT/heads.safetensors $OUT/heads.json $Z/heads/; fi ;;
-    image:treesize)  # session 10: the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
+    image:treesize)  # the CPU tree size 3 added to the shipped heads alone, the fastest of 2-6 and 8 on
       # training captions (`specgen bench image --split train --captions 8 --samples 2 --sample-batch 1 --tree-sizes
       # 3 4 5 6 --fp32-drafting`, then `--tree-size 3 --tree-sizes 2 4`; docs/bench/image-tree-sizes-train*.json).
-      # Session 12's `tv` step stores 7; session 13 runs this step after it: 3 beat 7 again on training captions
+      # The `tv` step stores 7; this step runs after it: 3 beat 7 again on training captions
       # with the leaner draft rounds (`--split train --captions 16 ... --rows drawn --tree-sizes 3 [--seed 1|2]`,
       # docs/bench/image-s13-train*.json)
-      $P -c "from specgen.heads.base import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
-    rap:calibrate)  # session 9: the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
-      # session 10: their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
+      $P -c "from specgen.drafters.heads import write_config; write_config('$Z/heads', {'cpu_tree_size': 3})" ;;
+    rap:calibrate)  # the shipped heads' tree table for drawn guesses (vocal tokens only), added alone;
+      # and their CPU tree size, 7, the fastest of 6, 7 and 8 on training songs (`specgen bench rap --split
       # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)
       $S calibrate-heads --target $Z/lm --heads $Z/heads --data $D/heldout.pt --rules drawn --only-rules \
         --sequences 16 --new-tokens 256 --gen-batch 16 --cpu-tree-size 7 ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
-# folder when rerun; MINUTES caps each training step so a session can stop and a later one go on.
+# folder when rerun; MINUTES caps each training step, so a run can stop and a later one go on.
 # Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
 #        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-export|gemma-bench]...   (Gemma 3 270M's draft)
 # small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.

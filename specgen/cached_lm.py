@@ -18,7 +18,6 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .cpu import narrow_matmuls
 from .tree import ancestry
 
 
@@ -100,7 +99,7 @@ class CachedLM:
     """A causal LM plus a batch-rectangular KV cache with per-slot validity and per-row positions."""
 
     def __init__(self, model):
-        self.model = narrow_matmuls(model.eval())  # CPU fp32 only; see specgen/cpu.py
+        self.model = model.eval()  # its products as loaded (narrow ones: `load_causal_lm(..., narrow=True)`)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.context = context_length(model.config)

@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from .kernels import narrow_matmuls
 from .utils import resolve_device, resolve_dtype
 
 
@@ -20,8 +21,10 @@ def check_path(path: str, what: str = "model") -> str:
 
 
 def load_causal_lm(path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                   what: str = "model"):
-    """A causal LM in eval mode on the chosen device and dtype (auto: CUDA with bf16 when present, else CPU fp32)."""
+                   what: str = "model", narrow: bool = False):
+    """A causal LM in eval mode on the chosen device and dtype (auto: CUDA with bf16 when present, else CPU fp32).
+    narrow: its `nn.Linear` layers compute few rows by specgen's CPU products (`specgen.kernels.narrow_matmuls`;
+    CPU fp32 and fp16 models only), which the pipelines ask for."""
     from transformers import AutoModelForCausalLM
 
     path = check_path(path, what)
@@ -31,7 +34,8 @@ def load_causal_lm(path: str, device: str | torch.device | None = None, dtype: s
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"could not load the {what} at {path!r} as a causal LM: {e}") from e
-    return model.to(dev).eval()
+    model = model.to(dev).eval()
+    return narrow_matmuls(model) if narrow else model
 
 
 def load_tokenizer(path: str, what: str = "model"):
@@ -45,19 +49,21 @@ def load_tokenizer(path: str, what: str = "model"):
                          f"tokenizer.save_pretrained(path)") from e
 
 
-def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", heads: str | None = None):
+def load_lm_and_heads(folder: str, device=None, dtype=None, what: str = "LM", heads: str | None = None,
+                      narrow: bool = False):
     """A model folder's `lm/` (a causal LM) and, when present, its `heads/` (draft heads trained on that LM);
-    `heads` names another heads folder to load instead (e.g. the zoo's `heads-medusa/`)."""
-    from .heads import load_heads
+    `heads` names another heads folder to load instead (e.g. the zoo's `heads-medusa/`); `narrow` as in
+    `load_causal_lm`, for both."""
+    from .drafters import load_heads
 
-    lm = load_causal_lm(os.path.join(folder, "lm"), device, dtype, what=what)
+    lm = load_causal_lm(os.path.join(folder, "lm"), device, dtype, what=what, narrow=narrow)
     if heads is not None:
         if not os.path.isfile(os.path.join(heads, "heads.json")):
             raise ValueError(f"no draft heads at {heads} (no heads.json there): pass a heads folder such as "
                              f"{os.path.join(folder, 'heads')}")
-        return lm, load_heads(heads, lm)
+        return lm, load_heads(heads, lm, narrow)
     heads_dir = os.path.join(folder, "heads")
-    found = load_heads(heads_dir, lm) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
+    found = load_heads(heads_dir, lm, narrow) if os.path.isfile(os.path.join(heads_dir, "heads.json")) else None
     return lm, found
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.audio import MelConfig, griffin_lim, load_audio, log_mel, save_audio
+from modalities.audio.features import MelConfig, griffin_lim, load_audio, log_mel, save_audio
 
 
 def tone(seconds=1.0, sr=16000):
@@ -63,7 +63,7 @@ def test_unreadable_audio_is_a_clear_error(tmp_path):
 
 
 def test_speech_tokenizer_is_deterministic_and_round_trips(tmp_path):
-    from models.speech_tokenizer import SpeechTokenizer
+    from modalities.audio.tokenizer import SpeechTokenizer
 
     mels = [log_mel(tone(0.5) * s) for s in (0.5, 1.0, 2.0)]
     tok = SpeechTokenizer.fit(mels, size=16, iters=5)

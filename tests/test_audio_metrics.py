@@ -1,7 +1,7 @@
 """MCD with DTW and the cepstral speaker similarity behave as measures should."""
 import numpy as np
 
-from models.audio_metrics import dtw_path_cost, mel_cepstral_distortion, speaker_similarity
+from modalities.audio.metrics import dtw_path_cost, mel_cepstral_distortion, speaker_similarity
 
 
 def voice(f0, seconds=1.0, sr=16000, formant=1.0, rate=1.0):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from modalities.batch import load_records, run_batch
-from modalities.cli import main
+from specgen_apps.cli import main
 from modalities.text import TextPipeline
 from modalities.text.batch import TextJobs
 from tiny import tiny_model, tiny_tokenizer

@@ -72,8 +72,8 @@ def test_silent_or_pulseless_beats_are_refused():
 
 
 def test_beat_command_writes_a_loop_and_refuses_bad_tempi(tmp_path, capsys):
-    from modalities.cli import main
-    from models.audio import load_audio
+    from specgen_apps.cli import main
+    from modalities.audio.features import load_audio
 
     out = tmp_path / "beat.wav"
     assert main(["beat", "--bpm", "90", "--bars", "3", "--out", str(out)]) == 0

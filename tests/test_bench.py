@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from modalities.cli import main
+from specgen_apps.cli import main
 from tiny import perturbed, random_heads, tiny_model, tiny_tokenizer
 
 

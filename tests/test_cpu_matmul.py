@@ -1,9 +1,11 @@
-"""The few-row CPU product (specgen/cpu.py) computes what nn.Linear computes, and leaves training alone."""
+"""The few-row CPU product (specgen/kernels/narrow.py) computes what nn.Linear computes, and leaves training alone."""
 import pytest
 import torch
 from torch import nn
 
-from specgen import CachedLM, cpu
+from specgen import CachedLM, config, kernels
+from specgen.kernels import build, narrow
+from specgen.loading import load_causal_lm
 from tiny import tiny_model
 
 
@@ -14,8 +16,8 @@ def test_narrow_linear_matches_linear(bias, shape):
     ref = nn.Linear(24, 40, bias=bias)
     fast = nn.Linear(24, 40, bias=bias)
     fast.load_state_dict(ref.state_dict())
-    cpu.narrow_matmuls(fast)
-    assert type(fast) is cpu.NarrowLinear
+    kernels.narrow_matmuls(fast)
+    assert type(fast) is kernels.NarrowLinear
     x = torch.randn(*shape, 24)
     with torch.inference_mode():
         y = fast(x)
@@ -30,38 +32,38 @@ def test_fp16_weights_take_the_kernel_and_compute_in_fp32(x_dtype, monkeypatch):
     what fp32 weights holding the same values give, up to fp32 rounding, in the input's dtype, without calling
     PyTorch's fp16 product; more rows than the kernel takes go to F.linear."""
     torch.manual_seed(0)
-    half = cpu.narrow_matmuls(nn.Linear(40, 33).half())
-    assert type(half) is cpu.NarrowLinear
+    half = kernels.narrow_matmuls(nn.Linear(40, 33).half())
+    assert type(half) is kernels.NarrowLinear
     wide = nn.Linear(40, 33)
     wide.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
     calls = []
     real = torch.nn.functional.linear
-    monkeypatch.setattr(cpu.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(narrow.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
     x = torch.randn(2, 5, 40).to(x_dtype)
     with torch.inference_mode():
         y = half(x)
         assert y.dtype == x_dtype and calls == []
         want = wide(x.float())
         torch.testing.assert_close(y.float(), want, **({} if x_dtype == torch.float32 else dict(rtol=1e-3, atol=1e-2)))
-        half(torch.randn(1, cpu.KERNEL_ROWS + 1, 40).to(x_dtype))
+        half(torch.randn(1, kernels.KERNEL_ROWS + 1, 40).to(x_dtype))
     assert len(calls) == 2  # wide's own product, then the rows past the kernel's
 
 
 def test_few_rows_take_the_kernel_or_the_narrow_path(monkeypatch):
     """In inference, 1-24 rows go through specgen's kernel, 25-64 through W @ x.T, more rows and gradients through
     F.linear; without the kernel, one row goes through F.linear too."""
-    assert cpu.kernel() is not None, "the kernel should build here (gcc is installed by scripts/setup.sh)"
+    assert build.kernel() is not None, "the kernel should build here (gcc is installed by scripts/setup.sh)"
     calls = []
     real = torch.nn.functional.linear
-    monkeypatch.setattr(cpu.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
-    lin = cpu.narrow_matmuls(nn.Linear(8, 4))
+    monkeypatch.setattr(narrow.F, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    lin = kernels.narrow_matmuls(nn.Linear(8, 4))
     with torch.inference_mode():
         for rows in (1, 5, 24, 25, 64):
             lin(torch.randn(1, rows, 8))
         assert calls == []
         lin(torch.randn(1, 65, 8))
         assert len(calls) == 1
-        monkeypatch.setattr(cpu, "KERNEL", False)
+        monkeypatch.setattr(config, "CPU_KERNEL", False)
         lin(torch.randn(1, 1, 8))
         lin(torch.randn(1, 5, 8))
         assert len(calls) == 2
@@ -80,41 +82,49 @@ def test_kernel_rows_do_not_depend_on_their_neighbours(features):
     x = torch.randn(16, features)
     with torch.inference_mode():
         for bias in (None, b):
-            together = cpu.linear(x, w, bias)
+            together = kernels.linear(x, w, bias)
             torch.testing.assert_close(together, torch.nn.functional.linear(x, w, bias), rtol=1e-5, atol=1e-4)
             for rows in (1, 2, 3, 5, 8, 11):
                 for start in (0, 16 - rows):
-                    assert torch.equal(cpu.linear(x[start : start + rows], w, bias), together[start : start + rows])
+                    assert torch.equal(kernels.linear(x[start : start + rows], w, bias), together[start : start + rows])
 
 
 def test_kernel_that_cannot_build_warns_and_falls_back(monkeypatch, tmp_path):
     """No compiler: one warning naming the cause and the switch, then PyTorch's products, same results."""
-    monkeypatch.setattr(cpu, "_LIB", [])
+    monkeypatch.setattr(build, "_LIB", [])
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.warns(UserWarning, match="kernel is unavailable.*SPECGEN_CPU_KERNEL=0"):
-        assert cpu.kernel() is None
+        assert build.kernel() is None
     x, w = torch.randn(3, 24), torch.randn(40, 24)
     with torch.inference_mode():
-        torch.testing.assert_close(cpu.linear(x, w), x @ w.t())
-    assert cpu.kernel() is None  # decided once per process: no second attempt, no second warning
+        torch.testing.assert_close(kernels.linear(x, w), x @ w.t())
+    assert build.kernel() is None  # decided once per process: no second attempt, no second warning
 
 
 def test_kernel_is_built_into_the_cache_once(monkeypatch, tmp_path):
     """A fresh cache gets one finished library file (built aside and moved in), which a later process reuses."""
-    monkeypatch.setattr(cpu, "_LIB", [])
+    monkeypatch.setattr(build, "_LIB", [])
     monkeypatch.setenv("SPECGEN_CACHE", str(tmp_path))
-    assert cpu.kernel() is not None
+    assert build.kernel() is not None
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
-    monkeypatch.setattr(cpu, "_LIB", [])
-    assert cpu.kernel() is not None and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.setattr(build, "_LIB", [])
+    assert build.kernel() is not None and len(list(tmp_path.iterdir())) == 1
 
 
-def test_cached_lm_switches_only_plain_cpu_linears():
+def test_narrow_products_are_switched_on_only_when_asked(tmp_path):
+    """CachedLM leaves the caller's model as it is; loading with narrow=True switches the plain CPU linears, and
+    `narrow_matmuls` leaves subclasses of nn.Linear alone."""
     class Custom(nn.Linear):
         pass
 
     model = tiny_model("llama", vocab=50)
-    model.extra = Custom(4, 4)
     CachedLM(model)
+    assert kernels.NarrowLinear not in {type(m) for m in model.modules()}
+    model.save_pretrained(tmp_path)
+    loaded = load_causal_lm(str(tmp_path), "cpu", narrow=True)
+    assert kernels.NarrowLinear in {type(m) for m in loaded.modules()}
+    assert kernels.NarrowLinear not in {type(m) for m in load_causal_lm(str(tmp_path), "cpu").modules()}
+    model.extra = Custom(4, 4)
+    kernels.narrow_matmuls(model)
     kinds = {type(m) for m in model.modules() if isinstance(m, nn.Linear)}
-    assert cpu.NarrowLinear in kinds and Custom in kinds and nn.Linear not in kinds
+    assert kernels.NarrowLinear in kinds and Custom in kinds and nn.Linear not in kinds

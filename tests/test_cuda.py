@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
 from test_speculative_greedy import HEAD_KINDS, PROMPTS, run
 from tiny import perturbed, random_heads, tiny_model
 
@@ -54,7 +54,7 @@ def test_drawn_hawk_with_a_vertical_run_on_the_gpu():
     heads.cuda()
 
     def sample():
-        drafter = make_drafter("hawk", heads, tree_size=4)
+        drafter = make_drafter("hawk", heads, DraftConfig(tree_size=4))
         out = generate(CachedLM(target), PROMPTS, drafter, Sampling(temperature=1.0), max_new_tokens=24,
                        num_draft_tokens=8, generator=torch.Generator("cuda").manual_seed(5))
         assert drafter.extension == 3 and drafter.ring.device.type == "cuda"
@@ -110,7 +110,7 @@ def test_image_pipeline_on_the_gpu(tmp_path):
 
 
 def test_rap_pipeline_on_the_gpu(tmp_path):
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.rap.beats import beat
     from modalities.rap.pipeline import RapPipeline
     from modalities.rap.vocab import RapVocab

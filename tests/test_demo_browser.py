@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from demos.app import launch
-from models.audio import save_audio
+from specgen_apps.demo import launch
+from modalities.audio.features import save_audio
 from modalities.rap.beats import beat
 from modalities.rap.vocab import RapVocab
 from modalities.speech.vocab import SpeechVocab

@@ -1,7 +1,7 @@
 """The flow-matching decoder: seeded sampling is deterministic, and training lowers the loss."""
 import torch
 
-from models.flow import FlowDecoder
+from modalities.audio.flow import FlowDecoder
 
 
 def tiny_flow():

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from modalities.cli import main
+from specgen_apps.cli import main
 from modalities.text import TextPipeline
-from specgen.training.heads import capture_hidden, distill_loss
+from specgen.train.heads import capture_hidden
+from specgen.train.losses import distill_loss
+from specgen import DraftConfig
 from specgen.tree import sparse_tree, tree_tensors
 from tiny import random_heads, tiny_model, tiny_tokenizer
 
@@ -92,7 +94,7 @@ def test_train_heads_then_decode_with_them(tmp_path, kind):
 
 def test_koala_discriminator_learns_and_the_heads_feel_it():
     """One adversarial round: the discriminator's loss falls, and the heads get a gradient from fooling it."""
-    from specgen.training.heads import Discriminator, discriminator_loss, fooling_loss
+    from specgen.train.losses import Discriminator, discriminator_loss, fooling_loss
 
     torch.manual_seed(0)
     target = tiny_model("llama", layers=2)
@@ -231,11 +233,11 @@ def test_tree_size_defaults_by_device_and_is_checked():
 
     heads = random_heads(tiny_model())
     assert len(make_drafter("medusa", heads).paths) == CPU_TREE_SIZE  # these tests run on the CPU
-    assert len(make_drafter("medusa", heads, tree_size=5).paths) == 5
+    assert len(make_drafter("medusa", heads, DraftConfig(tree_size=5)).paths) == 5
     heads.config["cpu_tree_size"] = 3  # measured for these heads and stored with them
     assert len(make_drafter("medusa", heads).paths) == 3
     with pytest.raises(ValueError, match="tree_size"):
-        make_drafter("medusa", heads, tree_size=0)
+        make_drafter("medusa", heads, DraftConfig(tree_size=0))
 
 
 def test_trees_put_the_run_of_first_guesses_first():
@@ -245,7 +247,7 @@ def test_trees_put_the_run_of_first_guesses_first():
 
     heads = random_heads(tiny_model())
     heads.config["topk_accuracy"] = [[0.6, 0.3], [0.5, 0.3], [0.4, 0.3]]
-    paths = make_drafter("medusa", heads, tree_size=7).paths
+    paths = make_drafter("medusa", heads, DraftConfig(tree_size=7)).paths
     assert paths[:3] == [(0,), (0, 0), (0, 0, 0)] and len(paths) == 7
     assert all(paths.index(p[:-1]) < i for i, p in enumerate(paths) if len(p) > 1)
 
@@ -269,14 +271,14 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
     remade = make_drafter("hydra", heads).heads
     assert remade is not drafter.heads
     torch.testing.assert_close(remade.inputs[0].bias, heads.inputs[0].bias.half())
-    assert make_drafter("hydra", heads, dtype=torch.float32).heads is heads
+    assert make_drafter("hydra", heads, DraftConfig(dtype=torch.float32)).heads is heads
     heads.config["cpu_tree_size"] = 3  # a setting changed after the copy was made reaches the copy
     assert len(make_drafter("hydra", heads).paths) == 3
     lm = CachedLM(target)
     lm.keep_hidden()  # the target's LM head gets the hidden-state listener, a copy should not
     hawk = random_heads(target, "hawk:hydra")
     for dtype in (torch.float32, torch.float16):  # Hawk's horizontal drafter drafts in the precision asked for
-        drafter = make_drafter("hawk", hawk, dtype=dtype)
+        drafter = make_drafter("hawk", hawk, DraftConfig(dtype=dtype))
         assert drafter.horizontal.dtype == dtype and drafter.heads.lm_head.weight.dtype == dtype
     assert target.lm_head._forward_hooks and not drafter.heads.lm_head._forward_hooks
 
@@ -284,7 +286,7 @@ def test_heads_draft_in_half_precision_on_a_cpu_from_a_kept_copy():
 def test_rule_tables_measure_what_each_acceptance_walk_takes():
     """greedy: the guess is the argmax; sample: the target's probability of the guess (what recursive rejection
     accepts); tolerance:K: the guess the walk takes among those in the top K, so K = vocab takes exactly one."""
-    from specgen.training.heads import rule_accuracy
+    from specgen.train.heads import rule_accuracy
 
     target = tiny_model("llama", layers=2, vocab=31)
     heads = random_heads(target, "medusa", num_heads=2)
@@ -306,7 +308,7 @@ def test_rule_tables_measure_what_each_acceptance_walk_takes():
 
 def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_path):
     from specgen import make_drafter, tree_rule
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     target = saved_target(tmp_path)
     out = tmp_path / "medusa"
@@ -323,7 +325,8 @@ def test_calibrate_heads_shapes_the_tree_per_rule_and_keeps_decoding_exact(tmp_p
     assert tree_rule(None, 0.0) == "greedy" and tree_rule(None, 0.7) == "sample"
     assert tree_rule("tolerance", 1.0, {"tolerance": 5}) == "tolerance:5"
     heads.config["rule_accuracy"]["sample"] = [[0.9, 0.0], [0.9, 0.0], [0.9, 0.0], [0.9, 0.0]]  # a pure chain
-    assert make_drafter("medusa", heads, 8, rule="sample").paths == [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    chain = [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)]
+    assert make_drafter("medusa", heads, DraftConfig(tree_size=8), rule="sample").paths == chain
     greedy = heads.config["topk_accuracy"]
     assert main(["calibrate-heads", "--target", str(tmp_path / "target"), "--heads", str(out), "--data",
                  f"{tmp_path}/train.bin:1", "--rules", "drawn", "--only-rules", "--sequences", "4", "--seed", "3",
@@ -357,7 +360,7 @@ def test_cached_target_view_trains_the_same_heads_as_recomputing_it(tmp_path):
 
 
 def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
-    from specgen.training.heads import target_view
+    from specgen.train.heads import target_view
 
     target = tiny_model("llama", layers=2)
     x = torch.randint(3, 97, (2, 16))
@@ -374,7 +377,7 @@ def test_guided_targets_combine_each_row_with_its_unconditioned_twin():
 
 
 def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, capsys):
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
     target = saved_target(tmp_path)
     args = ["train-heads", "--target", str(tmp_path / "target"), "--kind", "hawk", "--horizontal", "hydra", "--width",
@@ -394,7 +397,7 @@ def test_train_heads_with_guidance_needs_the_unconditioned_prompt(tmp_path, caps
 def test_warm_start_grows_a_hydra_set_from_its_last_head(tmp_path):
     """--init copies the heads a set already has and starts each new one as the old last head shifted one token
     along its path; a folder of another kind of heads is refused."""
-    from specgen.training.heads import warm_start
+    from specgen.train.heads import warm_start
 
     target = tiny_model("llama", vocab=50)
     old = random_heads(target, "hydra", num_heads=2)
@@ -452,7 +455,7 @@ def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     hidden = lm.hidden.clone()  # the heads share the LM head, whose hook records every call's input
 
     def tree(rule, sampling, draws="auto"):
-        d = make_drafter(kind, heads, 8, "sample", draws=draws)
+        d = make_drafter(kind, heads, DraftConfig(tree_size=8, draws=draws), "sample")
         d.configure(rule)
         d.start(prompt, [3], sampling, 40, torch.device("cpu"), torch.Generator().manual_seed(0), hidden)
         return d.propose(4)
@@ -469,7 +472,7 @@ def test_head_drafters_draw_their_guesses_only_for_lossless_sampling(kind):
     assert tree("greedy", Sampling()).q is None
     assert tree("sample", Sampling(temperature=1.0), draws="top").q is None
     with pytest.raises(ValueError, match="draws must be one of"):
-        make_drafter(kind, heads, draws="random")
+        make_drafter(kind, heads, DraftConfig(draws="random"))
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -478,8 +481,7 @@ def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkey
     (prompt, then each accepted path's), whatever each row accepted, with rows of different prompt lengths
     and a row leaving the batch early."""
     from specgen import CachedLM, Sampling, generate, make_drafter
-    from specgen.drafters.heads import HydraDrafter
-    from specgen.heads.base import KINDS
+    from specgen.drafters import KINDS, HydraDrafter
 
     w = 5
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)
@@ -515,7 +517,7 @@ def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkey
 
     for name, fn in (("start", spy_start), ("accept", spy_accept), ("select", spy_select), ("propose", spy_propose)):
         monkeypatch.setattr(HydraDrafter, name, fn)
-    drafter = make_drafter("hydra", heads, tree_size=7, dtype=torch.float32)
+    drafter = make_drafter("hydra", heads, DraftConfig(tree_size=7, dtype=torch.float32))
     prompts = [[5, 6, 7, 8, 9, 10, 11, 12], [9, 10], [3], [4, 5, 6]]
     stop = lambda row, toks: 6 if row == 1 and len(toks) >= 6 else None  # noqa: E731 (row 1 leaves early)
     generate(CachedLM(target), prompts, drafter, Sampling(temperature=temperature), 30, 8, stop=stop,

@@ -3,6 +3,7 @@ relaxed acceptance is reported lossy, and captions outside the model's words are
 import pytest
 
 from modalities.image.pipeline import ImagePipeline
+from specgen import DraftConfig
 from tiny import tiny_image_parts
 
 
@@ -26,12 +27,14 @@ def test_hawk_greedy_equals_ar_greedy_with_guidance(gen):
 def test_sampling_draws_the_horizontal_guesses_by_default(gen):
     """draws='auto': drawn guesses when sampling with exact acceptance (the same decode as draws='sample'), Hawk's
     top-k tree otherwise."""
-    kw = dict(temperature=1.0, seed=4, tree_size=4)
-    default = gen.generate("a small red square", **kw)
-    assert default.tokens == gen.generate("a small red square", draws="sample", **kw).tokens
+    kw = dict(temperature=1.0, seed=4)
+    tree = DraftConfig(tree_size=4)
+    default = gen.generate("a small red square", drafting=tree, **kw)
+    drawn = gen.generate("a small red square", drafting=DraftConfig(tree_size=4, draws="sample"), **kw)
+    assert default.tokens == drawn.tokens
     relaxed = dict(kw, acceptance="relaxed")
-    assert gen.generate("a small red square", **relaxed).tokens == gen.generate("a small red square", draws="top",
-                                                                                 **relaxed).tokens
+    top = gen.generate("a small red square", drafting=DraftConfig(tree_size=4, draws="top"), **relaxed)
+    assert gen.generate("a small red square", drafting=tree, **relaxed).tokens == top.tokens
 
 
 def test_samples_make_a_grid_and_relaxed_acceptance_is_reported(gen, tmp_path):
@@ -53,7 +56,7 @@ def test_unknown_words_and_bad_settings_are_refused(gen):
 def test_cli_image_writes_a_png(gen, tmp_path, capsys):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     root = str(gen.root)
     assert main(["image", "--model", root, "--prompt", "a small red circle", "--grid", "2", "--out",
@@ -74,7 +77,7 @@ def test_cli_image_writes_a_png(gen, tmp_path, capsys):
 def test_bench_image_runs_every_variant(gen, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
     from tiny import random_heads
 
     out, hydra = tmp_path / "out", tmp_path / "hydra-rows"
@@ -99,7 +102,7 @@ def test_bench_image_runs_every_variant(gen, tmp_path):
 def test_batch_image_writes_pngs_and_records_bad_jobs(gen, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("\n".join([json.dumps({"id": "a", "prompt": "a small red circle", "seed": 1}),

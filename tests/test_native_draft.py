@@ -1,14 +1,14 @@
-"""Hydra++ draft rounds by specgen's CPU kernel (specgen/csrc/draft.c, specgen/drafters/native.py): the same
+"""Hydra++ draft rounds by specgen's CPU kernel (specgen/kernels/csrc/draft.c, specgen/kernels/rounds.py): the same
 guesses and distributions as the PyTorch round, used exactly where it applies, and decodes that stay exact."""
 import copy
 
 import pytest
 import torch
 
-from specgen import CachedLM, Sampling, cpu, generate
-from specgen.drafters import heads as head_drafters
-from specgen.drafters.heads import HydraDrafter
-from specgen.drafters.native import KernelRound
+from specgen import CachedLM, Sampling, config, generate
+from specgen.drafters import hydra as hydra_drafters
+from specgen.drafters.hydra import HydraDrafter
+from specgen.kernels import KernelRound, build
 from tiny import random_heads, tiny_model
 
 CHAIN = [[0.9, 0.01]] * 4  # a table whose best trees are chains
@@ -17,7 +17,7 @@ SPLIT = [[0.5, 0.4, 0.1]] * 4  # ... and one whose trees branch (three children 
 
 @pytest.fixture(scope="module")
 def setup():
-    assert cpu.library() is not None, "the kernels should build here (gcc is installed by scripts/setup.sh)"
+    assert build.library() is not None, "the kernels should build here (gcc is installed by scripts/setup.sh)"
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)
     return target, random_heads(target, "hydra", scale=2.0, seed=5)
 
@@ -65,7 +65,7 @@ def test_a_kernel_round_drafts_what_the_pytorch_round_drafts(setup, monkeypatch,
             buffer = torch.zeros(newest.shape[0], memory.shape[1], newest.shape[1])
             buffer[:, -1] = newest  # (the round reads the window's newest state and its keys and values)
             sampling = Sampling(temperature=temp) if noise is not None else None
-            e_tokens, e_ok, e_q = head_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
+            e_tokens, e_ok, e_q = hydra_drafters.hydra_round(drafter.heads, tree_levels, where, parent.shape[0],
                                                             drafter.tables, blocked, sampling, buffer, valid, memory,
                                                             root, noise)
             assert torch.equal(ok, e_ok) and torch.equal(tokens[ok], e_tokens[ok])  # (an invalid guess: any token)
@@ -115,7 +115,7 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
     greedy, _ = decode(target, heads, Sampling(), prompts=prompts)
     assert greedy == [o.token_ids for o in plain] and calls
     sampled, _ = decode(target, heads, Sampling(temperature=1.0), seed=4)
-    monkeypatch.setattr(cpu, "KERNEL", False)
+    monkeypatch.setattr(config, "CPU_KERNEL", False)
     calls.clear()
     eager, drafter = decode(target, heads, Sampling(temperature=1.0), seed=4)
     assert drafter.native is None and not calls
@@ -124,10 +124,10 @@ def test_exact_decodes_with_the_kernel(setup, monkeypatch):
 
 def test_the_kernel_drafts_only_after_a_plain_temperature(setup, monkeypatch):
     """Draws after top-k or top-p are drafted by the PyTorch round, and so is every round when the caller chose
-    how (`compile_draft` True or False)."""
+    how (backend "eager" or "compile")."""
     target, heads = setup
     calls = spy_rounds(monkeypatch)
-    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32, compile=False)
+    drafter = HydraDrafter(heads, tree_size=3, table=CHAIN, dtype=torch.float32, backend="eager")
     generate(CachedLM(target), [[5, 6, 7]], drafter, Sampling(temperature=1.0), 20, 8)
     assert drafter.native is None and not calls
     for sampling in (Sampling(temperature=1.0, top_k=5), Sampling(temperature=1.0, top_p=0.9)):
@@ -160,7 +160,7 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
     the same fp16 values, as the PyTorch product does up to its rounding); a sampled Hawk decode with a vertical
     run is the PyTorch decode's from the same seed; shapes are checked."""
     from specgen.drafters import HawkDrafter
-    from specgen.drafters.native import KernelStack
+    from specgen.kernels import KernelStack
 
     target = tiny_model("llama", vocab=97, init=0.5, seed=3)
     hawk = random_heads(target, "hawk:hydra", scale=2.0, seed=6)
@@ -188,7 +188,7 @@ def test_hawk_vertical_distributions_by_the_kernel(dtype, monkeypatch):
         return
     outs = {}
     for kernel in (True, False):
-        monkeypatch.setattr(cpu, "KERNEL", kernel)
+        monkeypatch.setattr(config, "CPU_KERNEL", kernel)
         d = HawkDrafter(hawk, tree_size=4, dtype=dtype)
         gen = torch.Generator().manual_seed(4)
         outs[kernel] = [o.token_ids for o in generate(CachedLM(target), [[5, 6, 7, 8], [9, 10, 11, 12]], d,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM
 
-from models.audio import save_audio
+from modalities.audio.features import save_audio
 from modalities.rap.beats import beat
 from modalities.rap.pipeline import RapPipeline
 from modalities.rap.vocab import RapVocab
@@ -64,7 +64,7 @@ def test_a_tolerance_decodes_the_heads_with_tolerance_acceptance(rap, rap_dir):
 def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     (tmp_path / "lyrics.txt").write_text(LYRICS)
     out = tmp_path / "song.wav"
@@ -83,7 +83,7 @@ def test_cli_rap_writes_the_mix_and_the_vocals(rap_dir, tmp_path, capsys):
 def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     data = tmp_path / "data"
     data.mkdir()

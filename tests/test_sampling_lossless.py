@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from specgen import CachedLM, Sampling, generate, make_drafter
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
 from specgen.acceptance import RULES, accept_sample
 from specgen.drafters.heads import draw_distinct
 from tiny import perturbed, random_heads, tiny_model, trimmed
@@ -70,9 +70,9 @@ def models():
 def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto"):
     gen = torch.Generator().manual_seed(seed)
     if method == "hydra-chain":
-        drafter = make_drafter("hydra", drafts[method], tree_size=4, draws=draws)
+        drafter = make_drafter("hydra", drafts[method], DraftConfig(tree_size=4, draws=draws))
     elif method in ("medusa", "hydra", "hawk"):
-        drafter = make_drafter(method, drafts.get(method), draws=draws)
+        drafter = make_drafter(method, drafts.get(method), DraftConfig(draws=draws))
     else:
         drafter = make_drafter(method.removeprefix("trimmed-"), drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
@@ -233,7 +233,7 @@ def test_drawn_children_follow_q_without_replacement():
 def test_drawn_takes_is_the_recursive_rejection_rate():
     """The `drawn` calibration: with every token drawn, some child is always taken; the first is taken with
     probability 1 - TV(p, q) on average over draws; and the rates match what `accept_sample` does."""
-    from specgen.training.heads import drawn_takes
+    from specgen.train.heads import drawn_takes
 
     torch.manual_seed(0)
     p = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0, 0.0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM
 
-from models.audio import save_audio
+from modalities.audio.features import save_audio
 from modalities.speech.pipeline import SpeechPipeline
 from modalities.speech.vocab import SpeechVocab
 from tiny import random_heads, tiny_speech_parts
@@ -77,7 +77,7 @@ def test_speech_length_is_capped_by_the_context_not_refused(tts):
 def test_cli_speech_writes_a_wav_and_refuses_bad_input(speech_dir, tmp_path, capsys):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     out = tmp_path / "say.wav"
     assert main(["speech", "--model", str(speech_dir), "--text", "Hello there.", "--max-seconds", "0.5",
@@ -91,7 +91,7 @@ def test_cli_speech_writes_a_wav_and_refuses_bad_input(speech_dir, tmp_path, cap
 def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     data = tmp_path / "data"
     (data / "clips").mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
 def test_batch_speech_writes_wavs(speech_dir, tmp_path):
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
 
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"id": "hi", "text": "Hello there.", "max_seconds": 0.4}) + "\n"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from modalities.cli import main
+from specgen_apps.cli import main
 from modalities.text import TextPipeline
 from tiny import perturbed, tiny_model, tiny_tokenizer
 

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specgen.training.lm import lr_at
-from specgen.training.pard import cod_layout, pard_batch
+from specgen.train.lm import lr_at
+from specgen.train.pard import cod_layout, pard_batch
 from tiny import tiny_model
 
 MASK = 3
@@ -62,7 +62,7 @@ def test_train_lm_resumes_and_pard_adapts_the_export(tmp_path):
     """specgen train-lm (resumable) -> export -> specgen train-pard -> a PARD draft that loads and drafts."""
     import json
 
-    from modalities.cli import main
+    from specgen_apps.cli import main
     from modalities.text import TextPipeline
     from tiny import tiny_tokenizer
 
@@ -95,8 +95,8 @@ def test_train_lm_resumes_and_pard_adapts_the_export(tmp_path):
 
 def test_train_lm_on_sequences_learns_only_after_the_prefix(tmp_path):
     """A .pt file of sequences with loss masks (speech, image, rap): labels start at loss_from."""
-    from modalities.cli import main
-    from specgen.training.data import SequenceSet
+    from specgen_apps.cli import main
+    from specgen.train.data import SequenceSet
 
     seqs = [{"ids": [1, 5, 6, 7, 3, 20 + i % 5, 21, 22, 2], "loss_from": 5} for i in range(20)]
     torch.save(seqs, tmp_path / "train.pt")

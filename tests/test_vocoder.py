@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.audio import MelConfig, griffin_lim, log_mel
-from models.audio_metrics import log_spectral_distance
-from models.vocoder import MelVocoder, choose_vocoder, load_vocoder
+from modalities.audio.features import MelConfig, griffin_lim, log_mel
+from modalities.audio.metrics import log_spectral_distance
+from modalities.audio.vocoder import MelVocoder, choose_vocoder, load_vocoder
 from tiny import tiny_vocoder, tone
 
 
@@ -71,7 +71,7 @@ def test_log_spectral_distance_is_zero_for_a_copy_and_grows_with_noise():
 def test_flow_and_vocoder_training_steps_write_their_parts_and_resume(tmp_path):
     import json
 
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.speech.train import main
 
     data, out = tmp_path / "data", tmp_path / "model"

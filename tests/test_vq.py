@@ -3,7 +3,7 @@ import random
 
 import torch
 
-from models.vq import ImageTokenizer
+from modalities.image.vq import ImageTokenizer
 from modalities.image.scenes import draw, random_scene
 
 

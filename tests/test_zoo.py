@@ -43,7 +43,7 @@ def test_all_five_head_kinds_ship():
 def test_shipped_speech_model_speaks_and_vadusa_at_tolerance_one_matches_ar():
     from modalities.speech import SpeechPipeline
 
-    from specgen.bench import head_variants
+    from modalities.bench import head_variants
 
     tts = SpeechPipeline.from_pretrained(zoo("speech-tts"), dtype="float32")
     kw = dict(temperature=0.0, max_seconds=1.0, seed=0)
@@ -71,7 +71,7 @@ def test_shipped_image_model_hawk_matches_ar_with_guidance():
 
 
 def test_shipped_rap_model_heads_match_ar_and_vocals_fill_the_beat(tmp_path):
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.rap import RapPipeline
     from modalities.rap.beats import SR, beat
 
@@ -87,7 +87,7 @@ def test_shipped_rap_model_heads_match_ar_and_vocals_fill_the_beat(tmp_path):
 
 
 def test_the_demo_defaults_point_at_shipped_models():
-    from demos.app import MODELS, TEXT_DEFAULTS
+    from specgen_apps.demo import MODELS, TEXT_DEFAULTS
 
     for path in [TEXT_DEFAULTS["model"], TEXT_DEFAULTS["draft"], *TEXT_DEFAULTS["heads"], *MODELS.values()]:
         assert os.path.isdir(path), f"the demo's default {path} is not in the zoo"

@@ -74,7 +74,7 @@ def trimmed(model, keep: list[int], pard: bool = True):
 def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):
     """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens.
     "hawk:hydra" is Hawk with Hydra++ horizontal heads."""
-    from specgen.heads.base import KINDS
+    from specgen.drafters import KINDS
 
     torch.manual_seed(seed)
     hidden = target.get_output_embeddings().weight.shape[1]
@@ -119,9 +119,9 @@ def tiny_speech_parts(root, vocab_cls, texts, context: int = 512, vocoder: bool 
     """An LM over `vocab_cls` (speech or rap vocabulary), random medusa heads, a fitted speech tokenizer, a flow
     decoder, a prompt.wav and (with `vocoder`) a random neural vocoder, saved under `root` in the layout the
     speech and rap pipelines load."""
-    from models.audio import log_mel, save_audio
-    from models.flow import FlowDecoder
-    from models.speech_tokenizer import SpeechTokenizer
+    from modalities.audio.features import log_mel, save_audio
+    from modalities.audio.flow import FlowDecoder
+    from modalities.audio.tokenizer import SpeechTokenizer
     from modalities.speech.pipeline import phonemize
 
     vocab = vocab_cls.from_texts([phonemize(t) for t in texts], 16)
@@ -140,7 +140,7 @@ def tiny_speech_parts(root, vocab_cls, texts, context: int = 512, vocoder: bool 
 
 
 def tiny_vocoder():
-    from models.vocoder import MelVocoder
+    from modalities.audio.vocoder import MelVocoder
 
     torch.manual_seed(0)
     return MelVocoder({"dim": 16, "hidden": 32, "layers": 1})
@@ -148,7 +148,7 @@ def tiny_vocoder():
 
 def tiny_image_parts(root):
     """An image LM, random Hawk heads and a small VQ tokenizer under `root`, as the image pipeline loads them."""
-    from models.vq import ImageTokenizer
+    from modalities.image.vq import ImageTokenizer
     from modalities.image.vocab import ImageVocab
 
     vocab = ImageVocab(codes=32)

@@ -13,8 +13,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from specgen.bench import (add_phases, add_setting_sweeps, head_variants, round_ms, settings, sweep_rows, warm_up,
-                           write_outputs)
+from modalities.bench import (add_phases, add_setting_sweeps, head_variants, round_ms, settings, sweep_rows, warm_up,
+                              with_drafting, write_outputs)
 
 from .scenes import check
 from .train import scenes
@@ -80,7 +80,8 @@ def bench(args) -> str:
         return {"tree_size": args.tree_size, **kw} if kw["method"] == "hawk" else kw
 
     warm_up(lambda pipe, kw: pipe.generate(captions[0], cfg_scale=args.cfg_scale, samples=1,
-                                           temperature=args.temperature, **with_tree(kw)), methods.values())
+                                           temperature=args.temperature, **with_drafting(with_tree(kw))),
+            methods.values())
     grid = []
     for i, caption in enumerate(captions):
         for name, (pipe, kw) in methods.items():
@@ -88,7 +89,7 @@ def bench(args) -> str:
             for j in range(0, args.samples, batch):  # `batch` samples per call, each call with its own seed
                 res = pipe.generate(caption, cfg_scale=args.cfg_scale, temperature=args.temperature,
                                     samples=min(batch, args.samples - j), seed=args.seed + i + 1000 * j,
-                                    **with_tree(kw))
+                                    **with_drafting(with_tree(kw)))
                 t["tokens"] += res.stats.new_tokens * len(res.images)
                 t["seconds"] += res.stats.wall_s
                 t["acc"].append(res.stats.mean_accepted)

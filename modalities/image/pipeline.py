@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.vq import ImageTokenizer
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
+from modalities.image.vq import ImageTokenizer
+from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.guidance import GuidedLM
 from specgen.loading import check_vocabulary, load_lm_and_heads
 
@@ -63,28 +63,23 @@ class ImagePipeline:
     def from_pretrained(cls, path: str, device=None, dtype=None, heads: str | None = None) -> "ImagePipeline":
         """A folder with lm/ (+ image_vocab.json), vq/ and optionally heads/ (Hawk); `heads`: another Hawk heads
         folder trained on this LM (the zoo model also ships `heads-medusa/`)."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="image LM", heads=heads)
+        lm, heads = load_lm_and_heads(path, device, dtype, what="image LM", heads=heads, narrow=True)
         tokenizer = ImageTokenizer.load(os.path.join(path, "vq"))
         return cls(lm, ImageVocab.load(os.path.join(path, "lm")), tokenizer, heads)
 
     def generate(self, prompt: str, cfg_scale: float = 3.0, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, method: str = "hawk", seed: int = 0, samples: int = 1,
                  num_draft_tokens: int = GRID, acceptance: str | None = None, delta: float = 0.2,
-                 vertical: bool = True, tree_size: int | None = None, draws: str = "auto",
-                 draft_dtype: torch.dtype | None = None,
-                 compile_draft: bool | None = None) -> ImageResult:
+                 drafting: DraftConfig | None = None) -> ImageResult:
         """`samples` images for one caption. method: hawk or ar; acceptance: None (exact: greedy or sample) or
-        "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); vertical=False drafts with the horizontal
-        heads only; tree_size: candidate nodes per round (default: the heads' measured CPU size, else by device:
-        8 on CPU, 32 on CUDA); draws: 'top' (Hawk's tree), 'sample' to draw the horizontal guesses from the heads
-        when sampling exactly, with the vertical guesses only as a run drawn below the drawn chain where the
-        calibrated rates give it nodes (none at the CPU size; see `HawkDrafter`), or 'auto': drawn
-        when sampling with exact acceptance (the fastest exact setting measured on the CPU; README, "Image"),
-        else Hawk's tree; draft_dtype: the precision the heads draft in (default: fp16 on a CPU; see
-        `default_draft_dtype`); num_draft_tokens: the deepest a tree may reach (default one image row, as deep as
-        Hawk's cached and drawn vertical guesses go); compile_draft: True, Hydra++ draft rounds compiled by
-        torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel where it applies (see
-        `HydraDrafter`)."""
+        "relaxed" (LANTERN, lossy, codebook neighbours within `delta`); num_draft_tokens: the deepest a tree may
+        reach (default one image row, as deep as Hawk's cached and drawn vertical guesses go); drafting: how Hawk
+        drafts (`DraftConfig`): vertical=False drafts with the horizontal heads only; tree_size defaults to the
+        heads' measured CPU size, else by device (8 on CPU, 32 on CUDA); draws 'top' keeps Hawk's tree, 'sample'
+        draws the horizontal guesses from the heads when sampling exactly, with the vertical guesses only as a run
+        drawn below the drawn chain where the calibrated rates give it nodes (none at the CPU size; see
+        `HawkDrafter`), and 'auto' draws when sampling with exact acceptance (the fastest exact setting measured on
+        the CPU), else keeps Hawk's tree."""
         if method not in ("hawk", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'hawk' or 'ar'")
         if method == "hawk" and self.heads is None:
@@ -99,9 +94,7 @@ class ImagePipeline:
                        "delta": delta}
         drafter = None
         if method == "hawk":
-            drafter = make_drafter("hawk", self.heads, tree_size, tree_rule(acceptance, temperature, options), draws,
-                                   draft_dtype, compile_draft)
-            drafter.vertical = vertical
+            drafter = make_drafter("hawk", self.heads, drafting, tree_rule(acceptance, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         outs = generate(target, [prefix] * samples, drafter, Sampling(temperature, top_k, top_p), GRID * GRID,
                         num_draft_tokens, (), None, gen, acceptance, options, self.vocab.allowed)

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from models.vq import ImageTokenizer
+from modalities.image.vq import ImageTokenizer
 
 from .scenes import check, draw, random_scene
 from .vocab import ImageVocab

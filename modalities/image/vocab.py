@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from models.specials import load_vocab, save_vocab
+from modalities.specials import load_vocab, save_vocab
 
 from .scenes import COLORS, RELATIONS, SHAPES, SIZES
 

@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from models.audio import load_audio, save_audio
-from models.audio_metrics import mel_cepstral_distortion, speaker_similarity
-from specgen.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
-                           warm_up, write_outputs)
+from modalities.audio.features import load_audio, save_audio
+from modalities.audio.metrics import mel_cepstral_distortion, speaker_similarity
+from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
+                              warm_up, with_drafting, write_outputs)
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -55,7 +55,8 @@ def bench(args) -> str:
 
     first = items[0]  # its first line, once per method
     warm_up(lambda pipe, kw: pipe.generate(first["lyrics"][0], first["beat"], voice_prompt=prompt_of(first),
-                                           temperature=args.temperature, seed=args.seed, **kw), methods.values())
+                                           temperature=args.temperature, seed=args.seed, **with_drafting(kw)),
+            methods.values())
     for i, s in enumerate(items):
         prompt = prompt_of(s)
         ref, prompt_audio = load_audio(s["vocals"], rap.sample_rate), load_audio(prompt, rap.sample_rate)
@@ -65,7 +66,7 @@ def bench(args) -> str:
         reference_onsets.append(len(onsets))
         for name, (pipe, kw) in methods.items():
             res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
-                               seed=args.seed + i, **kw)
+                               seed=args.seed + i, **with_drafting(kw))
             t = tally[name]
             t["tokens"] += res.stats.new_tokens
             t["token_s"] += res.stats.wall_s

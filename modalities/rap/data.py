@@ -15,8 +15,8 @@ import re
 import numpy as np
 
 from modalities.batch import resume_records
-from models.audio import save_audio
-from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
+from modalities.audio.features import save_audio
+from modalities.audio.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
 from .beats import SR, beat
 
@@ -31,7 +31,7 @@ def rhyme_key(word: str) -> str | None:
 
 def word_pool(corpus: str, split: str, seed: int, size: int = 400) -> tuple[list[list[str]], dict[str, list[str]]]:
     """Short word runs (line openings) and rhyme groups of common words, from the corpus's prose."""
-    from models.corpus import read_docs
+    from modalities.documents import read_docs
 
     docs = [re.findall(r"[a-z]+", d["text"].lower()) for d in read_docs(os.path.join(corpus, f"{split}.jsonl"),
                                                                            "prose")]

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import load_audio, log_mel, save_audio, voice_prompt
-from models.flow import FlowDecoder, tokens_to_audio
-from models.vocoder import choose_vocoder, load_vocoder
-from models.speech_tokenizer import SpeechTokenizer
-from models.espeak import phonemes as phonemize
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
+from modalities.audio.features import load_audio, log_mel, save_audio, voice_prompt
+from modalities.audio.flow import FlowDecoder, tokens_to_audio
+from modalities.audio.vocoder import choose_vocoder, load_vocoder
+from modalities.audio.tokenizer import SpeechTokenizer
+from modalities.audio.espeak import phonemes as phonemize
+from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.acceptance import tolerance_options
 from specgen.loading import check_vocabulary, load_lm_and_heads, part_path
 
@@ -70,7 +70,7 @@ class RapPipeline:
         """A folder with lm/ (+ rap_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav;
         tokenizer/, flow/ and vocoder/ may instead be another model's, named in the folder's shared.json (the zoo's
         rap model uses the speech model's)."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM")
+        lm, heads = load_lm_and_heads(path, device, dtype, what="rap LM", narrow=True)
         prompt = os.path.join(path, "prompt.wav")
         tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, RapVocab.load(os.path.join(path, "lm")), tokenizer,
@@ -87,22 +87,19 @@ class RapPipeline:
     def generate(self, lyrics: str, accompaniment: str, voice_prompt: str | None = None, method: str = "heads",
                  temperature: float = 1.0, top_k: int = 0, seed: int = 0, flow_steps: int = 8,
                  num_draft_tokens: int = 8, acceptance: str | None = None, tolerance: int | None = None,
-                 beat_gain: float = 0.6, tree_size: int | None = None, vocoder: str = "auto",
-                 draws: str = "auto", draft_dtype: torch.dtype | None = None,
-                 compile_draft: bool | None = None) -> RapResult:
+                 beat_gain: float = 0.6, vocoder: str = "auto",
+                 drafting: DraftConfig | None = None) -> RapResult:
         """Rap `lyrics` (one line per bar, the first bar of the beat left as an intro) over the beat file
-        `accompaniment` in the prompt's voice. method: heads (speculative) or ar; tree_size: candidate nodes
-        per round (default: the heads' measured CPU size, 7 for the zoo model, else by device: 8 on CPU, 32 on
-        CUDA). A `tolerance` k (with no other `acceptance` named)
+        `accompaniment` in the prompt's voice. method: heads (speculative) or ar. A `tolerance` k (with no other
+        `acceptance` named)
         decodes the heads with VADUSA tolerance acceptance: a guess is kept when it is among the target's top k;
         k=1 keeps only the target's top choice (greedy's output at temperature 0). Stats report every tolerance
         as lossy; `ar` ignores it.
         vocoder: auto (the model's neural vocoder when it ships one, else Griffin-Lim), neural or griffin-lim.
-        draws: how the heads pick their guesses when sampling losslessly: auto or sample (drawn from the heads'
-        distribution, accepted more often), or top (their top-k; see `HeadDrafter`). draft_dtype: the precision
-        the heads draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft
-        rounds compiled by torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel
-        where it applies (see `HydraDrafter`)."""
+        drafting: how the heads draft (`DraftConfig`): its tree_size defaults to the heads' measured CPU size, 7
+        for the zoo model, else by device (8 on CPU, 32 on CUDA); its draws pick the guesses when sampling
+        losslessly: auto or sample (drawn from the heads' distribution, accepted more often), or top (their
+        top-k; see `HeadDrafter`)."""
         t0 = time.perf_counter()
         if method not in ("heads", "ar"):
             raise ValueError(f"unknown method {method!r}: choose 'heads' or 'ar'")
@@ -129,8 +126,7 @@ class RapPipeline:
         frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
         drafter = None
         if method == "heads":
-            drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(acceptance, temperature, options),
-                                   draws, draft_dtype, compile_draft)
+            drafter = make_drafter(self.heads.kind, self.heads, drafting, tree_rule(acceptance, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
                        gen, acceptance, options, self.vocab.allowed)[0]

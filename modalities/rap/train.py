@@ -17,9 +17,9 @@ import random
 
 import torch
 
-from models.audio import load_audio
-from models.speech_tokenizer import SpeechTokenizer
-from models.specials import EOS
+from modalities.audio.features import load_audio
+from modalities.audio.tokenizer import SpeechTokenizer
+from modalities.specials import EOS
 from specgen.loading import part_path
 
 from .accompaniment import accompaniment_tokens
@@ -66,7 +66,7 @@ def build(data: str, out: str, tokenizer: str, seed: int = 0):
 
 def write_prompt(data: str, out: str):
     """The model's default voice prompt: 3 s of the first held-out song's vocals, from where the voice starts."""
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
 
     song = songs(data, "heldout")[0]
     sr = SpeechTokenizer.load(part_path(out, "tokenizer")).cfg.sample_rate

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from models.specials import BOS, SEP, SPECIALS, load_vocab, save_vocab
+from modalities.specials import BOS, SEP, SPECIALS, load_vocab, save_vocab
 
 from .accompaniment import TOKENS as ACCOMPANIMENT_TOKENS
 

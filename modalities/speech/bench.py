@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 
-from models.audio import load_audio, save_audio
-from models.audio_metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
-from specgen.bench import add_pytorch_drafting, file_label, head_variants, settings, warm_up, write_outputs
+from modalities.audio.features import load_audio, save_audio
+from modalities.audio.metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
+from modalities.bench import (add_pytorch_drafting, file_label, head_variants, settings, warm_up, with_drafting,
+                              write_outputs)
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -50,8 +51,8 @@ def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int
     quality ceiling of every row)."""
     import torch
 
-    from models.audio import log_mel
-    from models.flow import tokens_to_audio
+    from modalities.audio.features import log_mel
+    from modalities.audio.flow import tokens_to_audio
 
     cfg = tts.tokenizer.cfg
     tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
@@ -64,7 +65,7 @@ def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
     vocoder: the vocoders compared with no tokenizer, LM or flow in between."""
     import torch
 
-    from models.audio import griffin_lim, log_mel
+    from modalities.audio.features import griffin_lim, log_mel
 
     mel = log_mel(torch.from_numpy(reference), tts.tokenizer.cfg)
     out = {"Griffin-Lim": griffin_lim(mel, tts.tokenizer.cfg).numpy()}
@@ -90,7 +91,7 @@ def bench(args) -> str:
                     for kind, pipe in variants for label, draws in ((", drawn guesses", "auto"),
                                                                      (", top-k guesses", "top"))]
     if args.pytorch_drafting:  # Hydra++ heads' rows again, drafting in eager PyTorch instead of specgen's kernel
-        methods += [(f"{name}, PyTorch rounds", pipe, {**kw, "compile_draft": False}) for name, pipe, kw in methods
+        methods += [(f"{name}, PyTorch rounds", pipe, {**kw, "backend": "eager"}) for name, pipe, kw in methods
                     if kw["method"] == "vadusa" and pipe.heads.kind == "hydra"]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
                     "lossless": True} for name, _, _ in methods}
@@ -99,13 +100,15 @@ def bench(args) -> str:
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
     warm_up(lambda pipe, kw: pipe.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], max_seconds=0.5,
-                                           temperature=args.temperature, **kw), [(pipe, kw) for _, pipe, kw in methods])
+                                           temperature=args.temperature, **with_drafting(kw)),
+            [(pipe, kw) for _, pipe, kw in methods])
     for i, (clip, prompt) in enumerate(pairs):
         reference = load_audio(clip["path"], tts.sample_rate)
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)
         for name, pipe, kw in methods:
             res = pipe.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
-                               seed=args.seed + i, max_seconds=args.max_seconds, tree_size=args.tree_size, **kw)
+                               seed=args.seed + i, max_seconds=args.max_seconds,
+                               **with_drafting({"tree_size": args.tree_size, **kw}))
             t = tally[name]
             t["wall"] += res.seconds_total
             t["audio"] += len(res.audio) / res.sample_rate

@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 
 from modalities.batch import resume_records
-from models.audio import resample, save_audio
-from models.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
+from modalities.audio.features import resample, save_audio
+from modalities.audio.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
 SAMPLE_RATE = 16000
 PIPER_TRAIN = ["piper-joe@0.85", "piper-joe@1.0", "piper-joe@1.2"]  # length scales: one speaker, three paces
@@ -27,7 +27,7 @@ PIPER_HELDOUT = ["piper-joe@1.1"]
 
 def sentences(corpus: str, split: str, seed: int) -> list[str]:
     """Short plain sentences (5-18 words, letters and light punctuation) from the prose of a corpus split."""
-    from models.corpus import read_docs
+    from modalities.documents import read_docs
 
     found = set()
     for doc in read_docs(os.path.join(corpus, f"{split}.jsonl"), "prose"):

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.audio import log_mel, save_audio, voice_prompt as load_voice_prompt
-from models.espeak import phonemes as phonemize
-from models.flow import FlowDecoder, tokens_to_audio
-from models.vocoder import choose_vocoder, load_vocoder
-from models.speech_tokenizer import SpeechTokenizer
-from specgen import CachedLM, Sampling, Stats, generate, make_drafter, tree_rule
+from modalities.audio.features import log_mel, save_audio, voice_prompt as load_voice_prompt
+from modalities.audio.espeak import phonemes as phonemize
+from modalities.audio.flow import FlowDecoder, tokens_to_audio
+from modalities.audio.vocoder import choose_vocoder, load_vocoder
+from modalities.audio.tokenizer import SpeechTokenizer
+from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
 from specgen.loading import check_vocabulary, load_lm_and_heads, part_path
 
-from models.specials import EOS
+from modalities.specials import EOS
 
 from .vocab import SpeechVocab
 
@@ -53,7 +53,7 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
         """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
-        lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM")
+        lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM", narrow=True)
         flow = FlowDecoder.load(part_path(path, "flow")).to(lm.device)
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
@@ -72,18 +72,15 @@ class SpeechPipeline:
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
-                 acceptance: str | None = None, tree_size: int | None = None, vocoder: str = "auto",
-                 draws: str = "auto", draft_dtype: torch.dtype | None = None,
-                 compile_draft: bool | None = None) -> SpeechResult:
+                 acceptance: str | None = None, vocoder: str = "auto",
+                 drafting: DraftConfig | None = None) -> SpeechResult:
         """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
         exact matching; larger tolerances accept more and are lossy (reported in stats). acceptance="sample"
         decodes the heads with the exact sampling rule instead (lossless; the heads' guesses are then drawn from
-        their distribution unless draws="top"). tree_size: candidate nodes per round (default: the heads' measured
-        CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on CUDA). vocoder: auto (the model's neural
-        vocoder when it ships one, else Griffin-Lim), neural or griffin-lim. draft_dtype: the precision the heads
-        draft in (default: fp16 on a CPU; see `default_draft_dtype`); compile_draft: True, Hydra++ draft rounds
-        compiled by torch.compile; False, eager PyTorch rounds; default: rounds by specgen's CPU kernel where it
-        applies (see `HydraDrafter`)."""
+        their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
+        ships one, else Griffin-Lim), neural or griffin-lim. drafting: how the heads draft (`DraftConfig`; its
+        tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
+        CUDA)."""
         import time
 
         t0 = time.perf_counter()
@@ -107,8 +104,7 @@ class SpeechPipeline:
             rule, options = "tolerance", {"tolerance": tolerance}
         drafter = None
         if method == "vadusa":  # Medusa or Hydra heads, the tree shaped for the rule in use
-            drafter = make_drafter(self.heads.kind, self.heads, tree_size, tree_rule(rule, temperature, options),
-                                   draws, draft_dtype, compile_draft)
+            drafter = make_drafter(self.heads.kind, self.heads, drafting, tree_rule(rule, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         budget = int(max_seconds * self.tokenizer.cfg.frames_per_second)
         context = self.lm.context

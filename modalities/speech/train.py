@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from models.audio import MelConfig, load_audio, log_mel
-from models.flow import FlowDecoder
-from models.speech_tokenizer import SpeechTokenizer
+from modalities.audio.features import MelConfig, load_audio, log_mel
+from modalities.audio.flow import FlowDecoder
+from modalities.audio.tokenizer import SpeechTokenizer
 
 from .pipeline import PROMPT_SECONDS
-from models.specials import EOS
+from modalities.specials import EOS
 
 from .vocab import SpeechVocab
 
@@ -156,11 +156,11 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
 
 def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
                   max_minutes: float):
-    """The neural vocoder (models/vocoder.py) on random crops of the training clips, each rebuilt from its own
+    """The neural vocoder (modalities/audio/vocoder.py) on random crops of the training clips, each rebuilt from its own
     log-mel; resumable from <out>/vocoder.run.pt."""
     from tqdm import tqdm
 
-    from models.vocoder import MelVocoder
+    from modalities.audio.vocoder import MelVocoder
 
     cfg = MelConfig()
     audio = [torch.from_numpy(load_audio(c["path"], cfg.sample_rate)) for c in tqdm(clips(data, "train"), "clips")]
@@ -186,7 +186,7 @@ def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, 
 
 def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):
     """The model's default voice prompt: the first 3 s of the longest held-out clip in `voice`."""
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
 
     picks = [c for c in clips(data, "heldout") if c["voice"] == voice]
     if not picks:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 
-from models.specials import BOS, EOS, SEP, SPECIALS, load_vocab, save_vocab
+from modalities.specials import BOS, EOS, SEP, SPECIALS, load_vocab, save_vocab
 
 
 class SpeechVocab:

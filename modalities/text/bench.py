@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from specgen import CachedLM, Sampling, generate, make_drafter
-from specgen.bench import Results, settings, write_outputs
+from specgen import CachedLM, DraftConfig, Sampling, generate, make_drafter
+from modalities.bench import Results, settings, write_outputs
 from specgen.drafters import AUTO_DRAWN
 from specgen.loading import load_causal_lm
 from specgen.loop import accepted_at
@@ -77,7 +77,7 @@ class Runner:
     def ours(self, method: str, k: int, temperature: float, draft=None, draws: str = "auto"):
         if draft is None and method in ("pard", "draft_model"):
             draft = self.pard_draft if method == "pard" else self.ar_draft
-        drafter = make_drafter(method, draft, draws=draws)
+        drafter = make_drafter(method, draft, DraftConfig(draws=draws))
         sampling = Sampling(temperature)
 
         def run(prompt, seed):
@@ -132,9 +132,9 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
 
 def load_head_rows(folders: list[str], target) -> dict:
     """Row name -> heads: the kind, or kind (folder) when a kind appears twice."""
-    from specgen.heads import load_heads
+    from specgen.drafters import load_heads
 
-    loaded = [(f, load_heads(f, target)) for f in folders]
+    loaded = [(f, load_heads(f, target, narrow=True)) for f in folders]
     kinds = [h.kind for _, h in loaded]
     return {(h.kind if kinds.count(h.kind) == 1 else f"{h.kind} ({os.path.basename(f.rstrip('/'))})"): h
             for f, h in loaded}
@@ -157,9 +157,11 @@ def bench(args) -> str:
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     args.model = resolve_model(args.model)
-    target = load_causal_lm(args.model, args.device, args.dtype, what="target")
-    ar_draft = load_causal_lm(args.draft, target.device, target.dtype, what="draft") if args.draft else None
-    pard = load_causal_lm(args.pard_draft, target.device, target.dtype, what="PARD draft") if args.pard_draft else None
+    target = load_causal_lm(args.model, args.device, args.dtype, what="target", narrow=True)
+    ar_draft = (load_causal_lm(args.draft, target.device, target.dtype, what="draft", narrow=True) if args.draft
+                else None)
+    pard = (load_causal_lm(args.pard_draft, target.device, target.dtype, what="PARD draft", narrow=True)
+            if args.pard_draft else None)
     from specgen.loading import load_tokenizer
     tok = load_tokenizer(args.model, what="target")
     prompts = {d: humaneval_prompts(tok, args.prompts) if d == "humaneval" else
@@ -199,9 +201,10 @@ def bench(args) -> str:
 
 def parity_pass(args, prompts, results: Results):
     """fp32: each greedy method (ours and `hf generate`) against our `ar`, token for token."""
-    target = load_causal_lm(args.model, args.device, "float32", what="target")
-    ar_draft = load_causal_lm(args.draft, target.device, "float32", what="draft") if args.draft else None
-    pard = load_causal_lm(args.pard_draft, target.device, "float32", what="PARD draft") if args.pard_draft else None
+    target = load_causal_lm(args.model, args.device, "float32", what="target", narrow=True)
+    ar_draft = load_causal_lm(args.draft, target.device, "float32", what="draft", narrow=True) if args.draft else None
+    pard = (load_causal_lm(args.pard_draft, target.device, "float32", what="PARD draft", narrow=True)
+            if args.pard_draft else None)
     runner = Runner(target, ar_draft, pard, args.parity_tokens, load_head_rows(args.heads, target))
     table = methods_for(runner, 0.0, args.ks, args.assist_ks, args.lookup_k, args.methods)
     for domain, ps in prompts.items():

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from specgen.training.data import TokenMix
-from specgen.training.pard import cod_layout, pard_batch
+from specgen.train.data import TokenMix
+from specgen.train.pard import cod_layout, pard_batch
 
 
 def measure(init: str, train: str, retention: float, floor: float, k: int, seq: int, batch: int, steps: int,

@@ -16,7 +16,7 @@ import sysconfig
 import tarfile
 from pathlib import Path
 
-from models.corpus import read_docs  # noqa: F401 (read here by the builders of other modalities too)
+from modalities.documents import read_docs  # noqa: F401 (read here by the builders of other modalities too)
 
 APT = ("apt-get install -y --no-install-recommends linux-source-6.1 dict-gcide python3.11-doc bible-kjv "
        "bible-kjv-text jargon-text")

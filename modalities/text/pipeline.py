@@ -8,10 +8,9 @@ import torch
 
 import os
 
-from specgen import CachedLM, Sampling, Stats, make_drafter, stream, tree_rule
+from specgen import CachedLM, DraftConfig, Sampling, Stats, make_drafter, stream, tree_rule
 from specgen.acceptance import tolerance_options
-from specgen.drafters import METHODS, pard_token_of
-from specgen.heads import DraftHeads, load_heads
+from specgen.drafters import METHODS, DraftHeads, load_heads, pard_token_of
 from specgen.loading import load_causal_lm, load_tokenizer
 from specgen.loop import run_to_end
 
@@ -41,8 +40,9 @@ class TextPipeline:
     """Speculative text generation: `generate` for results, `stream` for text as it is accepted."""
 
     def __init__(self, model, tokenizer, draft=None, method: str | None = None, num_draft_tokens: int = 8,
-                 draft_tokenizer=None):
-        """draft: a draft causal LM (pard, draft_model) or DraftHeads on `model` (medusa, ...)."""
+                 draft_tokenizer=None, drafting: DraftConfig | None = None):
+        """draft: a draft causal LM (pard, draft_model) or DraftHeads on `model` (medusa, ...); drafting: how head
+        methods draft (`DraftConfig`), unless a generate call names its own."""
         self.target = CachedLM(model)
         self.tokenizer = tokenizer
         self.draft = draft
@@ -50,35 +50,38 @@ class TextPipeline:
             check_same_vocabulary(tokenizer, draft_tokenizer, self.target.vocab, draft)
         self.method = method or default_method(draft)
         self.num_draft_tokens = num_draft_tokens
+        self.drafting = drafting or DraftConfig()
         self._drafters = {}
         self.drafter(self.method)  # refuse an impossible method now, not at the first prompt
 
     @classmethod
     def from_pretrained(cls, path: str, draft: str | None = None, method: str | None = None, device=None,
-                        dtype=None, num_draft_tokens: int = 8) -> "TextPipeline":
+                        dtype=None, num_draft_tokens: int = 8, drafting: DraftConfig | None = None) -> "TextPipeline":
         """Load a target (and a draft) from local checkpoint folders; device and dtype are automatic unless given."""
         from .gemma import resolve_model
 
         path = resolve_model(path)
-        model = load_causal_lm(path, device, dtype, what="target")
+        model = load_causal_lm(path, device, dtype, what="target", narrow=True)
         draft_obj = draft_tok = None
         if draft is not None and os.path.isfile(os.path.join(draft, "heads.json")):
-            draft_obj = load_heads(draft, model)
+            draft_obj = load_heads(draft, model, narrow=True)
         elif draft is not None:
-            draft_obj = load_causal_lm(draft, model.device, model.dtype, what="draft")
+            draft_obj = load_causal_lm(draft, model.device, model.dtype, what="draft", narrow=True)
             try:
                 draft_tok = load_tokenizer(draft, what="draft")
             except ValueError:
                 draft_tok = None  # a draft may ship without a tokenizer; then only the vocabulary size is checked
-        return cls(model, load_tokenizer(path, what="target"), draft_obj, method, num_draft_tokens, draft_tok)
+        return cls(model, load_tokenizer(path, what="target"), draft_obj, method, num_draft_tokens, draft_tok,
+                   drafting)
 
-    def drafter(self, method: str, rule: str | None = None):
-        """The drafter for a method (one per method and tree rule, kept for later calls)."""
-        if (method, rule) not in self._drafters:
+    def drafter(self, method: str, rule: str | None = None, drafting: DraftConfig | None = None):
+        """The drafter for a method (one per method, tree rule and drafting options, kept for later calls)."""
+        key = (method, rule, drafting or self.drafting)
+        if key not in self._drafters:
             if method == "pard" and self.draft is not None and not isinstance(self.draft, DraftHeads):
                 pard_token_of(self.draft.config)
-            self._drafters[method, rule] = make_drafter(method, self.draft, rule=rule)
-        return self._drafters[method, rule]
+            self._drafters[key] = make_drafter(method, self.draft, key[2], rule=rule)
+        return self._drafters[key]
 
     @property
     def eos_token_ids(self) -> set[int]:
@@ -100,7 +103,7 @@ class TextPipeline:
 
     def _run(self, prompts: list[str], max_new_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=None,
              stop: list[str] | str | None = None, method: str | None = None, num_draft_tokens: int | None = None,
-             acceptance: str | None = None, tolerance: int | None = None):
+             acceptance: str | None = None, tolerance: int | None = None, drafting: DraftConfig | None = None):
         sampling = Sampling(temperature, top_k, top_p)
         rows = [self.encode(p) for p in prompts]
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -111,7 +114,7 @@ class TextPipeline:
             generator = torch.Generator(self.target.device).manual_seed(seed)
         k = self.num_draft_tokens if num_draft_tokens is None else num_draft_tokens
         options = tolerance_options(acceptance, tolerance)
-        drafter = self.drafter(method or self.method, tree_rule(acceptance, temperature, options))
+        drafter = self.drafter(method or self.method, tree_rule(acceptance, temperature, options), drafting)
         it = stream(self.target, rows, drafter, sampling, max_new_tokens, k, self.eos_token_ids,
                     self._stop_fn(stops) if stops else None, generator, acceptance, options)
         return it, stops
@@ -136,7 +139,8 @@ class TextPipeline:
 
         kwargs: max_new_tokens, temperature (0 = greedy), top_k, top_p, seed, stop (strings), method,
         num_draft_tokens, acceptance (default: greedy at temperature 0, else the lossless sample rule; `typical`
-        and `tolerance` are lossy and reported so in the stats), tolerance (k for acceptance="tolerance").
+        and `tolerance` are lossy and reported so in the stats), tolerance (k for acceptance="tolerance"),
+        drafting (a `DraftConfig` for this call; default: the pipeline's).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:

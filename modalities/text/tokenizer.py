@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from models.corpus import read_docs
+from modalities.documents import read_docs
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<mask>"]  # <mask> is the PARD mask token
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .audio import MelConfig, log_mel, multi_resolution_magnitudes
+from .features import MelConfig, log_mel, multi_resolution_magnitudes
 from .stored import StoredModule
 
 
@@ -89,7 +89,7 @@ def load_vocoder(folder: str, cfg: MelConfig, device=None) -> MelVocoder | None:
     vocoder = MelVocoder.load(path)
     c = vocoder.config
     want = {"n_mels": cfg.n_mels, "hop": cfg.hop, "sample_rate": cfg.sample_rate, "fmin": cfg.fmin, "fmax": cfg.fmax}
-    want = {k: v for k, v in want.items() if k in c}  # vocoders saved before session 8's end kept no fmin/fmax
+    want = {k: v for k, v in want.items() if k in c}  # older vocoder checkpoints store no fmin/fmax
     got = {k: c[k] for k in want}
     if got != want:
         raise ValueError(f"{path} was trained for mel frames {got} but this model's tokenizer makes {want}: "

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from .utils import cpu_bf16_native, cpu_info
+from specgen import DraftConfig
+from specgen.utils import cpu_bf16_native, cpu_info
 
 
 @dataclass
@@ -137,17 +138,28 @@ def add_pytorch_drafting(p, varied: str):
 
 def sweep_rows(label: str, kw: dict, args) -> dict[str, dict]:
     """The extra rows those options ask for: '<label>, tree N', '<label>, fp32 drafting', '..., compiled' and
-    '..., PyTorch rounds', each `kw` (a pipeline's generate arguments) with its setting."""
+    '..., PyTorch rounds', each `kw` (a pipeline's generate arguments, drafting options loose: `with_drafting`)
+    with its setting."""
     import torch
 
     rows = {f"{label}, tree {n}": {**kw, "tree_size": n} for n in args.tree_sizes}
     if args.fp32_drafting:
-        rows[f"{label}, fp32 drafting"] = {**kw, "draft_dtype": torch.float32}
+        rows[f"{label}, fp32 drafting"] = {**kw, "dtype": torch.float32}
     sized = [(label, kw)] + [(f"{label}, tree {n}", rows[f"{label}, tree {n}"]) for n in args.tree_sizes]
-    for flag, suffix, value in (("compiled_drafting", "compiled", True), ("pytorch_drafting", "PyTorch rounds", False)):
+    for flag, suffix, backend in (("compiled_drafting", "compiled", "compile"),
+                                  ("pytorch_drafting", "PyTorch rounds", "eager")):
         if getattr(args, flag, False):
-            rows.update({f"{name}, {suffix}": {**row, "compile_draft": value} for name, row in sized})
+            rows.update({f"{name}, {suffix}": {**row, "backend": backend} for name, row in sized})
     return rows
+
+
+def with_drafting(kw: dict) -> dict:
+    """A pipeline's generate arguments with the drafting options among them (the fields of `DraftConfig`:
+    tree_size, draws, dtype, backend, vertical) gathered into its one `drafting` argument."""
+    names = {f.name for f in fields(DraftConfig)}
+    options = {k: v for k, v in kw.items() if k in names}
+    rest = {k: v for k, v in kw.items() if k not in names}
+    return {**rest, "drafting": DraftConfig(**options)} if options else rest
 
 
 def machine() -> dict:
@@ -183,12 +195,12 @@ def head_variants(pipe, folders: list[str] | None) -> list[tuple[str, object]]:
     heads' kind, plus the folder's name where two sets share a kind."""
     import copy
 
-    from .heads import load_heads
+    from specgen.drafters import load_heads
 
     variants = [(pipe.heads.kind if pipe.heads is not None else "none", pipe)]
     for folder in folders or []:
         other = copy.copy(pipe)
-        other.heads = load_heads(folder, pipe.lm.model)
+        other.heads = load_heads(folder, pipe.lm.model, narrow=True)
         label = other.heads.kind
         if any(label == seen for seen, _ in variants):
             label += " " + os.path.basename(os.path.normpath(folder))

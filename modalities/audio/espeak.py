@@ -6,7 +6,7 @@ import tempfile
 
 import numpy as np
 
-from .audio import load_audio
+from .features import load_audio
 
 ESPEAK_TRAIN = [f"{lang}+{v}" for lang in ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan")
                 for v in ("f1", "f2", "f3", "m1", "m2", "m3", "m4")]

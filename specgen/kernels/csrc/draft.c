@@ -1,5 +1,5 @@
 /* One Hydra++ draft round, and the prefix attention's keys and values, in one call each: the work of
- * `hydra_round` and `PrefixAttention.memory` (specgen/drafters/heads.py, specgen/heads/hydra.py) without the ~150
+ * `hydra_round` and `PrefixAttention.memory` (specgen/drafters/hydra.py) without the ~150
  * tensor operations (and their dispatch) a PyTorch round issues. Activations are fp32; weights are fp32 or fp16
  * (`half`), read by the row products of rows.c.
  *

@@ -14,9 +14,9 @@ instead of 8L.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +25,26 @@ import torch.nn.functional as F
 from ..utils import resolve_mixed_precision
 from .data import TokenMix
 from .lm import export as export_lm
-from .lm import fit, plain_args
+from .lm import Schedule, fit, plain_settings
+
+
+@dataclass(kw_only=True)
+class PardConfig(Schedule):
+    """A PARD adaptation run (`specgen train-pard`): `init` the AR draft to adapt (a Hugging Face folder with its
+    tokenizer, which needs a mask token), token files with weights for `train` and `heldout`; `k` tokens drafted
+    per forward (groups), COD `retention` r (1: no dropping) and `floor` r_min; the rest as in `Schedule`."""
+
+    init: str
+    train: str
+    heldout: str
+    k: int = 8
+    retention: float = 0.7
+    floor: float = 0.2
+    steps: int = 1500
+    seq: int = 256
+    lr: float = 5e-4
+    warmup: int = 50
+    eval_windows: int = 32
 
 
 def cod_layout(length: int, groups: int, retention: float, floor: float, rng: np.random.Generator):
@@ -62,34 +81,37 @@ def pard_batch(windows: torch.Tensor, mask_id: int, group: torch.Tensor, pos: to
     return inputs, pos.expand(b, -1), attn.expand(b, 1, -1, -1), labels
 
 
-def train(args):
+def train(cfg: PardConfig):
+    """Adapt (or go on adapting) the draft `cfg` describes; returns the run's state."""
     from accelerate import Accelerator
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
-    tok = AutoTokenizer.from_pretrained(args.init)
-    mask_id = tok.mask_token_id
+    torch.manual_seed(cfg.seed)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.cpu), cpu=cfg.cpu)
+    # a draft made for PARD names its mask id in its config (a trimmed-vocabulary draft has no tokenizer of its own)
+    mask_id = getattr(AutoConfig.from_pretrained(cfg.init), "pard_token", None)
     if mask_id is None:
-        raise ValueError(f"the tokenizer at {args.init!r} has no mask token: add one (tokenizer.add_special_tokens("
+        mask_id = AutoTokenizer.from_pretrained(cfg.init).mask_token_id
+    if mask_id is None:
+        raise ValueError(f"the tokenizer at {cfg.init!r} has no mask token: add one (tokenizer.add_special_tokens("
                          f"{{'mask_token': '<mask>'}}) and resize the draft's embeddings) before PARD training")
-    data = TokenMix(args.train, args.seq, seed=args.seed)
-    heldout = TokenMix(args.heldout, args.seq, seed=args.seed).batch(0, args.eval_windows, seed=4321)
-    ckpt = os.path.join(args.out, "checkpoint")
-    src = ckpt if os.path.isdir(ckpt) else args.init
+    data = TokenMix(cfg.train, cfg.seq, seed=cfg.seed)
+    heldout = TokenMix(cfg.heldout, cfg.seq, seed=cfg.seed).batch(0, cfg.eval_windows, seed=4321)
+    ckpt = os.path.join(cfg.out, "checkpoint")
+    src = ckpt if os.path.isdir(ckpt) else cfg.init
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model.config.pard_token = mask_id
     state = (json.load(open(os.path.join(ckpt, "state.json"))) if os.path.isdir(ckpt) else
-             {"step": 0, "tokens": 0, "real_tokens": 0, "seconds": 0.0, "log": [], "args": plain_args(args)})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+             {"step": 0, "tokens": 0, "real_tokens": 0, "seconds": 0.0, "log": [], "args": plain_settings(cfg)})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     if os.path.isfile(os.path.join(ckpt, "optimizer.pt")):
         optimizer.load_state_dict(torch.load(os.path.join(ckpt, "optimizer.pt")))
     model, optimizer = acc.prepare(model, optimizer)
 
     def batch_loss(step: int):
-        rng = np.random.default_rng([args.seed, step, 7])
-        group, pos = cod_layout(args.seq, args.k, args.retention, args.floor, rng)
-        x = data.batch(step, args.batch)
+        rng = np.random.default_rng([cfg.seed, step, 7])
+        group, pos = cod_layout(cfg.seq, cfg.k, cfg.retention, cfg.floor, rng)
+        x = data.batch(step, cfg.batch)
         inputs, positions, attn, labels = (t.to(acc.device) for t in pard_batch(x, mask_id, group, pos))
         logits = model(input_ids=inputs, position_ids=positions, attention_mask=attn).logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
@@ -97,9 +119,9 @@ def train(args):
 
     def evaluate():
         return {"heldout_loss_by_group": heldout_by_group(acc.unwrap_model(model), heldout.to(acc.device), mask_id,
-                                                          args.k)}
+                                                          cfg.k)}
 
-    return fit(acc, model, optimizer, state, args, batch_loss, evaluate)
+    return fit(acc, model, optimizer, state, cfg, batch_loss, evaluate)
 
 
 @torch.no_grad()
@@ -124,30 +146,8 @@ def heldout_by_group(model, windows: torch.Tensor, mask_id: int, k: int) -> list
 
 
 def export(run_dir: str, init: str, dest: str, dtype: str = "bfloat16"):
-    """The adapted draft as a zoo checkpoint (`pard_token` in its config), with the initial draft's tokenizer."""
-    model = export_lm(run_dir, init, dest, dtype)
+    """The adapted draft as a zoo checkpoint (`pard_token` in its config), with the initial draft's tokenizer (a
+    trimmed-vocabulary draft has none: it carries its target tokenizer's fingerprint instead)."""
+    has_tokenizer = os.path.isfile(os.path.join(init, "tokenizer_config.json"))
+    model = export_lm(run_dir, init if has_tokenizer else None, dest, dtype)
     assert getattr(model.config, "pard_token", None) is not None
-
-
-def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("--init", required=True, help="the AR draft to adapt (HF folder with its tokenizer)")
-    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
-    p.add_argument("--heldout", required=True)
-    p.add_argument("--out", required=True, help="run folder (reruns resume from it)")
-    p.add_argument("--k", type=int, default=8, help="tokens drafted per forward (groups)")
-    p.add_argument("--retention", type=float, default=0.7, help="COD retention r (1 = no dropping)")
-    p.add_argument("--floor", type=float, default=0.2, help="COD minimum retention r_min")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-windows", type=int, default=32)
-    p.add_argument("--save-minutes", type=float, default=10)
-    p.add_argument("--max-minutes", type=float, default=1e9)
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--export", help="write the last checkpoint to this zoo folder instead of training")

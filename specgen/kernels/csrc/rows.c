@@ -1,6 +1,6 @@
 /* y = x @ w.T (+ b) for a few rows of x, in fp32 on the CPU: the product behind every decode step and every
- * verification (specgen/cpu.py says when it is used and why), and behind the heads' draft rounds (draft.c),
- * whose weights may be fp16 (read at half the bytes, converted exactly, multiplied in fp32).
+ * verification (specgen/kernels/narrow.py says when it is used and why), and behind the heads' draft rounds
+ * (draft.c), whose weights may be fp16 (read at half the bytes, converted exactly, multiplied in fp32).
  *
  * x [n, K], w [O, K], b [O] and y [n, O], all contiguous. Each thread takes a contiguous run of output columns
  * (rows of w) and, for each, reads that weight row once from memory and multiplies it with up to 8 rows of x at

@@ -6,7 +6,9 @@ and guesses the token i+2 places after the hidden state's position.
 
 KOALA (Zhang et al. 2024, "KOALA: Enhancing Speculative Decoding for LLM via Multi-Layer Draft Heads with
 Adversarial Learning"): the same heads made K layers deep, trained with an adversarial loss beside
-distillation (the loss lives in specgen.training.heads).
+distillation (the loss lives in specgen.train.losses).
+
+MedusaDrafter fills a static sparse tree from the heads' top-k (or draws) for both kinds.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DraftHeads, register
+from ..tree import DraftTree
+from .heads import DraftHeads, HeadDrafter, register
 
 
 class ResidualStack(nn.Module):
@@ -56,3 +59,17 @@ class KoalaHeads(MedusaHeads):
     """Medusa heads K layers deep (K = config["layers"], 3 by default)."""
 
     default_layers = 3
+
+
+class MedusaDrafter(HeadDrafter):
+    """Independent heads read one hidden state; node (depth d, rank r) of the sparse tree gets head d's rank-r
+    token."""
+
+    @torch.inference_mode()
+    def propose(self, k: int) -> DraftTree:
+        _, depth, rank, parent = self.tree(k)
+        logits = self.heads(self.h)[:, : max(depth) + 1]  # [batch, depth, vocab]
+        self.forwards += 1
+        top, q, ok = self.children(logits, max(rank) + 1)  # [batch, depth, ranks], every parent shares them
+        parents = torch.tensor(parent, device=top.device).expand(top.shape[0], -1)
+        return DraftTree(top[:, depth, rank], parents, ok[:, depth, rank], None if q is None else q[:, depth, rank])

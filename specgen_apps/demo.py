@@ -1,7 +1,7 @@
 """One Gradio app, a tab per modality: the speculative method and `ar` side by side on the same input, with
 tokens/s, speedup and mean accepted length. Models load on first use.
 
-    specgen demo [--port 7860]          or          python demos/app.py
+    specgen demo [--port 7860]          or          python specgen_apps/demo.py
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ class Lazy:
 class TextDemo:
     """The text tab's models: one target, shared by a pipeline per draft (the PARD draft, then each heads folder)."""
 
-    def __init__(self, model: str, draft: str | None, heads: list[str]):
-        self.model, self.draft = model, draft
+    def __init__(self, model: str, draft: str | None, heads: list[str], drafting=None):
+        self.model, self.draft, self.drafting = model, draft, drafting
         self.heads = [h for h in heads if os.path.isfile(os.path.join(h, "heads.json"))]  # those trained so far
         self._pipes = None
 
@@ -55,13 +55,13 @@ class TextDemo:
         """method -> pipeline, loaded on first use; every pipeline shares the one target model."""
         if self._pipes is None:
             from modalities.text import TextPipeline
-            from specgen.heads import load_heads
+            from specgen.drafters import load_heads
 
-            base = TextPipeline.from_pretrained(self.model, draft=self.draft)
+            base = TextPipeline.from_pretrained(self.model, draft=self.draft, drafting=self.drafting)
             pipes = {m: base for m in ("ar", "ngram", "pard", "draft_model")}
             for h in self.heads:
-                heads = load_heads(h, base.target.model)
-                pipes[heads.kind] = TextPipeline(base.target.model, base.tokenizer, heads)
+                heads = load_heads(h, base.target.model, narrow=True)
+                pipes[heads.kind] = TextPipeline(base.target.model, base.tokenizer, heads, drafting=self.drafting)
             self._pipes = pipes
         return self._pipes
 
@@ -96,7 +96,9 @@ def problem(e: Exception) -> str:
     return f"**Could not generate:** {e}"
 
 
-def build_app(text: TextDemo, models: dict[str, Lazy]):
+def build_app(text: TextDemo, models: dict[str, Lazy], drafting=None):
+    """The app: the text tab, then a tab per media model; `drafting` (a `DraftConfig`) for every speculative
+    method."""
     import gradio as gr
 
     with gr.Blocks(title="specgen") as app:
@@ -125,9 +127,9 @@ def build_app(text: TextDemo, models: dict[str, Lazy]):
                 return spec.text, ar.text, stats_table(spec.stats, ar.stats, method)
 
             go.click(on_text, [prompt, method, temperature, k, max_new], [spec_out, ar_out, stats])
-        speech_tab(gr, models["speech"])
-        image_tab(gr, models["image"])
-        rap_tab(gr, models["rap"])
+        speech_tab(gr, models["speech"], drafting)
+        image_tab(gr, models["image"], drafting)
+        rap_tab(gr, models["rap"], drafting)
     return app
 
 
@@ -142,7 +144,7 @@ def note_if_missing(gr, lazy: Lazy):
         gr.Markdown(f"*No {lazy.kind} model at `{lazy.path}` yet: the tab will say so when you generate.*")
 
 
-def speech_tab(gr, lazy: Lazy):
+def speech_tab(gr, lazy: Lazy, drafting=None):
     with gr.Tab("Speech"):
         note_if_missing(gr, lazy)
         with gr.Row():
@@ -162,7 +164,7 @@ def speech_tab(gr, lazy: Lazy):
                 tts = lazy.get()
                 kw = dict(voice_prompt=prompt or None, temperature=temperature, max_seconds=float(longest))
                 progress(0.1, desc="vadusa")
-                spec = tts.generate(text, method="vadusa", tolerance=int(tolerance), **kw)
+                spec = tts.generate(text, method="vadusa", tolerance=int(tolerance), drafting=drafting, **kw)
                 progress(0.55, desc="ar")
                 ar = tts.generate(text, method="ar", **kw)
             except ValueError as e:
@@ -174,7 +176,7 @@ def speech_tab(gr, lazy: Lazy):
         go.click(run, [text, prompt, tolerance, temperature, longest], [spec_out, ar_out, stats])
 
 
-def image_tab(gr, lazy: Lazy):
+def image_tab(gr, lazy: Lazy, drafting=None):
     with gr.Tab("Image"):
         note_if_missing(gr, lazy)
         with gr.Row():
@@ -194,7 +196,8 @@ def image_tab(gr, lazy: Lazy):
                 gen = lazy.get()
                 kw = dict(cfg_scale=cfg, temperature=temperature, seed=int(seed))
                 progress(0.1, desc="hawk")
-                spec = gen.generate(caption, method="hawk", acceptance="relaxed" if relaxed else None, **kw)
+                spec = gen.generate(caption, method="hawk", acceptance="relaxed" if relaxed else None,
+                                    drafting=drafting, **kw)
                 progress(0.55, desc="ar")
                 ar = gen.generate(caption, method="ar", **kw)
             except ValueError as e:
@@ -205,7 +208,7 @@ def image_tab(gr, lazy: Lazy):
         go.click(run, [caption, cfg, temperature, relaxed, seed], [spec_out, ar_out, stats])
 
 
-def rap_tab(gr, lazy: Lazy):
+def rap_tab(gr, lazy: Lazy, drafting=None):
     with gr.Tab("Rap"):
         note_if_missing(gr, lazy)
         with gr.Row():
@@ -226,7 +229,7 @@ def rap_tab(gr, lazy: Lazy):
                 rap = lazy.get()
                 progress(0.1, desc="heads")
                 spec = rap.generate(lyrics, beat, voice_prompt=prompt or None, method="heads",
-                                    temperature=temperature)
+                                    temperature=temperature, drafting=drafting)
                 progress(0.55, desc="ar")
                 ar = rap.generate(lyrics, beat, voice_prompt=prompt or None, method="ar", temperature=temperature)
             except ValueError as e:
@@ -240,6 +243,8 @@ def rap_tab(gr, lazy: Lazy):
 
 
 def add_arguments(p: argparse.ArgumentParser):
+    from specgen_apps.cli import add_drafting
+
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--text-model", default=TEXT_DEFAULTS["model"])
@@ -247,9 +252,11 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--text-heads", nargs="*", default=TEXT_DEFAULTS["heads"])
     for kind, path in MODELS.items():
         p.add_argument(f"--{kind}-model", default=path)
+    add_drafting(p)  # how every tab's speculative method drafts
 
 
 def launch(args, block: bool = True):
+    from specgen_apps.cli import drafting_of
     from modalities.image import ImagePipeline
     from modalities.rap import RapPipeline
     from modalities.speech import SpeechPipeline
@@ -257,7 +264,8 @@ def launch(args, block: bool = True):
     models = {"speech": Lazy("speech", args.speech_model, SpeechPipeline.from_pretrained),
               "image": Lazy("image", args.image_model, ImagePipeline.from_pretrained),
               "rap": Lazy("rap", args.rap_model, RapPipeline.from_pretrained)}
-    app = build_app(TextDemo(args.text_model, args.text_draft, args.text_heads), models)
+    drafting = drafting_of(args) if hasattr(args, "backend") else None  # (a caller may leave the options out)
+    app = build_app(TextDemo(args.text_model, args.text_draft, args.text_heads, drafting), models, drafting)
     app.queue().launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
                        show_error=False)
     return app

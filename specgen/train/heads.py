@@ -7,22 +7,93 @@ Sec. 2.3.2; Hydra++, Ankner et al. 2024, teacher loss).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..acceptance import leftover
 from ..cached_lm import CachedLM, listen_hidden
-from ..heads.base import KINDS
+from ..drafters.heads import KINDS
 from ..loop import generate
 from ..sampling import Sampling, draw_distinct
 from ..utils import resolve_mixed_precision
 from .data import SequenceSet, TokenMix
-from .lm import lr_at, plain_args
+from .losses import Discriminator, aligned, discriminator_loss, distill_loss, fooling_loss
+from .lm import lr_at, plain_settings
+
+
+@dataclass(kw_only=True)
+class Continuations:
+    """The target continuations heads learn from and are calibrated on: `sequences` continuations by the frozen
+    `target` (a Hugging Face folder) of `new_tokens` each, at `temperature` (0: greedy), `gen_batch` at a time, of
+    prompts from `data` (token files with weights, windows of `prompt_len`, or a .pt sequence set, its
+    conditioning prefixes); `rules`: the acceptance rules to calibrate trees for (greedy, sample, drawn,
+    tolerance:K); `cpu_tree_size`: the tree size measured best on a CPU, stored with the heads; `cfg_scale` and
+    `uncond_prompt`: classifier-free guidance the heads will draft for."""
+
+    target: str
+    data: str
+    sequences: int
+    prompt_len: int = 32
+    new_tokens: int
+    temperature: float = 1.0
+    gen_batch: int
+    seed: int = 0
+    rules: list[str] = field(default_factory=lambda: ["sample"])
+    cpu_tree_size: int | None = None
+    cfg_scale: float = 1.0
+    uncond_prompt: list[int] | None = None
+    cpu: bool = False
+
+
+@dataclass(kw_only=True)
+class HeadsConfig(Continuations):
+    """A head-training run (`specgen train-heads`): heads of `kind` distilled from the target's continuations,
+    written to `out` (which also keeps the generated data and checkpoints). `init`: a trained heads folder of the
+    same kind to start from (`warm_start`); `layers`: per head (default: the kind's own); `horizontal` and
+    `width`: Hawk's horizontal head kind and raster row; `adversarial_weight`: KOALA's adversarial loss (0: none);
+    `heldout_sequences` of the `sequences` are kept for calibration; `loss`: one of `losses.LOSSES`; `cache_gb`:
+    keep the target's view of all training sequences in memory when it fits; `save_dtype`: how the heads are
+    stored; the rest as in `Continuations`."""
+
+    out: str
+    kind: str = "medusa"
+    num_heads: int = 4
+    init: str | None = None
+    layers: int | None = None
+    horizontal: str = "medusa"
+    width: int = 16
+    adversarial_weight: float = 0.1
+    sequences: int = 512
+    heldout_sequences: int = 32
+    new_tokens: int = 128
+    gen_batch: int = 32
+    steps: int = 1000
+    batch: int = 8
+    lr: float = 1e-3
+    loss: str = "kl"
+    warmup: int = 50
+    eval_every: int = 100
+    max_minutes: float = 1e9
+    mixed_precision: str = "auto"
+    save_dtype: str = "bfloat16"
+    cache_gb: float = 2.0
+
+
+@dataclass(kw_only=True)
+class CalibrateConfig(Continuations):
+    """A calibration of trained heads (`specgen calibrate-heads`): the `heads` folder (its heads.json gains the
+    tables) measured on fresh continuations for each of `rules`; `only_rules` writes only those tables; the rest as
+    in `Continuations`."""
+
+    heads: str
+    only_rules: bool = False
+    sequences: int = 32
+    new_tokens: int = 200
+    gen_batch: int = 8
 
 
 def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[list[int]]:
@@ -34,11 +105,11 @@ def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[li
     return data.batch(i, size, seed=seed)[:, :prompt_len].tolist()
 
 
-def prompt_source(args):
+def prompt_source(cfg):
     """Where prompts come from: a .pt sequence set (its conditioning prefixes) or token files (windows)."""
-    if args.data.endswith(".pt"):
-        return SequenceSet(args.data, args.seed)
-    return TokenMix(args.data, args.prompt_len + 1, seed=args.seed)
+    if cfg.data.endswith(".pt"):
+        return SequenceSet(cfg.data, cfg.seed)
+    return TokenMix(cfg.data, cfg.prompt_len + 1, seed=cfg.seed)
 
 
 def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens: int, temperature: float,
@@ -64,72 +135,6 @@ def self_distillation_data(target, data, count: int, prompt_len: int, new_tokens
         rows += [p + o.token_ids for p, o in zip(prompts, outs)]
         starts += [len(p) for p in prompts]
     return rows, starts
-
-
-def aligned(head_logits: torch.Tensor, target_logits: torch.Tensor, offsets: list[int] | None = None):
-    """Per head j: its guesses at positions t and the target's logits for the same tokens (the target's prediction
-    at t + offsets[j]; offsets default to 1, 2, ... for heads that guess t+2, t+3, ...), where both exist.
-    head_logits [b, L, heads, V], target_logits [b, L, V]."""
-    length = head_logits.shape[1]
-    for j, off in enumerate(offsets or range(1, head_logits.shape[2] + 1)):
-        span = length - off
-        if span > 0:
-            yield j, head_logits[:, :span, j], target_logits[:, off : off + span]
-
-
-LOSSES = ("kl", "tv", "kl+tv")
-
-
-def distill_loss(head_logits: torch.Tensor, target_logits: torch.Tensor, decay: float = 0.8,
-                 offsets: list[int] | None = None, kind: str = "kl"):
-    """Sum over heads j of decay**j * the head's distance from the target: KL(target || head j) ("kl"), their total
-    variation ("tv"), or both added ("kl+tv"). Returns the loss and each head's mean distance.
-
-    Total variation is what a guess drawn from the head loses under the lossless rule: such a guess is kept with
-    probability sum_x min(p(x), q(x)) = 1 - TV(p, q) (DistillSpec, Zhou et al. 2024, trains drafts on it). KL
-    spreads a head's mass over everything the target might say; TV rewards overlap alone."""
-    if kind not in LOSSES:
-        raise ValueError(f"unknown distillation loss {kind!r}: use one of {', '.join(LOSSES)}")
-    total, per_head = 0.0, []
-    for i, head, teacher in aligned(head_logits, target_logits, offsets):
-        log_q, log_p = F.log_softmax(head.float(), -1), F.log_softmax(teacher.float(), -1)  # shared by both terms
-        kl = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1).mean() if kind != "tv" else 0.0
-        tv = 0.5 * (log_q.exp() - log_p.exp()).abs().sum(-1).mean() if kind != "kl" else 0.0
-        loss = kl + tv
-        per_head.append(loss.item())
-        total = total + decay**i * loss
-    return total, per_head
-
-
-class Discriminator(torch.nn.Module):
-    """KOALA's adversary: tells the target's next-token distribution from a head's, given the hidden state."""
-
-    def __init__(self, dim: int, vocab: int):
-        super().__init__()
-        self.proj = torch.nn.Linear(vocab, dim, bias=False)
-        self.net = torch.nn.Sequential(torch.nn.Linear(2 * dim, dim), torch.nn.SiLU(), torch.nn.Linear(dim, 1))
-
-    def forward(self, hidden: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([hidden, self.proj(probs)], -1)).squeeze(-1)
-
-
-def discriminator_loss(disc: Discriminator, hidden, head_logits, target_logits):
-    """KOALA (Zhang et al. 2024, Sec. 3.2): the target's distributions are real, the heads' (detached) fake."""
-    bce, loss = F.binary_cross_entropy_with_logits, 0.0
-    for _, head, teacher in aligned(head_logits, target_logits):
-        h = hidden[:, : head.shape[1]].float()
-        r, f = disc(h, teacher.float().softmax(-1)), disc(h, head.detach().float().softmax(-1))
-        loss = loss + bce(r, torch.ones_like(r)) + bce(f, torch.zeros_like(f))
-    return loss
-
-
-def fooling_loss(disc: Discriminator, hidden, head_logits, target_logits):
-    """The heads' adversarial loss: how well their distributions pass for the target's."""
-    loss = 0.0
-    for _, head, _ in aligned(head_logits, target_logits):
-        g = disc(hidden[:, : head.shape[1]].float(), head.float().softmax(-1))
-        loss = loss + F.binary_cross_entropy_with_logits(g, torch.ones_like(g))
-    return loss
 
 
 def parse_rule(rule: str) -> tuple[str, int]:
@@ -260,78 +265,46 @@ def vertical_rates(heads, target, seqs: torch.Tensor, rules: list[str], start: t
     return {r: dict(zip(("agree", "differ"), (h / counts.clamp(min=1)).tolist())) for r, h in hits.items()}
 
 
-def calibrate(args):
+def calibrate(cfg: CalibrateConfig):
     """Measure trained heads on fresh target continuations of the data's prompts and write their tree tables into
     heads.json (weights untouched)."""
     from ..loading import load_causal_lm
-    from ..heads.base import load_heads, write_config
+    from ..drafters.heads import load_heads, write_config
 
-    for r in args.rules:
+    for r in cfg.rules:
         parse_rule(r)
-    target = load_causal_lm(args.target, "cpu" if args.cpu else None, "float32", what="target")
-    heads = load_heads(args.heads, target)
-    guidance = guidance_of(args)
+    target = load_causal_lm(cfg.target, "cpu" if cfg.cpu else None, "float32", what="target", narrow=True)
+    heads = load_heads(cfg.heads, target, narrow=True)
+    guidance = guidance_of(cfg)
     device = next(target.parameters()).device
-    rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
-                                          args.new_tokens, args.temperature, args.gen_batch, args.seed,
-                                          prompt_seed=args.seed + 1, guidance=guidance)  # other prompts than training's
+    rows, starts = self_distillation_data(target, prompt_source(cfg), cfg.sequences, cfg.prompt_len,
+                                          cfg.new_tokens, cfg.temperature, cfg.gen_batch, cfg.seed,
+                                          prompt_seed=cfg.seed + 1, guidance=guidance)  # other prompts than training's
     width = max(len(r) for r in rows)
     seqs = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)  # pad: end of row
     start = torch.tensor(starts, device=device)
-    tables = calibration(heads, target, seqs, args.rules, start, temperature=args.temperature or 1.0,
+    tables = calibration(heads, target, seqs, cfg.rules, start, temperature=cfg.temperature or 1.0,
                          guidance=guidance)
-    if args.only_rules and "greedy" not in args.rules:  # add the named tables, leave the greedy one as it was
+    if cfg.only_rules and "greedy" not in cfg.rules:  # add the named tables, leave the greedy one as it was
         tables.pop("topk_accuracy")
-    write_config(args.heads, {**tables, **({"cpu_tree_size": args.cpu_tree_size} if args.cpu_tree_size else {})})
+    write_config(cfg.heads, {**tables, **({"cpu_tree_size": cfg.cpu_tree_size} if cfg.cpu_tree_size else {})})
     for rule, table in [("greedy", tables.get("topk_accuracy")), *tables["rule_accuracy"].items()]:
-        if table is None or (args.only_rules and rule not in args.rules):
+        if table is None or (cfg.only_rules and rule not in cfg.rules):
             continue
         print(f"{rule}: rank-0 per head {[round(row[0], 3) for row in table]}")
 
 
-def add_calibrate_arguments(p: argparse.ArgumentParser):
-    p.add_argument("--target", required=True, help="the target the heads were trained on (HF folder)")
-    p.add_argument("--heads", required=True, help="heads folder; its heads.json gains the tables")
-    p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
-    p.add_argument("--rules", nargs="+", default=["sample"],
-                   help="greedy, sample, drawn (sample over children drawn from the heads), tolerance:K")
-    p.add_argument("--only-rules", action="store_true",
-                   help="write only the --rules tables: keep the greedy table (unless greedy is named) and the rest")
-    p.add_argument("--sequences", type=int, default=32)
-    p.add_argument("--new-tokens", type=int, default=200)
-    p.add_argument("--prompt-len", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=1.0, help="the continuations' (and `sample`'s) temperature")
-    p.add_argument("--gen-batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    add_cpu_tree_size(p)
-    add_guidance(p)
-    p.add_argument("--cpu", action="store_true")
-
-
-def add_guidance(p: argparse.ArgumentParser):
-    p.add_argument("--cfg-scale", type=float, default=1.0,
-                   help="classifier-free guidance the heads will draft for (1: none): the target's continuations are "
-                        "sampled from, and the heads distilled towards, guided logits")
-    p.add_argument("--uncond-prompt", help="with --cfg-scale: the token ids of the unconditioned prompt that replaces "
-                                           "each row's own, e.g. '1,5,3' (an image model's '<s> <null> <sep>')")
-
-
-def guidance_of(args) -> tuple[float, list[int]] | None:
-    """(scale, unconditioned prompt ids) from --cfg-scale and --uncond-prompt, or None without guidance."""
-    if args.cfg_scale == 1.0:
+def guidance_of(cfg) -> tuple[float, list[int]] | None:
+    """(scale, unconditioned prompt ids) from a config's `cfg_scale` and `uncond_prompt`, or None without
+    guidance."""
+    if cfg.cfg_scale == 1.0:
         return None
-    if args.cfg_scale < 0:
-        raise ValueError(f"--cfg-scale must be >= 0 (1 is no guidance), got {args.cfg_scale}")
-    ids = (args.uncond_prompt or "").replace(",", " ").split()
-    if not ids or not all(t.isdigit() for t in ids):
-        raise ValueError(f"--cfg-scale {args.cfg_scale} needs --uncond-prompt: the unconditioned prompt's token ids, "
-                         f"e.g. --uncond-prompt 1,5,3 (got {args.uncond_prompt!r})")
-    return args.cfg_scale, [int(t) for t in ids]
-
-
-def add_cpu_tree_size(p: argparse.ArgumentParser):
-    p.add_argument("--cpu-tree-size", type=int,
-                   help="store the tree size measured best for these heads on a CPU (heads.json: cpu_tree_size)")
+    if cfg.cfg_scale < 0:
+        raise ValueError(f"--cfg-scale (cfg_scale) must be >= 0 (1 is no guidance), got {cfg.cfg_scale}")
+    if not cfg.uncond_prompt:
+        raise ValueError(f"cfg_scale {cfg.cfg_scale} needs --uncond-prompt (uncond_prompt): the unconditioned "
+                         f"prompt's token ids, e.g. --uncond-prompt 1,5,3")
+    return cfg.cfg_scale, list(cfg.uncond_prompt)
 
 
 def capture_hidden(target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -410,19 +383,21 @@ def warm_start(heads, path: str) -> list[str]:
     return filled
 
 
-def train(args):
+def train(cfg: HeadsConfig):
+    """Train (or resume) the heads `cfg` describes, calibrate them on the held-out continuations and save them;
+    returns the heads."""
     from accelerate import Accelerator
     from tqdm import tqdm
 
     from ..loading import load_causal_lm
 
-    torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
-    target = load_causal_lm(args.target, acc.device, "float32", what="target")
+    torch.manual_seed(cfg.seed)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.cpu), cpu=cfg.cpu)
+    target = load_causal_lm(cfg.target, acc.device, "float32", what="target", narrow=True)
     target.requires_grad_(False)
-    os.makedirs(args.out, exist_ok=True)
-    guidance = guidance_of(args)
-    data_path = os.path.join(args.out, "selfdistill.pt")
+    os.makedirs(cfg.out, exist_ok=True)
+    guidance = guidance_of(cfg)
+    data_path = os.path.join(cfg.out, "selfdistill.pt")
     if os.path.isfile(data_path):
         saved = torch.load(data_path)
         rows, starts = (saved["rows"], saved["starts"]) if isinstance(saved, dict) else (saved, None)
@@ -430,8 +405,8 @@ def train(args):
             raise ValueError(f"{data_path} was generated without prompt lengths, which guided training needs: "
                              f"delete it to generate the data again")
     else:
-        rows, starts = self_distillation_data(target, prompt_source(args), args.sequences, args.prompt_len,
-                                              args.new_tokens, args.temperature, args.gen_batch, args.seed,
+        rows, starts = self_distillation_data(target, prompt_source(cfg), cfg.sequences, cfg.prompt_len,
+                                              cfg.new_tokens, cfg.temperature, cfg.gen_batch, cfg.seed,
                                               guidance=guidance)
         torch.save({"rows": rows, "starts": starts, "guidance": guidance}, data_path + ".tmp")
         os.replace(data_path + ".tmp", data_path)
@@ -440,37 +415,37 @@ def train(args):
     width = min(len(rows[i]) for i in keep)  # one length, so batches need no padding
     seqs = torch.tensor([rows[i][:width] for i in keep])
     start = torch.tensor([starts[i] for i in keep]) if starts is not None else None
-    held, seqs = seqs[: args.heldout_sequences], seqs[args.heldout_sequences :]
-    held_start, start = (None, None) if start is None else (start[: args.heldout_sequences],
-                                                            start[args.heldout_sequences :])
+    held, seqs = seqs[: cfg.heldout_sequences], seqs[cfg.heldout_sequences :]
+    held_start, start = (None, None) if start is None else (start[: cfg.heldout_sequences],
+                                                            start[cfg.heldout_sequences :])
     hidden_size = target.get_output_embeddings().weight.shape[1]
-    config = {"hidden_size": hidden_size, "num_heads": args.num_heads, "target": os.path.basename(
-        args.target.rstrip("/"))}
-    if args.layers:
-        config["layers"] = args.layers
-    if args.kind == "koala":
-        config["adversarial_weight"] = args.adversarial_weight
-    if args.kind == "hawk":
-        config.update(horizontal=args.horizontal, width=args.width)
+    config = {"hidden_size": hidden_size, "num_heads": cfg.num_heads, "target": os.path.basename(
+        cfg.target.rstrip("/"))}
+    if cfg.layers:
+        config["layers"] = cfg.layers
+    if cfg.kind == "koala":
+        config["adversarial_weight"] = cfg.adversarial_weight
+    if cfg.kind == "hawk":
+        config.update(horizontal=cfg.horizontal, width=cfg.width)
     if guidance is not None:
         config["guidance"] = {"cfg_scale": guidance[0], "uncond_prompt": guidance[1]}
-    if args.cpu_tree_size:
-        config["cpu_tree_size"] = args.cpu_tree_size
-    heads = KINDS[args.kind](config, target)
-    if args.init:
-        print(f"warm start: {len(warm_start(heads, args.init))} tensors from {args.init}")
-    ckpt = os.path.join(args.out, "checkpoint.pt")
-    state = {"step": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=0.0)
+    if cfg.cpu_tree_size:
+        config["cpu_tree_size"] = cfg.cpu_tree_size
+    heads = KINDS[cfg.kind](config, target)
+    if cfg.init:
+        print(f"warm start: {len(warm_start(heads, cfg.init))} tensors from {cfg.init}")
+    ckpt = os.path.join(cfg.out, "checkpoint.pt")
+    state = {"step": 0, "seconds": 0.0, "log": [], "args": plain_settings(cfg)}
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=0.0)
     if os.path.isfile(ckpt):
         saved = torch.load(ckpt)
         heads.load_state_dict(saved["heads"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
-    adversarial = args.kind == "koala" and args.adversarial_weight > 0
+    adversarial = cfg.kind == "koala" and cfg.adversarial_weight > 0
     if adversarial:
         disc = Discriminator(hidden_size, target.get_output_embeddings().weight.shape[0])
-        d_opt = torch.optim.AdamW(disc.parameters(), lr=args.lr)
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr)
         if os.path.isfile(ckpt) and "disc" in saved:
             disc.load_state_dict(saved["disc"])
             d_opt.load_state_dict(saved["d_opt"])
@@ -478,19 +453,19 @@ def train(args):
     heads, optimizer = acc.prepare(heads, optimizer)
     vocab = target.get_output_embeddings().weight.shape[0]
     cached = None  # the frozen target's view of every training sequence, computed once when it fits
-    if seqs.numel() * (hidden_size + vocab) * 4 <= args.cache_gb * 2**30:
+    if seqs.numel() * (hidden_size + vocab) * 4 <= cfg.cache_gb * 2**30:
         with torch.no_grad(), acc.autocast():
-            views = [target_view(target, seqs[i : i + args.batch].to(acc.device), guidance,
-                                 None if start is None else start[i : i + args.batch])
-                     for i in range(0, len(seqs), args.batch)]
+            views = [target_view(target, seqs[i : i + cfg.batch].to(acc.device), guidance,
+                                 None if start is None else start[i : i + cfg.batch])
+                     for i in range(0, len(seqs), cfg.batch)]
         cached = tuple(torch.cat(v) for v in zip(*views))  # hidden [n, L, dim], logits [n, L, vocab]
-    bar = tqdm(total=args.steps, initial=state["step"], desc=f"{args.kind} heads")
-    g = torch.Generator().manual_seed(args.seed)
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"{cfg.kind} heads")
+    g = torch.Generator().manual_seed(cfg.seed)
     t_start = time.time()
-    while state["step"] < args.steps:
+    while state["step"] < cfg.steps:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(state["step"], args.steps, args.lr, args.warmup)
-        idx = torch.randint(0, len(seqs), (args.batch,), generator=g)
+            group["lr"] = lr_at(state["step"], cfg.steps, cfg.lr, cfg.warmup)
+        idx = torch.randint(0, len(seqs), (cfg.batch,), generator=g)
         x = seqs[idx].to(acc.device)
         t0 = time.time()
         if cached is not None:
@@ -501,7 +476,7 @@ def train(args):
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
             loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets,
-                                          kind=args.loss)
+                                          kind=cfg.loss)
         if adversarial:  # the discriminator learns first, then the heads learn to fool the updated one
             d_opt.zero_grad(set_to_none=True)
             with acc.autocast():
@@ -509,7 +484,7 @@ def train(args):
             acc.backward(d_loss)
             d_opt.step()
             with acc.autocast():
-                loss = loss + args.adversarial_weight * fooling_loss(disc, hidden, head_logits, target_logits)
+                loss = loss + cfg.adversarial_weight * fooling_loss(disc, hidden, head_logits, target_logits)
         acc.backward(loss)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -517,9 +492,9 @@ def train(args):
         state["seconds"] += time.time() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
-        if state["step"] % args.eval_every == 0 or done:
-            state["log"].append({"step": state["step"], "loss": loss.item(), f"{args.loss}_per_head": per_head})
+        done = state["step"] >= cfg.steps or (time.time() - t_start) / 60 > cfg.max_minutes
+        if state["step"] % cfg.eval_every == 0 or done:
+            state["log"].append({"step": state["step"], "loss": loss.item(), f"{cfg.loss}_per_head": per_head})
             save = {"heads": acc.unwrap_model(heads).state_dict(), "optimizer": optimizer.state_dict(),
                     "state": state}
             if adversarial:
@@ -530,54 +505,9 @@ def train(args):
             break
     bar.close()
     final = acc.unwrap_model(heads)
-    final.config.update(calibration(final, target, held.to(acc.device), args.rules, held_start,
-                                    temperature=args.temperature or 1.0, guidance=guidance))
-    final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1), "loss": args.loss,
+    final.config.update(calibration(final, target, held.to(acc.device), cfg.rules, held_start,
+                                    temperature=cfg.temperature or 1.0, guidance=guidance))
+    final.config["training"] = {"steps": state["step"], "seconds": round(state["seconds"], 1), "loss": cfg.loss,
                                 "sequences": len(seqs), "log": state["log"][-5:]}
-    final.save(args.out, dtype=getattr(torch, args.save_dtype))
+    final.save(cfg.out, dtype=getattr(torch, cfg.save_dtype))
     return final
-
-
-def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("--target", required=True, help="the frozen target (HF folder)")
-    p.add_argument("--kind", default="medusa", choices=sorted(KINDS))
-    p.add_argument("--data", required=True, help="prompts: token files (a.bin:1,b.bin:1; windows of --prompt-len) "
-                                                "or a .pt sequence set (its conditioning prefixes)")
-    p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
-    p.add_argument("--num-heads", type=int, default=4)
-    p.add_argument("--init", help="start from this trained heads folder (same kind; Hydra++ sets may grow, "
-                                  "see warm_start); a checkpoint in --out still takes precedence")
-    p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
-    p.add_argument("--horizontal", default="medusa", choices=["medusa", "hydra"],
-                   help="hawk: the horizontal heads' kind (Medusa blocks as in the paper, or Hydra++ heads)")
-    p.add_argument("--width", type=int, default=16, help="hawk: tokens per raster row (vertical heads look this far)")
-    p.add_argument("--adversarial-weight", type=float, default=0.1,
-                   help="koala: weight of the adversarial loss (0 trains the same heads without it)")
-    p.add_argument("--sequences", type=int, default=512, help="target continuations to train on")
-    p.add_argument("--heldout-sequences", type=int, default=32, help="of those, kept for calibration")
-    p.add_argument("--prompt-len", type=int, default=32)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=1.0, help="for the target's continuations (0: greedy)")
-    p.add_argument("--gen-batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", default="kl", choices=LOSSES,
-                   help="distance from the target each head learns to close: kl, tv (total variation, the chance a "
-                        "guess drawn from the head is rejected; for drawn guesses) or kl+tv")
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--max-minutes", type=float, default=1e9)
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
-    p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                   help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
-    p.add_argument("--rules", nargs="+", default=["sample"],
-                   help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
-    add_cpu_tree_size(p)
-    add_guidance(p)
-    p.add_argument("--cache-gb", type=float, default=2.0,
-                   help="keep the target's hidden states and logits for all training sequences in memory (computed "
-                        "once instead of every step) when they fit in this many GiB")
-    p.add_argument("--cpu", action="store_true")

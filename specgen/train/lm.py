@@ -8,12 +8,12 @@ periodic held-out loss. The same recipe trains every modality's LM (text, speech
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -40,9 +40,53 @@ def llama_config(preset: str, vocab: int, context: int, **special):
                        tie_word_embeddings=True, rope_theta=10000.0, **special)
 
 
-def plain_args(args) -> dict:
-    """The run's settings as JSON-able values (for the checkpoint's state)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
+@dataclass(kw_only=True)
+class Schedule:
+    """What `fit` runs by, shared by the LM recipes: `out` the run folder (reruns resume from it), `steps` of
+    `batch` windows of `seq` tokens, the learning rate `lr` after `warmup` steps, an evaluation on `eval_windows`
+    held-out windows every `eval_every` steps, a checkpoint every `save_minutes`, a saved stop after
+    `max_minutes`; `mixed_precision` auto, no, bf16 or fp16 (auto: bf16 on CUDA or a CPU with native bf16, else
+    none); `cpu`: train on the CPU even where CUDA is present."""
+
+    out: str
+    steps: int
+    batch: int = 8
+    seq: int
+    lr: float
+    warmup: int
+    seed: int = 0
+    eval_every: int = 250
+    eval_windows: int
+    save_minutes: float = 10
+    max_minutes: float = 1e9
+    mixed_precision: str = "auto"
+    cpu: bool = False
+
+
+@dataclass(kw_only=True)
+class LMConfig(Schedule):
+    """A causal-LM training run (`specgen train-lm`): token files with weights (a.bin:1,b.bin:1) or a .pt file of
+    sequences with loss masks (speech, image, rap) for `train` and `heldout`; a `preset` shape; `tokenizer` (text)
+    or `vocab` (other tokens, with the project's special ids pad 0, <s> 1, </s> 2); `context` positions; `init` an
+    exported model to go on from when `out` has no checkpoint; the rest as in `Schedule`."""
+
+    train: str
+    heldout: str
+    preset: str = "text-30m"
+    tokenizer: str | None = None
+    vocab: int | None = None
+    context: int = 1024
+    init: str | None = None
+    steps: int = 6000
+    seq: int = 512
+    lr: float = 1e-3
+    warmup: int = 200
+    eval_windows: int = 64
+
+
+def plain_settings(cfg) -> dict:
+    """A run's settings (a config dataclass) as JSON-able values (for the checkpoint's state)."""
+    return {k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool, type(None)))}
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -97,62 +141,64 @@ def batch_of(data, step: int, size: int, seed: int | None = None):
     return x, x, None
 
 
-def train(args):
+def train(cfg: LMConfig):
+    """Train (or resume) the run `cfg` describes; returns its state."""
     from accelerate import Accelerator
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    torch.manual_seed(args.seed)
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision, args.cpu), cpu=args.cpu)
-    if not args.tokenizer and not args.vocab:
-        raise ValueError("give --tokenizer (text) or --vocab (other tokens)")
+    torch.manual_seed(cfg.seed)
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.cpu), cpu=cfg.cpu)
+    if not cfg.tokenizer and not cfg.vocab:
+        raise ValueError("give a tokenizer (text; --tokenizer) or a vocabulary size (other tokens; --vocab)")
     pad, bos, eos = 0, 1, 2
-    if args.tokenizer:
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    if cfg.tokenizer:
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
         pad, bos, eos = tok.pad_token_id or 0, tok.bos_token_id, tok.eos_token_id
-    data = open_data(args.train, args.seq, args.seed, pad)
-    heldout = batch_of(open_data(args.heldout, args.seq, args.seed, pad), 0, args.eval_windows, seed=4321)
-    ckpt = os.path.join(args.out, "checkpoint")
+    data = open_data(cfg.train, cfg.seq, cfg.seed, pad)
+    heldout = batch_of(open_data(cfg.heldout, cfg.seq, cfg.seed, pad), 0, cfg.eval_windows, seed=4321)
+    ckpt = os.path.join(cfg.out, "checkpoint")
     if os.path.isdir(ckpt):
         model = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
         state = json.load(open(os.path.join(ckpt, "state.json")))
-    elif args.init:  # continue from an exported checkpoint (a fresh optimizer; the schedule goes on at its step)
-        model = LlamaForCausalLM.from_pretrained(args.init, dtype=torch.float32)
-        log = os.path.join(args.init, "training_log.json")
+    elif cfg.init:  # continue from an exported checkpoint (a fresh optimizer; the schedule goes on at its step)
+        model = LlamaForCausalLM.from_pretrained(cfg.init, dtype=torch.float32)
+        log = os.path.join(cfg.init, "training_log.json")
         state = json.load(open(log)) if os.path.isfile(log) else {"step": 0, "tokens": 0, "seconds": 0.0, "log": []}
-        state["args"] = plain_args(args)
+        state["args"] = plain_settings(cfg)
     else:
-        cfg = llama_config(args.preset, args.vocab or len(tok), args.context, bos_token_id=bos, eos_token_id=eos,
+        llama = llama_config(cfg.preset, cfg.vocab or len(tok), cfg.context, bos_token_id=bos, eos_token_id=eos,
                            pad_token_id=pad)
-        model = LlamaForCausalLM(cfg)
-        state = {"step": 0, "tokens": 0, "seconds": 0.0, "log": [], "args": plain_args(args)}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+        model = LlamaForCausalLM(llama)
+        state = {"step": 0, "tokens": 0, "seconds": 0.0, "log": [], "args": plain_settings(cfg)}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
     if os.path.isfile(os.path.join(ckpt, "optimizer.pt")):
         optimizer.load_state_dict(torch.load(os.path.join(ckpt, "optimizer.pt")))
     model, optimizer = acc.prepare(model, optimizer)
     params = sum(p.numel() for p in model.parameters())
-    acc.print(f"{args.preset}: {params / 1e6:.1f}M parameters, resuming at step {state['step']}")
+    acc.print(f"{cfg.preset}: {params / 1e6:.1f}M parameters, resuming at step {state['step']}")
     def batch_loss(step: int):
-        x, labels, mask = (t.to(acc.device) if t is not None else None for t in batch_of(data, step, args.batch))
+        x, labels, mask = (t.to(acc.device) if t is not None else None for t in batch_of(data, step, cfg.batch))
         return model(input_ids=x, labels=labels, attention_mask=mask).loss, {"tokens": x.numel()}
 
     def evaluate():
-        return {"heldout_loss": heldout_loss(acc.unwrap_model(model), heldout, args.batch, acc.device)}
+        return {"heldout_loss": heldout_loss(acc.unwrap_model(model), heldout, cfg.batch, acc.device)}
 
-    return fit(acc, model, optimizer, state, args, batch_loss, evaluate)
+    return fit(acc, model, optimizer, state, cfg, batch_loss, evaluate)
 
 
-def fit(acc, model, optimizer, state: dict, args, batch_loss, evaluate) -> dict:
+def fit(acc, model, optimizer, state: dict, cfg, batch_loss, evaluate) -> dict:
     """The loop every recipe shares: learning-rate schedule, step with clipping, progress bar, evaluation every
-    `args.eval_every` steps, a checkpoint every `args.save_minutes`, and a saved stop after `args.max_minutes`.
+    `cfg.eval_every` steps, a checkpoint every `cfg.save_minutes`, and a saved stop after `cfg.max_minutes`
+    (`cfg`: the recipe's config, a `Schedule`).
     batch_loss(step) -> (loss, counters to add to the state, e.g. {"tokens": n}); evaluate() -> log fields."""
     from tqdm import tqdm
 
     model.train()
     t_start = t_save = time.time()
-    bar = tqdm(total=args.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
-    while state["step"] < args.steps:
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
+    while state["step"] < cfg.steps:
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(state["step"], args.steps, args.lr, args.warmup)
+            g["lr"] = lr_at(state["step"], cfg.steps, cfg.lr, cfg.warmup)
         t0 = time.time()
         loss, counters = batch_loss(state["step"])
         acc.backward(loss)
@@ -165,15 +211,15 @@ def fit(acc, model, optimizer, state: dict, args, batch_loss, evaluate) -> dict:
         state["seconds"] += time.time() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f}")
-        done = state["step"] >= args.steps or (time.time() - t_start) / 60 > args.max_minutes
-        if state["step"] % args.eval_every == 0 or done:
+        done = state["step"] >= cfg.steps or (time.time() - t_start) / 60 > cfg.max_minutes
+        if state["step"] % cfg.eval_every == 0 or done:
             entry = {"step": state["step"], "tokens": state["tokens"], "train_loss": loss.item(),
                      "seconds": round(state["seconds"], 1), **evaluate()}
             state["log"].append(entry)
             acc.print(f"\n{json.dumps(entry)}")
-        if done or time.time() - t_save > args.save_minutes * 60:
+        if done or time.time() - t_save > cfg.save_minutes * 60:
             if acc.is_main_process:
-                save_checkpoint(args.out, acc.unwrap_model(model), optimizer, state)
+                save_checkpoint(cfg.out, acc.unwrap_model(model), optimizer, state)
             t_save = time.time()
         if done:
             break
@@ -204,31 +250,3 @@ def export(run_dir: str, tokenizer: str | None, dest: str, dtype: str = "bfloat1
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return model
-
-
-def add_arguments(p: argparse.ArgumentParser):
-    p.add_argument("--preset", default="text-30m", choices=sorted(PRESETS))
-    p.add_argument("--train", required=True, help="token files with weights (a.bin:1,b.bin:1), or a .pt file of "
-                                                 "sequences with loss masks (speech, image, rap)")
-    p.add_argument("--heldout", required=True, help="held-out token files, or a .pt file of sequences")
-    p.add_argument("--tokenizer", help="HF tokenizer folder: its size and special ids (text models)")
-    p.add_argument("--vocab", type=int, help="vocabulary size for non-text tokens (speech, image); special ids are "
-                                              "then the project's convention: pad 0, <s> 1, </s> 2")
-    p.add_argument("--out", required=True, help="run folder (checkpoints; reruns resume from it)")
-    p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=512)
-    p.add_argument("--context", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-windows", type=int, default=64)
-    p.add_argument("--save-minutes", type=float, default=10)
-    p.add_argument("--max-minutes", type=float, default=1e9, help="stop (and save) after this long")
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
-                   help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
-    p.add_argument("--init", help="without a checkpoint in --out: start from this exported model (e.g. a zoo "
-                                  "folder) and go on with its schedule from the step in its training_log.json")
-    p.add_argument("--export", help="write the last checkpoint to this zoo folder (bf16) instead of training")

@@ -82,7 +82,7 @@ def tokens_to_audio(flow: FlowDecoder, tokenizer, tokens, prompt_mel: torch.Tens
     """Speech tokens -> waveform (numpy, unscaled): the flow decoder draws the mel in the prompt's voice, then
     the neural `vocoder` (a MelVocoder) or, when None, Griffin-Lim makes it audio. `tokenizer` is the
     SpeechTokenizer the tokens came from (its mel config and normalisation)."""
-    from .audio import griffin_lim
+    from .features import griffin_lim
 
     device = next(flow.parameters()).device
     tok = torch.as_tensor(tokens, device=device)

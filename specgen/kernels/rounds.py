@@ -1,4 +1,4 @@
-"""Hydra++ draft rounds by specgen's CPU kernel (`specgen/csrc/draft.c`).
+"""Hydra++ draft rounds by specgen's CPU kernel (`csrc/draft.c`).
 
 A PyTorch draft round (`hydra_round`) issues some 150 small tensor operations; on a CPU each costs microseconds of
 dispatch whatever its size, so a round over a few megabytes of fp16 weights took about 1.3 ms, more than a whole
@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from .. import cpu
+from .. import config
+from . import build
 
 
 class Plan(NamedTuple):
@@ -99,8 +100,8 @@ class KernelRound:
         """The kernel for these Hydra++ heads where it applies: on the CPU, fp16 or fp32 weights (tables included),
         token tables built over a vocabulary the embeddings and LM head share, the layers draft.c knows (bias-free
         attention and LM head, the same number of residual blocks in every head), and the library built
-        (`cpu.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
-        if not cpu.KERNEL or tables is None:
+        (`build.library`, unless SPECGEN_CPU_KERNEL=0); else None."""
+        if not config.CPU_KERNEL or tables is None:
             return None
         w = heads.lm_head.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float16, torch.float32):
@@ -117,7 +118,7 @@ class KernelRound:
                 or prefix.mlp[0].bias is None or prefix.mlp[2].bias is None
                 or heads.config["hidden_size"] % prefix.heads):
             return None
-        lib = cpu.library()
+        lib = build.library()
         return None if lib is None else cls(lib, heads, tables)
 
     def memory(self, states: torch.Tensor) -> torch.Tensor:

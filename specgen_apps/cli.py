@@ -1,15 +1,19 @@
-"""The `specgen` console command: one subcommand per job (text now; more modalities, benchmarks and demos later)."""
+"""The `specgen` console command: one subcommand per job (generation per modality, training, benchmarks, batch jobs
+and the demo)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
-from models.vocoder import VOCODERS
+import torch
+
+from modalities.audio.vocoder import VOCODERS
 from specgen.acceptance import RULES
-from specgen.drafters import METHODS
-from specgen.drafters.heads import DRAWS
+from specgen import DraftConfig
+from specgen.drafters import BACKENDS, DRAWS, METHODS
 
 
 def read_prompts(args) -> list[str]:
@@ -59,6 +63,7 @@ def add_text(sub):
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--compare-ar", action="store_true", help="also run ar on the same prompts and print the speedup")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    add_drafting(p)
     p.set_defaults(run=run_text)
 
 
@@ -69,7 +74,8 @@ def run_text(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     pipe = TextPipeline.from_pretrained(args.model, draft=args.draft, method=args.method, device=args.device,
-                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens)
+                                        dtype=args.dtype, num_draft_tokens=args.num_draft_tokens,
+                                        drafting=drafting_of(args))
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, seed=args.seed, stop=args.stop)
     if args.acceptance:
@@ -107,6 +113,46 @@ def speedup(out, ar) -> float:
     return out.stats.tokens_per_s / ar.stats.tokens_per_s if ar.stats.tokens_per_s else float("nan")
 
 
+DRAFT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def add_drafting(p: argparse.ArgumentParser, draws_help: str | None = None, vertical: bool = False):
+    """The options of a `DraftConfig`: how the head methods draft."""
+    p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: the heads' measured CPU size, "
+                                                 "else 8 on a CPU and 32 on CUDA)")
+    p.add_argument("--draws", default="auto", choices=list(DRAWS),
+                   help=draws_help or "the heads' guesses under exact sampling: drawn from the heads (auto, sample) "
+                                      "or their top-k (top)")
+    p.add_argument("--draft-dtype", choices=list(DRAFT_DTYPES),
+                   help="the precision the heads draft in (default: float16 for float32 heads on a CPU)")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="how Hydra++ draft rounds run: auto (specgen's CPU kernel where it applies, else PyTorch), "
+                        "kernel, compile (torch.compile) or eager")
+    if vertical:
+        p.add_argument("--no-vertical", dest="vertical", action="store_false",
+                       help="draft with Hawk's horizontal heads only")
+
+
+def drafting_of(args) -> DraftConfig:
+    """The `DraftConfig` of a command's drafting options (`add_drafting`)."""
+    return DraftConfig(tree_size=args.tree_size, draws=args.draws, backend=args.backend,
+                       dtype=DRAFT_DTYPES[args.draft_dtype] if args.draft_dtype else None,
+                       vertical=getattr(args, "vertical", True))
+
+
+VOCODER = dict(default="auto", choices=list(VOCODERS),
+               help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
+
+
+def add_media_output(p: argparse.ArgumentParser, out_help: str, **drafting):
+    """--out, --device, --dtype, --json and the drafting options (`add_drafting`) of a media command."""
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
+    p.add_argument("--json", action="store_true")
+    add_drafting(p, **drafting)
+
+
 def check_out(path: str, ext: str):
     """Refuse an output name of the wrong kind before any work is done."""
     if not path.lower().endswith(ext):
@@ -136,12 +182,8 @@ def add_speech(sub):
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)
-    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
-                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
-    p.add_argument("--out", required=True, help="output WAV")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--vocoder", **VOCODER)
+    add_media_output(p, "output WAV")
     p.set_defaults(run=run_speech)
 
 
@@ -152,7 +194,7 @@ def run_speech(args):
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
                        temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds,
-                       vocoder=args.vocoder)
+                       vocoder=args.vocoder, drafting=drafting_of(args))
     res.save(args.out)
     record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
               "stats": res.stats.as_dict()}
@@ -172,16 +214,11 @@ def add_image(sub):
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--acceptance", choices=["relaxed"], help="relaxed: LANTERN-style, lossy")
-    p.add_argument("--draws", default="auto", choices=list(DRAWS),
-                   help="sample: draw the horizontal guesses from the heads (exact, accepted more often) and leave "
-                        "the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample when sampling "
-                        "with exact acceptance, else top")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=int, default=1, help="number of samples, saved side by side")
-    p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
+    add_media_output(p, "output PNG", draws_help="sample: draw the horizontal guesses from the heads (exact, accepted "
+                     "more often) and leave the vertical guesses out; top: Hawk's tree of top-k guesses; auto: sample "
+                     "when sampling with exact acceptance, else top", vertical=True)
     p.set_defaults(run=run_image)
 
 
@@ -192,7 +229,7 @@ def run_image(args):
     gen = ImagePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, heads=args.heads)
     res = gen.generate(args.prompt, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
                        method=args.method, seed=args.seed, samples=args.grid, acceptance=args.acceptance,
-                       draws=args.draws)
+                       drafting=drafting_of(args))
     res.save(args.out)
     record = {"out": args.out, "samples": len(res.images), "stats": res.stats.as_dict()}
     report(args, record, f"wrote {args.out}: {len(res.images)} image(s), {res.stats.tokens_per_s:.1f} tokens/s, "
@@ -207,17 +244,10 @@ def add_rap(sub):
     p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used)")
     p.add_argument("--method", default="heads", choices=["heads", "ar"])
     p.add_argument("--tolerance", type=int, help="VADUSA tolerance k for the heads (lossy; default: exact sampling)")
-    p.add_argument("--draws", default="auto", choices=list(DRAWS),
-                   help="the heads' guesses under exact sampling: drawn from the heads (auto, sample) or their "
-                        "top-k (top)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocoder", default="auto", choices=list(VOCODERS),
-                   help="auto: the model's neural vocoder when it ships one, else Griffin-Lim")
-    p.add_argument("--out", required=True, help="output WAV (the mix; the vocals go beside it as *.vocals.wav)")
-    p.add_argument("--device")
-    p.add_argument("--dtype")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--vocoder", **VOCODER)
+    add_media_output(p, "output WAV (the mix; the vocals go beside it as *.vocals.wav)")
     p.set_defaults(run=run_rap)
 
 
@@ -232,7 +262,7 @@ def run_rap(args):
     rap = RapPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = rap.generate(lyrics, args.beat, voice_prompt=args.voice_prompt, method=args.method,
                        temperature=args.temperature, seed=args.seed, tolerance=args.tolerance, vocoder=args.vocoder,
-                       draws=args.draws)
+                       drafting=drafting_of(args))
     vocals_path = args.out[:-4] + ".vocals.wav"
     res.save(vocals_path, stem="vocals")
     res.save(args.out)
@@ -252,7 +282,7 @@ def add_beat(sub):
 
 
 def run_beat(args):
-    from models.audio import save_audio
+    from modalities.audio.features import save_audio
     from modalities.rap.beats import SR, beat
 
     check_out(args.out, ".wav")
@@ -266,24 +296,171 @@ def run_beat(args):
 
 
 def add_training(sub):
-    from specgen.training import heads, lm, pard
+    from specgen.train import heads, lm, pard
 
     p = sub.add_parser("train-lm", help="train a Llama-format causal LM on token files (resumable)",
                        description=lm.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lm.add_arguments(p)
-    p.set_defaults(run=lambda a: lm.export(a.out, a.tokenizer, a.export) if a.export else lm.train(a))
+    add_lm_arguments(p)
+    p.set_defaults(run=lambda a: lm.export(a.out, a.tokenizer, a.export) if a.export else lm.train(
+        config_from(lm.LMConfig, a)))
     p = sub.add_parser("train-pard", help="adapt an AR draft into a PARD parallel draft (mask tokens, COD)",
                        description=pard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pard.add_arguments(p)
-    p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(a))
+    add_pard_arguments(p)
+    p.set_defaults(run=lambda a: pard.export(a.out, a.init, a.export) if a.export else pard.train(
+        config_from(pard.PardConfig, a)))
     p = sub.add_parser("train-heads", help="train draft heads on a frozen target by self-distillation",
                        description=heads.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    heads.add_arguments(p)
-    p.set_defaults(run=heads.train)
+    add_heads_arguments(p)
+    p.set_defaults(run=lambda a: heads.train(config_from(heads.HeadsConfig, a)))
     p = sub.add_parser("calibrate-heads", help="measure trained heads per acceptance rule to shape their trees",
                        description=heads.calibrate.__doc__)
-    heads.add_calibrate_arguments(p)
-    p.set_defaults(run=heads.calibrate)
+    add_calibrate_arguments(p)
+    p.set_defaults(run=lambda a: heads.calibrate(config_from(heads.CalibrateConfig, a)))
+
+
+def config_from(cls, args):
+    """A recipe's config dataclass from the parsed options of the same names."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def defaults_of(p: argparse.ArgumentParser, cls):
+    """Give the options the defaults of the config dataclass they fill (one source for both)."""
+    p.set_defaults(**{f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                      for f in dataclasses.fields(cls)
+                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
+
+
+MIXED_PRECISION = dict(choices=["auto", "no", "bf16", "fp16"],
+                       help="autocast; auto: bf16 on CUDA or a CPU with native bf16, else none (fp32)")
+
+
+def add_lm_arguments(p: argparse.ArgumentParser):
+    from specgen.train.lm import PRESETS, LMConfig
+
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--train", required=True, help="token files with weights (a.bin:1,b.bin:1), or a .pt file of "
+                                                 "sequences with loss masks (speech, image, rap)")
+    p.add_argument("--heldout", required=True, help="held-out token files, or a .pt file of sequences")
+    p.add_argument("--tokenizer", help="HF tokenizer folder: its size and special ids (text models)")
+    p.add_argument("--vocab", type=int, help="vocabulary size for non-text tokens (speech, image); special ids are "
+                                              "then the project's convention: pad 0, <s> 1, </s> 2")
+    p.add_argument("--out", required=True, help="run folder (checkpoints; reruns resume from it)")
+    for name in ("steps", "batch", "seq", "context", "warmup", "seed", "eval-every", "eval-windows"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--save-minutes", type=float)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this long")
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when CUDA is present")
+    p.add_argument("--init", help="without a checkpoint in --out: start from this exported model (e.g. a zoo "
+                                  "folder) and go on with its schedule from the step in its training_log.json")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder (bf16) instead of training")
+    defaults_of(p, LMConfig)
+
+
+def add_pard_arguments(p: argparse.ArgumentParser):
+    from specgen.train.pard import PardConfig
+
+    p.add_argument("--init", required=True, help="the AR draft to adapt (HF folder with its tokenizer)")
+    p.add_argument("--train", required=True, help="token files with weights: a.bin:1,b.bin:1")
+    p.add_argument("--heldout", required=True)
+    p.add_argument("--out", required=True, help="run folder (reruns resume from it)")
+    p.add_argument("--k", type=int, help="tokens drafted per forward (groups)")
+    p.add_argument("--retention", type=float, help="COD retention r (1 = no dropping)")
+    p.add_argument("--floor", type=float, help="COD minimum retention r_min")
+    for name in ("steps", "batch", "seq", "warmup", "seed", "eval-every", "eval-windows"):
+        p.add_argument(f"--{name}", type=int)
+    for name in ("lr", "save-minutes", "max-minutes"):
+        p.add_argument(f"--{name}", type=float)
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--export", help="write the last checkpoint to this zoo folder instead of training")
+    defaults_of(p, PardConfig)
+
+
+def add_heads_arguments(p: argparse.ArgumentParser):
+    from specgen.drafters import KINDS
+    from specgen.train.heads import HeadsConfig
+    from specgen.train.losses import LOSSES
+
+    p.add_argument("--target", required=True, help="the frozen target (HF folder)")
+    p.add_argument("--kind", choices=sorted(KINDS))
+    p.add_argument("--data", required=True, help="prompts: token files (a.bin:1,b.bin:1; windows of --prompt-len) "
+                                                "or a .pt sequence set (its conditioning prefixes)")
+    p.add_argument("--out", required=True, help="heads folder (also holds the generated data and checkpoints)")
+    p.add_argument("--num-heads", type=int)
+    p.add_argument("--init", help="start from this trained heads folder (same kind; Hydra++ sets may grow, "
+                                  "see warm_start); a checkpoint in --out still takes precedence")
+    p.add_argument("--layers", type=int, help="layers per head (default: the kind's own)")
+    p.add_argument("--horizontal", choices=["medusa", "hydra"],
+                   help="hawk: the horizontal heads' kind (Medusa blocks as in the paper, or Hydra++ heads)")
+    p.add_argument("--width", type=int, help="hawk: tokens per raster row (vertical heads look this far)")
+    p.add_argument("--adversarial-weight", type=float,
+                   help="koala: weight of the adversarial loss (0 trains the same heads without it)")
+    p.add_argument("--sequences", type=int, help="target continuations to train on")
+    p.add_argument("--heldout-sequences", type=int, help="of those, kept for calibration")
+    p.add_argument("--prompt-len", type=int)
+    p.add_argument("--new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="for the target's continuations (0: greedy)")
+    for name in ("gen-batch", "steps", "batch"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=LOSSES,
+                   help="distance from the target each head learns to close: kl, tv (total variation, the chance a "
+                        "guess drawn from the head is rejected; for drawn guesses) or kl+tv")
+    for name in ("warmup", "seed", "eval-every"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--mixed-precision", **MIXED_PRECISION)
+    p.add_argument("--save-dtype", choices=["bfloat16", "float32"],
+                   help="how the finished heads are stored (bf16 halves them; loading casts to the target's dtype)")
+    p.add_argument("--rules", nargs="+",
+                   help="acceptance rules to calibrate trees for beside greedy: sample, tolerance:K")
+    add_tree_size_and_guidance(p)
+    p.add_argument("--cache-gb", type=float,
+                   help="keep the target's hidden states and logits for all training sequences in memory (computed "
+                        "once instead of every step) when they fit in this many GiB")
+    p.add_argument("--cpu", action="store_true")
+    defaults_of(p, HeadsConfig)
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser):
+    from specgen.train.heads import CalibrateConfig
+
+    p.add_argument("--target", required=True, help="the target the heads were trained on (HF folder)")
+    p.add_argument("--heads", required=True, help="heads folder; its heads.json gains the tables")
+    p.add_argument("--data", required=True, help="prompts: token files or a .pt sequence set (held-out data)")
+    p.add_argument("--rules", nargs="+",
+                   help="greedy, sample, drawn (sample over children drawn from the heads), tolerance:K")
+    p.add_argument("--only-rules", action="store_true",
+                   help="write only the --rules tables: keep the greedy table (unless greedy is named) and the rest")
+    for name in ("sequences", "new-tokens", "prompt-len"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--temperature", type=float, help="the continuations' (and `sample`'s) temperature")
+    for name in ("gen-batch", "seed"):
+        p.add_argument(f"--{name}", type=int)
+    add_tree_size_and_guidance(p)
+    p.add_argument("--cpu", action="store_true")
+    defaults_of(p, CalibrateConfig)
+
+
+def add_tree_size_and_guidance(p: argparse.ArgumentParser):
+    p.add_argument("--cpu-tree-size", type=int,
+                   help="store the tree size measured best for these heads on a CPU (heads.json: cpu_tree_size)")
+    p.add_argument("--cfg-scale", type=float,
+                   help="classifier-free guidance the heads will draft for (1: none): the target's continuations are "
+                        "sampled from, and the heads distilled towards, guided logits")
+    p.add_argument("--uncond-prompt", type=token_ids,
+                   help="with --cfg-scale: the token ids of the unconditioned prompt that replaces each row's own, "
+                        "e.g. '1,5,3' (an image model's '<s> <null> <sep>')")
+
+
+def token_ids(text: str) -> list[int]:
+    """'1,5,3' (or '1 5 3') -> [1, 5, 3]."""
+    ids = text.replace(",", " ").split()
+    if not ids or not all(t.isdigit() for t in ids):
+        raise argparse.ArgumentTypeError(f"expected token ids such as 1,5,3, got {text!r}")
+    return [int(t) for t in ids]
 
 
 def add_bench(sub):
@@ -373,7 +550,7 @@ def run_batch_text(args):
 
 
 def add_demo(sub):
-    from demos import app
+    from specgen_apps import demo as app
 
     p = sub.add_parser("demo", help="the Gradio demo app (a tab per modality)", description=app.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -396,12 +573,13 @@ def run_batch_media(args):
     import importlib
 
     from modalities.batch import MediaJobs, parse_shard, run_batch
+    from modalities.bench import with_drafting
 
     parse_shard(args.shard)
     module, cls, fields, required, ext = MEDIA_JOBS[args.kind]
     pipe = getattr(importlib.import_module(module), cls).from_pretrained(args.model, device=args.device,
                                                                          dtype=args.dtype)
-    jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**kw), fields, required, ext)
+    jobs = MediaJobs(pipe, lambda p, **kw: p.generate(**with_drafting(kw)), fields, required, ext)
     counts = run_batch(args.input, args.out, jobs, args.shard)
     report_counts(counts)
 

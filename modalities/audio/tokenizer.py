@@ -10,7 +10,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from .audio import MelConfig, log_mel
+from .features import MelConfig, log_mel
 
 
 class SpeechTokenizer:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from .audio import STFT_RESOLUTIONS, MelConfig, log_mel, multi_resolution_magnitudes
+from .features import STFT_RESOLUTIONS, MelConfig, log_mel, multi_resolution_magnitudes
 
 
 def mfcc(audio: np.ndarray, cfg: MelConfig = MelConfig(), n: int = 25) -> np.ndarray:

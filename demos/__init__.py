@@ -1,1 +1,0 @@
-"""Gradio demos: `specgen demo` or `python demos/app.py`."""

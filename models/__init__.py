@@ -1,1 +1,0 @@
-"""Network definitions that are not plain causal LMs, and models/zoo/: the checkpoints trained here."""

@@ -1,1 +1,0 @@
-"""Training recipes: causal LMs over token files (any modality), and drafter adaptation (PARD)."""
