@@ -82,14 +82,14 @@ for step in "$@"; do
       G=data/gemma
       [ -f $G/train.code.u32 ] || .venv/bin/python -m modalities.text.distill encode --out $G
       .venv/bin/python -m modalities.text.distill generate --out $G --minutes "${GEN_MINUTES:-45}"
-      .venv/bin/python -m modalities.text.distill vocab --out $G --size 16384
+      .venv/bin/python -m modalities.text.distill vocab --out $G --size 24576
       .venv/bin/python -m modalities.text.distill export --out $G
       [ -d runs/gemma-pard-init ] || .venv/bin/python -m modalities.text.distill init --out $G --dest runs/gemma-pard-init ;;
     gemma-pard)
       G=data/gemma/draft
       $S train-pard --init runs/gemma-pard-init --out runs/gemma-pard \
         --train $G/train.code.bin:1,$G/train.prose.bin:1,$G/generated.code.bin:0.3,$G/generated.prose.bin:0.2 \
-        --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps 3000 \
+        --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps 2400 \
         --batch 8 --seq 256 --lr 1e-3 --warmup 100 --eval-every 250 --max-minutes "$MINUTES" ;;
     gemma-export)
       G=data/gemma/draft

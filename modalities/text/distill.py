@@ -130,16 +130,26 @@ def streams(out: str, split: str) -> dict[str, np.ndarray]:
             if os.path.isfile(os.path.join(out, f"{n}.u32"))}
 
 
-def vocab(out: str, size: int, target_vocab: int = 262144):
-    """The draft's output vocabulary: the `size` most frequent target tokens in the training streams (generated
-    text counted three times: it is what the draft must predict), plus an unknown id and the PARD mask id."""
+def vocab(out: str, size: int, target: str):
+    """The draft's output vocabulary: the target's BOS, EOS and padding ids and the `size` - 3 most frequent target
+    tokens in the training streams (generated text counted three times: it is what the draft must predict); the
+    draft adds an unknown id and the PARD mask id."""
+    from specgen.loading import load_tokenizer
+
+    from .gemma import resolve_model
+
+    tok = load_tokenizer(resolve_model(target), what="target")
+    target_vocab = len(tok)
     counts = np.zeros(target_vocab, dtype=np.int64)
     for name, arr in streams(out, "train").items():
         counts += np.bincount(arr, minlength=target_vocab) * (3 if name.startswith("generated") else 1)
+    specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id} - {None}
+    counts[list(specials)] = counts.max() + 1
     order = np.argsort(-counts, kind="stable")[:size]
     d2t = sorted(int(t) for t in order)
     covered = counts[d2t].sum() / counts.sum()
-    info = {"draft_to_target": d2t, "unk": size, "mask": size + 1, "coverage": float(covered)}
+    info = {"draft_to_target": d2t, "unk": size, "mask": size + 1, "coverage": float(covered),
+            "target_vocab": target_vocab}
     with open(os.path.join(out, "vocab.json"), "w") as f:
         json.dump(info, f)
     held = np.concatenate(list(streams(out, "heldout").values()))
@@ -149,7 +159,7 @@ def vocab(out: str, size: int, target_vocab: int = 262144):
 def export(out: str):
     """Every stream in draft ids (uint16, unknown tokens as `unk`): <out>/draft/<name>.bin."""
     info = json.load(open(os.path.join(out, "vocab.json")))
-    t2d = np.full(262144, info["unk"], dtype=np.uint16)
+    t2d = np.full(info["target_vocab"], info["unk"], dtype=np.uint16)
     t2d[info["draft_to_target"]] = np.arange(len(info["draft_to_target"]), dtype=np.uint16)
     os.makedirs(os.path.join(out, "draft"), exist_ok=True)
     for split in SPLITS:
@@ -215,7 +225,7 @@ def main(argv=None):
     elif a.step == "generate":
         generate(a.target, a.corpus, a.out, a.minutes, a.batch, a.new_tokens, a.seed)
     elif a.step == "vocab":
-        vocab(a.out, a.size)
+        vocab(a.out, a.size, a.target)
     elif a.step == "export":
         export(a.out)
     else:
