@@ -93,12 +93,13 @@ def test_the_demo_defaults_point_at_shipped_models():
         assert os.path.isdir(path), f"the demo's default {path} is not in the zoo"
 
 
-def test_the_one_pard_draft_also_serves_the_small_target():
-    """Target independence: text-pard-5m drafts for text-12m as well as for text-30m, losslessly."""
+def test_the_gemma_pard_draft_reproduces_gemma_greedy(gemma_path):
+    """The default text pair: Gemma 3 270M (converted on first use) with its trimmed-vocabulary PARD draft, fp32."""
     from modalities.text import TextPipeline
 
-    pipe = TextPipeline.from_pretrained(zoo("text-12m"), draft=zoo("text-pard-5m"), dtype="float32")
-    ar = pipe.generate(TEXT_PROMPTS, max_new_tokens=20, temperature=0.0, method="ar")
-    outs = pipe.generate(TEXT_PROMPTS, max_new_tokens=20, temperature=0.0, method="pard")
+    pipe = TextPipeline.from_pretrained(gemma_path, draft=zoo("text-gemma-pard"), dtype="float32")
+    prompts = ["def fibonacci(n):", "The history of the printing press"]
+    ar = pipe.generate(prompts, max_new_tokens=24, temperature=0.0, method="ar")
+    outs = pipe.generate(prompts, max_new_tokens=24, temperature=0.0)  # pard, from the draft's config
     assert [o.token_ids for o in outs] == [o.token_ids for o in ar]
-    assert sum(o.stats.mean_accepted for o in outs) > 2.0
+    assert sum(o.stats.mean_accepted for o in outs) > 3.0  # trained: it gets well over one token a round right
