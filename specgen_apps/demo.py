@@ -13,8 +13,10 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "zoo")
-TEXT_DEFAULTS = {"model": os.path.join(ZOO, "text-30m"), "draft": os.path.join(ZOO, "text-pard-5m"),
-                 "heads": [os.path.join(ZOO, "text-30m-heads", k) for k in ("medusa", "hydra", "koala", "redrafter")]}
+# the default text target is Gemma 3 270M (a short name: converted on first use) with its PARD draft; the small
+# text-30m family with its heads: --text-model models/zoo/text-30m --text-draft models/zoo/text-pard-5m
+# --text-heads models/zoo/text-30m-heads/{medusa,hydra,koala,redrafter}
+TEXT_DEFAULTS = {"model": "gemma-3-270m", "draft": os.path.join(ZOO, "text-gemma-pard"), "heads": []}
 MODELS = {"speech": os.path.join(ZOO, "speech-tts"), "image": os.path.join(ZOO, "image-scenes"),
           "rap": os.path.join(ZOO, "rap")}
 
