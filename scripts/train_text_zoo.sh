@@ -89,7 +89,7 @@ for step in "$@"; do
       G=data/gemma/draft
       $S train-pard --init runs/gemma-pard-init --out runs/gemma-pard \
         --train $G/train.code.bin:1,$G/train.prose.bin:1,$G/generated.code.bin:0.3,$G/generated.prose.bin:0.2 \
-        --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps 2400 \
+        --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps ${PARD_STEPS:-750} \
         --batch 8 --seq 256 --lr 1e-3 --warmup 100 --eval-every 250 --max-minutes "$MINUTES" ;;
     gemma-export)
       G=data/gemma/draft
@@ -97,7 +97,7 @@ for step in "$@"; do
         --out runs/gemma-pard --export models/zoo/text-gemma-pard ;;
     gemma-bench)
       $S bench text --model gemma-3-270m --pard-draft models/zoo/text-gemma-pard --draft "" --corpus data/gemma \
-        --domains humaneval prose --prompts 8 --max-new-tokens 128 --temperatures 0 1 --dtype bfloat16 \
+        --domains humaneval prose --prompts 6 --max-new-tokens 128 --temperatures 0 1 --dtype bfloat16 \
         --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac

@@ -182,7 +182,7 @@ def bench(args) -> str:
                     results.add(group, name, len(ids), secs, acc, loop)
                     h = hists.get((group, name), np.zeros(0, dtype=np.int64))
                     h = np.pad(h, (0, max(0, len(runner.hist) - len(h))))
-                    h[: len(runner.hist)] += runner.hist
+                    h[: len(runner.hist)] += np.asarray(runner.hist, dtype=np.int64)
                     hists[group, name] = h
                 print(f"{group}: prompt {i + 1}/{len(ps)} done", flush=True)
     if args.parity:

@@ -2,7 +2,7 @@
 
     python -m modalities.text.distill encode   --target gemma-3-270m --corpus data/text --out data/gemma
     python -m modalities.text.distill generate --target gemma-3-270m --corpus data/text --out data/gemma --minutes 40
-    python -m modalities.text.distill vocab    --out data/gemma --size 16384
+    python -m modalities.text.distill vocab    --out data/gemma --size 24576
     python -m modalities.text.distill export   --out data/gemma
     python -m modalities.text.distill init     --out data/gemma --dest runs/gemma-pard-init
 
@@ -217,7 +217,7 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=160)
-    ap.add_argument("--size", type=int, default=16384)
+    ap.add_argument("--size", type=int, default=24576)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.step == "encode":
