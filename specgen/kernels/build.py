@@ -57,7 +57,7 @@ def _load():
         return _unavailable("no CPU flags in /proc/cpuinfo to key the -march=native build on")
     key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS + LIBS).encode(), version.encode(), flags.encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
-    cache = config.kernel_cache()
+    cache = config.cache_dir()
     path = os.path.join(cache, f"kernels-{key}.so")
     if not os.path.exists(path):
         try:
