@@ -295,6 +295,26 @@ def run_beat(args):
     print(f"wrote {args.out}: {len(audio) / SR:.1f} s at {args.bpm:g} BPM, room for {args.bars - 1} lyric lines")
 
 
+def add_wer(sub):
+    p = sub.add_parser("wer", help="what Whisper base hears in WAV files, and the word error rate against the text")
+    p.add_argument("--audio", nargs="+", required=True, help="WAV files")
+    p.add_argument("--text", nargs="+", required=True, help="the words each file should say (one per file)")
+    p.set_defaults(run=run_wer)
+
+
+def run_wer(args):
+    from modalities.audio.features import load_audio
+    from modalities.audio.recognizer import Recognizer
+
+    if len(args.audio) != len(args.text):
+        raise ValueError(f"{len(args.audio)} audio files but {len(args.text)} texts: give one --text per file")
+    audios = [load_audio(a, 16000) for a in args.audio]
+    wer, heard = Recognizer().wer(args.text, audios, 16000)
+    for path, h in zip(args.audio, heard):
+        print(f"{path}: {h}")
+    print(f"WER {wer:.1%}")
+
+
 def add_training(sub):
     from specgen.train import heads, lm, pard
 
@@ -593,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image(sub)
     add_rap(sub)
     add_beat(sub)
+    add_wer(sub)
     add_training(sub)
     add_bench(sub)
     add_batch(sub)
