@@ -123,6 +123,8 @@ def test_bench_speech_runs_and_reports_quality(speech_dir, tmp_path):
     assert (out / "speech-vadusa-k-3-hydra.wav").is_file()
     assert all(r["mcd"] > 0 for r in result if r["method"] != "reference recording")
     assert all(-1 <= r["speaker_sim"] <= 1 for r in result if "lsd" not in r)
+    assert all(r["wer"] >= 0 for r in result)  # Whisper's judgement of every row, the references' included
+    assert all(r["e2e"] > 0 for r in result if "rtf" in r)
     assert "speedup" not in result[-1]  # the ceiling rows measure quality only
     assert (out / "speech-ar.wav").is_file() and (out / "speech.png").is_file()
 

@@ -1,7 +1,8 @@
 """`specgen bench speech`: `ar` sampling against VADUSA at several tolerances, on held-out sentences spoken by
 held-out voices. Per row: real-time factor, token-stage speedup over `ar`, mean accepted length, mel-cepstral
 distortion (DTW) against the reference recording of the same sentence and voice, and the cepstral speaker
-similarity to the voice prompt. Example WAVs of the first sentence are written beside the table. Griffin-Lim
+similarity to the voice prompt, and the word error rate of what Whisper base hears (`--no-wer` to skip it), with
+the end-to-end speedup (whole `generate` calls: tokens, flow and vocoder) beside the token stage's. Example WAVs of the first sentence are written beside the table. Griffin-Lim
 (and the model's neural vocoder, when it ships one) rebuild each reference recording from its own log-mel (copy
 synthesis), scored by MCD and by multi-resolution log-spectral distance; with a neural vocoder `ar` is also run
 through Griffin-Lim."""
@@ -20,6 +21,8 @@ from modalities.bench import (add_pytorch_drafting, file_label, head_variants, s
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
+           ("e2e", "end-to-end speedup vs ar", lambda v: f"{v:.2f}x"),
+           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"),
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("mcd", "MCD dB (lower better)",
                                                                       lambda v: f"{v:.2f}"),
            ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str),
@@ -74,6 +77,16 @@ def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def words_judge(enabled: bool, texts: list[str], sample_rate: int):
+    """audios -> {"wer": what Whisper base hears against `texts`} ({} when disabled)."""
+    if not enabled:
+        return lambda audios: {}
+    from modalities.audio.recognizer import Recognizer
+
+    rec = Recognizer()
+    return lambda audios: {"wer": rec.wer(texts, audios, sample_rate)[0]}
+
+
 def bench(args) -> str:
     from .pipeline import SpeechPipeline
 
@@ -94,8 +107,8 @@ def bench(args) -> str:
         methods += [(f"{name}, PyTorch rounds", pipe, {**kw, "backend": "eager"}) for name, pipe, kw in methods
                     if kw["method"] == "vadusa" and pipe.heads.kind == "hydra"]
     tally = {name: {"wall": 0.0, "audio": 0.0, "tokens": 0, "token_s": 0.0, "acc": [], "mcd": [], "sim": [],
-                    "lossless": True} for name, _, _ in methods}
-    ceiling = {"sim": [], "mcd": [], "resynth_sim": []}
+                    "lossless": True, "audios": []} for name, _, _ in methods}
+    ceiling = {"sim": [], "mcd": [], "resynth_sim": [], "references": [], "resynth": []}
     copies: dict[str, dict[str, list]] = {}
     os.makedirs(args.out, exist_ok=True)
     pairs = cases(args.data, args.sentences)
@@ -118,28 +131,37 @@ def bench(args) -> str:
             t["mcd"].append(mel_cepstral_distortion(res.audio, reference))
             t["sim"].append(speaker_similarity(res.audio, prompt_audio))
             t["lossless"] &= res.stats.lossless
+            t["audios"].append(res.audio)
             if i == 0:
                 save_audio(os.path.join(args.out, f"speech-{file_label(name)}.wav"),
                            res.audio, res.sample_rate)
         ceiling["sim"].append(speaker_similarity(reference, prompt_audio))
         resynth = resynthesize(tts, reference, prompt_audio, args.seed + i)
+        ceiling["references"].append(reference)
+        ceiling["resynth"].append(resynth)
         ceiling["mcd"].append(mel_cepstral_distortion(resynth, reference))
         ceiling["resynth_sim"].append(speaker_similarity(resynth, prompt_audio))
         for name, audio in copy_synthesis(tts, reference).items():
-            c = copies.setdefault(name, {"mcd": [], "lsd": []})
+            c = copies.setdefault(name, {"mcd": [], "lsd": [], "audios": []})
+            c["audios"].append(audio)
             c["mcd"].append(mel_cepstral_distortion(audio, reference))
             c["lsd"].append(log_spectral_distance(audio, reference))
         print(f"sentence {i + 1}/{len(pairs)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
+    ar_rtf = tally["ar"]["wall"] / tally["ar"]["audio"]
+    texts = [clip["text"] for clip, _ in pairs]
+    wer = words_judge(args.wer, texts, tts.sample_rate)
     rows = [{"group": "speech", "method": name, "rtf": t["wall"] / t["audio"],
-             "speedup": (t["tokens"] / t["token_s"]) / ar_rate, "mean_accepted": float(np.mean(t["acc"])),
+             "speedup": (t["tokens"] / t["token_s"]) / ar_rate, "e2e": ar_rtf / (t["wall"] / t["audio"]),
+             "mean_accepted": float(np.mean(t["acc"])), **wer(t["audios"]),
              "mcd": float(np.mean(t["mcd"])), "speaker_sim": float(np.mean(t["sim"])),
              "lossless": "yes" if t["lossless"] else "no"} for name, t in tally.items()]
-    rows += [{"group": "speech", "method": "reference recording", "speaker_sim": float(np.mean(ceiling["sim"]))},
+    rows += [{"group": "speech", "method": "reference recording", "speaker_sim": float(np.mean(ceiling["sim"])),
+              **wer(ceiling["references"])},
              {"group": "speech", "method": "reference tokens, resynthesized", "mcd": float(np.mean(ceiling["mcd"])),
-              "speaker_sim": float(np.mean(ceiling["resynth_sim"]))}]
+              "speaker_sim": float(np.mean(ceiling["resynth_sim"])), **wer(ceiling["resynth"])}]
     rows += [{"group": "speech", "method": f"reference mel, {name}", "mcd": float(np.mean(c["mcd"])),
-              "lsd": float(np.mean(c["lsd"]))} for name, c in copies.items()]
+              "lsd": float(np.mean(c["lsd"])), **wer(c["audios"])} for name, c in copies.items()]
     md = write_outputs(args.out, "speech", rows, settings(args),
                        "speech token stage: speedup over ar", COLUMNS)
     print(md)
@@ -158,6 +180,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
     add_pytorch_drafting(p, "every Hydra++ heads row")
     p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
+    p.add_argument("--wer", action=argparse.BooleanOptionalAction, default=True,
+                   help="score every row's words with Whisper base (faster-whisper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype")
