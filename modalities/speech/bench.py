@@ -1,11 +1,11 @@
 """`specgen bench speech`: `ar` sampling against VADUSA at several tolerances, on held-out sentences spoken by
-held-out voices. Per row: real-time factor, token-stage speedup over `ar`, mean accepted length, mel-cepstral
-distortion (DTW) against the reference recording of the same sentence and voice, and the cepstral speaker
-similarity to the voice prompt, and the word error rate of what Whisper base hears (`--no-wer` to skip it), with
-the end-to-end speedup (whole `generate` calls: tokens, flow and vocoder) beside the token stage's. Example WAVs of the first sentence are written beside the table. Griffin-Lim
-(and the model's neural vocoder, when it ships one) rebuild each reference recording from its own log-mel (copy
-synthesis), scored by MCD and by multi-resolution log-spectral distance; with a neural vocoder `ar` is also run
-through Griffin-Lim."""
+held-out voices. Per row: real-time factor, token-stage speedup over `ar`, the end-to-end speedup (whole `generate`
+calls: tokens, flow and vocoder), mean accepted length, the word error rate of what Whisper base hears (`--no-wer`
+skips it), mel-cepstral distortion (DTW) against the reference recording of the same sentence and voice, and the
+cepstral speaker similarity to the voice prompt. Example WAVs of the first sentence are written beside the table.
+Griffin-Lim (and the model's neural vocoder, when it ships one) rebuild each reference recording from its own
+log-mel (copy synthesis), scored by MCD, WER and multi-resolution log-spectral distance; with a neural vocoder
+`ar` is also run through Griffin-Lim."""
 from __future__ import annotations
 
 import argparse
