@@ -2,8 +2,9 @@
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step, so a run can stop and a later one go on.
 # Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
-#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-export|gemma-bench]...   (Gemma 3 270M's draft)
+#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-export|gemma-heads|gemma-bench]...   (Gemma 3 270M)
 # small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.
+# gemma-bench: GEMMA_HEADS="folder ..." adds a row per heads folder trained for Gemma (gemma-heads writes runs/gemma-hydra)
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,10 +96,17 @@ for step in "$@"; do
       G=data/gemma/draft
       $S train-pard --init runs/gemma-pard-init --train $G/train.code.bin --heldout $G/heldout.code.bin \
         --out runs/gemma-pard --export models/zoo/text-gemma-pard ;;
+    gemma-heads)  # Hydra++ heads over the draft's trimmed vocabulary, from Gemma's continuations (gemma-data)
+      GEMMA=$(.venv/bin/python -c 'from modalities.text.gemma import gemma_folder; print(gemma_folder())')
+      $S train-heads --target "$GEMMA" --kind hydra --data data/gemma/draft/train.code.bin:1 \
+        --selfdistill data/gemma/generated.code.u32,data/gemma/generated.prose.u32 \
+        --draft-vocab models/zoo/text-gemma-pard --out runs/gemma-hydra --sequences 448 --heldout-sequences 32 \
+        --steps 600 --batch 8 --lr 1e-3 --warmup 30 --eval-every 50 --max-minutes "${HEADS_MINUTES:-40}" \
+        --cache-gb 12 --rules sample ;;
     gemma-bench)
       $S bench text --model gemma-3-270m --pard-draft models/zoo/text-gemma-pard --draft "" --corpus data/gemma \
         --domains humaneval prose --prompts 6 --max-new-tokens 128 --temperatures 0 1 --dtype bfloat16 \
-        --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma ;;
+        --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma ${GEMMA_HEADS:+--heads $GEMMA_HEADS} ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

@@ -50,6 +50,19 @@ class VocabMap:
         out[..., self.d2t] = logits[..., : len(self.d2t)]
         return out
 
+    def probs_to_target(self, probs: torch.Tensor) -> torch.Tensor:
+        """Draft probabilities [..., draft_vocab] as target probabilities [..., target_vocab], zero elsewhere."""
+        out = probs.new_zeros((*probs.shape[:-1], self.target_vocab))
+        out[..., self.d2t] = probs[..., : len(self.d2t)]
+        return out
+
+    def fold(self, probs: torch.Tensor) -> torch.Tensor:
+        """Target probabilities [..., target_vocab] as [..., mapped + 1]: the mapped ids' own, then the mass of every
+        other id in one slot. Rejection sampling against a draft that is zero outside the map takes the same
+        decisions over the folded distribution (a residual max(p - q, 0) leaves the unmapped mass as it was)."""
+        mapped = probs[..., self.d2t]
+        return torch.cat([mapped, (1 - mapped.sum(-1, keepdim=True)).clamp(min=0)], -1)
+
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of a tokenizer's pieces and ids: a trimmed draft stores its target's, and loading checks it."""

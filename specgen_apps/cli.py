@@ -417,7 +417,7 @@ def add_heads_arguments(p: argparse.ArgumentParser):
     p.add_argument("--width", type=int, help="hawk: tokens per raster row (vertical heads look this far)")
     p.add_argument("--adversarial-weight", type=float,
                    help="koala: weight of the adversarial loss (0 trains the same heads without it)")
-    p.add_argument("--sequences", type=int, help="target continuations to train on")
+    p.add_argument("--sequences", type=int, help="target continuations to train on (with --selfdistill: at most)")
     p.add_argument("--heldout-sequences", type=int, help="of those, kept for calibration")
     p.add_argument("--prompt-len", type=int)
     p.add_argument("--new-tokens", type=int)
@@ -440,6 +440,12 @@ def add_heads_arguments(p: argparse.ArgumentParser):
     p.add_argument("--cache-gb", type=float,
                    help="keep the target's hidden states and logits for all training sequences in memory (computed "
                         "once instead of every step) when they fit in this many GiB")
+    p.add_argument("--draft-vocab", help="guess among a trimmed vocabulary: a trimmed draft's folder (its config's "
+                                         "draft_to_target, e.g. the PARD draft for the same target) or a JSON list "
+                                         "of target ids (medusa, koala, hydra)")
+    p.add_argument("--selfdistill", help="learn from ready target continuations instead of generating them: flat "
+                                         "uint32 token files cut at EOS (a.u32,b.u32; rows shuffled) or a .pt file "
+                                         "as train-heads saves; --data is then unused")
     p.add_argument("--cpu", action="store_true")
     defaults_of(p, HeadsConfig)
 

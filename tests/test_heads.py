@@ -523,3 +523,34 @@ def test_hydra_window_holds_each_rows_newest_accepted_states(temperature, monkey
     generate(CachedLM(target), prompts, drafter, Sampling(temperature=temperature), 30, 8, stop=stop,
              generator=torch.Generator().manual_seed(0))
     assert len(checked) > 5 and min(checked) < 4  # rounds ran before and after row 1 left
+
+
+def test_heads_over_a_trimmed_vocabulary_train_from_ready_continuations_and_decode_exactly(tmp_path, capsys):
+    """`--draft-vocab`: the heads guess among the listed target ids only (their LM head is those rows); trained from
+    flat token files (`--selfdistill`), calibrated, loaded beside the target, exact; other kinds refuse a map."""
+    import json
+
+    target = saved_target(tmp_path)
+    keep = list(range(0, 300, 2))  # every even id
+    (tmp_path / "vocab.json").write_text(json.dumps(keep))
+    eos = target.config.eos_token_id
+    rows = np.random.default_rng(1).integers(4, 300, (20, 40))
+    np.concatenate([np.append(r, eos) for r in rows]).astype(np.uint32).tofile(tmp_path / "gen.u32")
+    out = tmp_path / "hydra"
+    assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", "hydra", "--data",
+                 f"{tmp_path}/train.bin:1", "--out", str(out), "--heldout-sequences", "4", "--steps", "3",
+                 "--batch", "2", "--mixed-precision", "no", "--cpu", "--draft-vocab", str(tmp_path / "vocab.json"),
+                 "--selfdistill", str(tmp_path / "gen.u32")]) == 0
+    pipe = TextPipeline.from_pretrained(str(tmp_path / "target"), draft=str(out))
+    heads = pipe.draft
+    assert heads.config["draft_to_target"] == keep and heads.lm_head.weight.shape[0] == len(keep)
+    assert heads.config["training"]["sequences"] == 16  # 20 rows, 4 held out
+    assert torch.equal(heads.lm_head.weight, target.get_output_embeddings().weight[keep].to(heads.lm_head.weight))
+    spec = pipe.generate("def f", max_new_tokens=20)
+    assert spec.token_ids == pipe.generate("def f", max_new_tokens=20, method="ar").token_ids
+    with pytest.raises(ValueError, match="cannot guess over a trimmed vocabulary"):
+        random_heads(target, "redrafter", draft_to_target=keep)
+    assert main(["train-heads", "--target", str(tmp_path / "target"), "--kind", "hydra", "--data",
+                 f"{tmp_path}/train.bin:1", "--out", str(tmp_path / "x"), "--draft-vocab", str(tmp_path / "none"),
+                 "--selfdistill", str(tmp_path / "gen.u32"), "--mixed-precision", "no", "--cpu"]) == 2
+    assert "--draft-vocab" in capsys.readouterr().err and not (tmp_path / "x").exists()

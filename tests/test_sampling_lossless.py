@@ -62,6 +62,8 @@ def models():
     drafts["hawk-run"].config["rule_accuracy"] = {"drawn": [[0.3, 0.01]] * 4 + [[0.95, 0.0]] * 2}
     # drafts that cannot propose target tokens 1 and 4 (a trimmed vocabulary mapped to target ids)
     drafts["trimmed-pard"] = drafts["trimmed-draft_model"] = trimmed(draft, [0, 2, 3, 5])
+    for kind in ("medusa", "hydra"):  # heads that guess among target ids 0, 2, 3 and 5 only
+        drafts[f"trimmed-{kind}"] = random_heads(target, kind, scale=2.0, draft_to_target=[0, 2, 3, 5])
     drafts["hydra-chain"] = random_heads(target, "hydra", scale=2.0, seed=5)
     drafts["hydra-chain"].config["topk_accuracy"] = [[0.9, 0.01]] * 4  # with 4 nodes: a chain (`sample_chain`)
     return target, drafts
@@ -71,8 +73,8 @@ def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto
     gen = torch.Generator().manual_seed(seed)
     if method == "hydra-chain":
         drafter = make_drafter("hydra", drafts[method], DraftConfig(tree_size=4, draws=draws))
-    elif method in ("medusa", "hydra", "hawk"):
-        drafter = make_drafter(method, drafts.get(method), DraftConfig(draws=draws))
+    elif method.removeprefix("trimmed-") in ("medusa", "hydra", "hawk"):
+        drafter = make_drafter(method.removeprefix("trimmed-"), drafts.get(method), DraftConfig(draws=draws))
     else:
         drafter = make_drafter(method.removeprefix("trimmed-"), drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
@@ -90,7 +92,8 @@ SETTINGS = [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4, top_p=
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["t1", "t0.7-k4-p0.9"])
 @pytest.mark.parametrize("method", ["ar", "draft_model", "pard", "ngram", "medusa", "medusa:top", "hydra", "hydra:top",
                                     "hydra-chain", "hydra-chain:top", "redrafter", "hawk", "hawk:top",
-                                    "trimmed-draft_model", "trimmed-pard"])
+                                    "trimmed-draft_model", "trimmed-pard", "trimmed-medusa", "trimmed-medusa:top",
+                                    "trimmed-hydra", "trimmed-hydra:top"])
 def test_speculative_sampling_matches_ar_distribution(models, method, sampling):
     """Medusa, Hydra++ and Hawk draw their guesses from the heads by default (Hawk its horizontal ones); ':top'
     takes their top-k instead (for Hawk, its tree with the cached vertical guesses)."""

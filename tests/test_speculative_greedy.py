@@ -22,9 +22,11 @@ def models(request):
     draft = perturbed(target, 0.15 if request.param == "gemma3" else 0.3, pard_token=2)  # gemma3 is more sensitive
     heads = {kind: random_heads(target, kind) for kind in HEAD_KINDS}
     # a draft that predicts three quarters of the target's vocabulary (EAGLE-3-style map to target ids)
-    small = trimmed(draft, [t for t in range(97) if t % 4])
+    keep = [t for t in range(97) if t % 4]
+    small = trimmed(draft, keep)
+    trimmed_heads = {f"{k}:trimmed": random_heads(target, k, draft_to_target=keep) for k in ("medusa", "hydra")}
     return target, {"pard": draft, "draft_model": draft, "pard:trimmed": small, "draft_model:trimmed": small,
-                    **heads}
+                    **heads, **trimmed_heads}
 
 
 def test_ar_matches_transformers_generate(models):
@@ -37,7 +39,7 @@ def test_ar_matches_transformers_generate(models):
 
 
 @pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", *HEAD_KINDS, "pard:trimmed",
-                                    "draft_model:trimmed"])
+                                    "draft_model:trimmed", "medusa:trimmed", "hydra:trimmed"])
 @pytest.mark.parametrize("max_new_tokens,num_draft_tokens", [(23, 4), (13, 5)])
 def test_speculative_greedy_matches_ar(models, method, max_new_tokens, num_draft_tokens):
     target, draft = models

@@ -71,15 +71,18 @@ def trimmed(model, keep: list[int], pard: bool = True):
     return draft.eval()
 
 
-def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5):
+def random_heads(target, kind: str = "medusa", num_heads: int = 4, seed: int = 2, scale: float = 0.5,
+                 draft_to_target: list[int] | None = None):
     """Untrained heads of a kind on `target`, with random (not zero) weights so they guess varied tokens.
-    "hawk:hydra" is Hawk with Hydra++ horizontal heads."""
+    "hawk:hydra" is Hawk with Hydra++ horizontal heads; `draft_to_target`: guess among those target ids only."""
     from specgen.drafters import KINDS
 
     torch.manual_seed(seed)
     hidden = target.get_output_embeddings().weight.shape[1]
     kind, _, horizontal = kind.partition(":")
     extra = {"horizontal": horizontal} if horizontal else {}
+    if draft_to_target is not None:
+        extra["draft_to_target"] = list(draft_to_target)
     heads = KINDS[kind]({"hidden_size": hidden, "num_heads": num_heads, **extra}, target)
     with torch.no_grad():
         for p in heads.parameters():

@@ -21,6 +21,7 @@ from .. import kernels
 from ..loading import storage_tensors
 from ..sampling import draw_distinct
 from ..tree import DraftTree, sparse_tree, tree_tensors
+from ..vocab_map import VocabMap
 from .base import Drafter
 
 KINDS: dict[str, type] = {}
@@ -36,15 +37,37 @@ def register(kind: str):
 
 class DraftHeads(nn.Module, ABC):
     """Base class: `config` is plain JSON; the target's LM head and token embeddings are attached, not owned
-    (neither trained nor saved)."""
+    (neither trained nor saved).
+
+    With `draft_to_target` in the config (target ids, EAGLE-3's trimmed vocabulary, `specgen.vocab_map`) the heads
+    guess among those ids only: they read the LM head's and the embeddings' rows for them (a target with a
+    262k-word vocabulary then costs a head a few-percent product, not its whole LM head), their logits and
+    token inputs are in draft ids (a target token outside the map enters as one extra unknown id), and the drafter
+    hands the target its own ids and distributions that are zero outside the map (so acceptance stays exact)."""
 
     kind = "heads"
+    trims_vocab = False  # whether this kind can guess over a trimmed vocabulary
 
     def __init__(self, config: dict, target):
         super().__init__()
         self.config = dict(config)
+        out, emb = target.get_output_embeddings(), target.get_input_embeddings()
+        self.vocab_map: VocabMap | None = None
+        if self.config.get("draft_to_target") is not None:
+            if not self.trims_vocab:
+                raise ValueError(f"{self.kind} heads cannot guess over a trimmed vocabulary (draft_to_target): "
+                                 f"train medusa, koala or hydra heads for that, or leave the vocabulary whole")
+            out, emb, self.vocab_map = trimmed_modules(out, emb, self.config["draft_to_target"])
         # a list keeps the target's modules out of this module's parameters and state dict
-        self._target = [target.get_output_embeddings(), target.get_input_embeddings()]
+        self._target = [out, emb]
+
+    def to_draft(self, ids: torch.Tensor) -> torch.Tensor:
+        """Target token ids as the heads' token ids (the same ids unless the vocabulary is trimmed)."""
+        return ids if self.vocab_map is None else self.vocab_map.to_draft(ids)
+
+    def restrict(self, target_logits: torch.Tensor) -> torch.Tensor:
+        """The target's logits [..., vocab] over the heads' vocabulary: what they learn to match."""
+        return target_logits if self.vocab_map is None else target_logits[..., self.vocab_map.d2t]
 
     @property
     def lm_head(self) -> nn.Module:
@@ -109,6 +132,21 @@ class DraftHeads(nn.Module, ABC):
         """The calibration table that shapes trees for an acceptance rule ('sample', 'tolerance:3', ...), falling
         back to the greedy table (`topk_accuracy`) when that rule was not calibrated."""
         return (self.config.get("rule_accuracy") or {}).get(rule) or self.config.get("topk_accuracy")
+
+
+def trimmed_modules(lm_head: nn.Module, embed: nn.Module, draft_to_target: list[int]):
+    """Frozen copies of a target's LM head and embeddings cut to the rows of `draft_to_target`, the embeddings
+    with one more row (the mean of the others) for target tokens outside it, and the map between the ids."""
+    w = lm_head.weight.detach()
+    vocab_map = VocabMap(draft_to_target, len(draft_to_target), len(draft_to_target) + 1, w.shape[0], w.device)
+    head = nn.Linear(w.shape[1], len(draft_to_target), bias=lm_head.bias is not None, device=w.device, dtype=w.dtype)
+    head.weight = nn.Parameter(w[vocab_map.d2t].clone(), requires_grad=False)
+    if lm_head.bias is not None:
+        head.bias = nn.Parameter(lm_head.bias.detach()[vocab_map.d2t].clone(), requires_grad=False)
+    e = embed.weight.detach()[vocab_map.d2t]
+    table = nn.Embedding(e.shape[0] + 1, e.shape[1], device=e.device, dtype=e.dtype)
+    table.weight = nn.Parameter(torch.cat([e, e.mean(0, keepdim=True)]), requires_grad=False)
+    return head, table, vocab_map
 
 
 def weights_state(tensors) -> tuple:
@@ -242,12 +280,25 @@ class HeadDrafter(Drafter):
         self.drawn_paths = tree_for(drawn) if drawn else self.paths
         self.forwards = 0
 
+    def configure(self, acceptance: str, blocked: torch.Tensor | None = None):
+        vocab_map = self.heads.vocab_map  # barred target tokens as barred head tokens
+        super().configure(acceptance, blocked if blocked is None or vocab_map is None else blocked[vocab_map.d2t])
+
     def start(self, prompts, first, sampling, vocab, device, generator=None, hidden=None):
         super().start(prompts, first, sampling, vocab, device, generator)
         self.drawn = not sampling.greedy and (self.draws == "sample" or
                                               (self.draws == "auto" and self.acceptance == "sample"))
         self.h = hidden[:, -1].to(self.dtype)  # [batch, dim]: the state whose next token is the pending root
-        self.root = torch.tensor(first, device=hidden.device)
+        self.root = self.heads.to_draft(torch.tensor(first, device=hidden.device))
+
+    def in_target(self, tree: DraftTree) -> DraftTree:
+        """A tree of the heads' ids in the target's ids (and, when drawn, its distributions over the target's
+        vocabulary): a trimmed vocabulary's way out; the tree itself otherwise."""
+        vocab_map = self.heads.vocab_map
+        if vocab_map is None:
+            return tree
+        q = None if tree.q is None else vocab_map.probs_to_target(tree.q)
+        return DraftTree(vocab_map.d2t[tree.tokens], tree.parents, tree.valid, q)
 
     def accept(self, emitted, paths, hidden=None):
         last = torch.tensor([p[-1] for p in paths], device=hidden.device)
@@ -257,7 +308,7 @@ class HeadDrafter(Drafter):
         """Each row's next draft state: h [batch, dim], the hidden state at its last accepted node, and its pending
         root, the last token it emitted."""
         self.h = h.to(self.dtype)
-        self.root = torch.tensor([e[-1] for e in emitted], device=h.device)
+        self.root = self.heads.to_draft(torch.tensor([e[-1] for e in emitted], device=h.device))
 
     def select(self, rows):
         self.h, self.root = self.h[rows], self.root[rows]

@@ -72,6 +72,8 @@ class PrefixAttention(nn.Module):
 
 @register("hydra")
 class HydraHeads(DraftHeads):
+    trims_vocab = True
+
     def __init__(self, config: dict, target):
         config = {"layers": 2, "window": 64, "attention_heads": 4, **config}
         super().__init__(config, target)
@@ -159,6 +161,7 @@ class HydraHeads(DraftHeads):
         return self._tables[1]
 
     def train_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = self.to_draft(tokens)
         context = self.prefix(hidden)
         length = tokens.shape[1]
         pad = torch.cat([tokens, tokens[:, -1:].expand(-1, self.num_heads + 1)], 1)  # positions past the end
@@ -309,7 +312,7 @@ class HydraDrafter(HeadDrafter):
                                                  noise, self.sampling.temperature if self.drawn else 1.0,
                                                  self.blocked if self.drawn else None)
             self.forwards += 1
-            return DraftTree(tokens, parent.expand(b, -1), valid, q)
+            return self.in_target(DraftTree(tokens, parent.expand(b, -1), valid, q))
         run = hydra_round
         full = k >= max(len(p) for p in (self.drawn_paths if self.drawn else self.paths))  # no path cut short
         if self.compiled and full and b == self.compiled_batch:  # the whole tree, at the batch it started with
@@ -330,7 +333,7 @@ class HydraDrafter(HeadDrafter):
                           stacklevel=2)
             tokens, valid, q = hydra_round(*args)
         self.forwards += 1
-        return DraftTree(tokens, parent.expand(b, -1), valid, q)
+        return self.in_target(DraftTree(tokens, parent.expand(b, -1), valid, q))
 
 
 def hydra_round(heads, levels, where, size, tables, blocked, sampling, buffer, valid, memory, root, noise):

@@ -39,6 +39,7 @@ class ResidualStack(nn.Module):
 @register("medusa")
 class MedusaHeads(DraftHeads):
     default_layers = 1
+    trims_vocab = True
 
     def __init__(self, config: dict, target):
         config = {"layers": self.default_layers, **config}
@@ -72,4 +73,5 @@ class MedusaDrafter(HeadDrafter):
         self.forwards += 1
         top, q, ok = self.children(logits, max(rank) + 1)  # [batch, depth, ranks], every parent shares them
         parents = torch.tensor(parent, device=top.device).expand(top.shape[0], -1)
-        return DraftTree(top[:, depth, rank], parents, ok[:, depth, rank], None if q is None else q[:, depth, rank])
+        return self.in_target(DraftTree(top[:, depth, rank], parents, ok[:, depth, rank],
+                                        None if q is None else q[:, depth, rank]))

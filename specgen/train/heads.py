@@ -57,7 +57,9 @@ class HeadsConfig(Continuations):
     `width`: Hawk's horizontal head kind and raster row; `adversarial_weight`: KOALA's adversarial loss (0: none);
     `heldout_sequences` of the `sequences` are kept for calibration; `loss`: one of `losses.LOSSES`; `cache_gb`:
     keep the target's view of all training sequences in memory when it fits; `save_dtype`: how the heads are
-    stored; the rest as in `Continuations`."""
+    stored; `draft_vocab`: guess among a trimmed vocabulary only (`draft_vocabulary`); `selfdistill`: a file of
+    ready target continuations to learn from instead of generating them (`read_selfdistill`); the rest as in
+    `Continuations`."""
 
     out: str
     kind: str = "medusa"
@@ -81,6 +83,8 @@ class HeadsConfig(Continuations):
     mixed_precision: str = "auto"
     save_dtype: str = "bfloat16"
     cache_gb: float = 2.0
+    draft_vocab: str | None = None
+    selfdistill: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -94,6 +98,50 @@ class CalibrateConfig(Continuations):
     sequences: int = 32
     new_tokens: int = 200
     gen_batch: int = 8
+
+
+def draft_vocabulary(path: str) -> list[int]:
+    """The target ids a trimmed vocabulary keeps: a draft's folder (its config.json's `draft_to_target`, e.g. a
+    PARD draft for the same target) or a JSON file holding the list."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise ValueError(f"--draft-vocab {path}: no such file or folder; name a trimmed draft's folder or a JSON list "
+                         f"of target ids")
+    with open(file, encoding="utf-8") as f:
+        data = json.load(f)
+    ids = data.get("draft_to_target") if isinstance(data, dict) else data
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"--draft-vocab {path}: {file} holds no list of target ids (draft_to_target)")
+    return ids
+
+
+def read_selfdistill(paths: str, eos: int | None, seed: int = 0,
+                     bos: int | None = None) -> tuple[list[list[int]], list[int] | None]:
+    """Ready continuations as training rows and their prompt lengths (None when unknown): a .pt file as `train`
+    saves one ({"rows": [...], "starts": [...]}), or flat files of uint32 target ids (prompt, continuation, EOS,
+    one after another, as `modalities.text.distill generate` writes), comma-separated, cut at each EOS, each row
+    opened with `bos` when given and missing, and shuffled together with `seed` (so held-out rows come from every
+    file)."""
+    import numpy as np
+
+    files = paths.split(",")
+    for path in files:
+        if not os.path.isfile(path):
+            raise ValueError(f"--selfdistill {path}: no such file")
+    if len(files) == 1 and files[0].endswith(".pt"):
+        saved = torch.load(files[0])
+        return saved["rows"], saved.get("starts")
+    if eos is None:
+        raise ValueError(f"--selfdistill {paths}: flat token files need the target's eos_token_id to cut rows")
+    rows = []
+    for path in files:
+        ids = np.fromfile(path, dtype=np.uint32).astype(np.int64)
+        rows += [([bos] if bos is not None and r[0] != bos else []) + r.tolist()
+                 for r in np.split(ids, np.flatnonzero(ids == eos) + 1) if len(r) > 1]
+    if not rows:
+        raise ValueError(f"--selfdistill {paths}: no rows in them")
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [rows[i] for i in order], None
 
 
 def prompts_from(data, i: int, size: int, prompt_len: int, seed: int) -> list[list[int]]:
@@ -163,6 +211,8 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
     With `guidance` the target's logits are the guided ones (`target_view`)."""
     parsed = {r: parse_rule(r) for r in rules}
     generator = torch.Generator(seqs.device).manual_seed(0)  # the children `drawn` draws
+    vocab = target.get_output_embeddings().weight.shape[0]
+    batch = max(1, min(batch, int(2**30 // (seqs.shape[1] * vocab * 4))))  # the target's logits within ~1 GB
     offsets = heads.offsets
     hits = {r: torch.zeros(len(offsets), ranks) for r in rules}
     counts = torch.zeros(len(offsets))
@@ -170,22 +220,26 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
         x = seqs[i : i + batch]
         hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
         logits = logits.float()
-        head_logits = heads.train_logits(hidden, x).float()  # [b, L, heads, V]
-        for d, drafted, want in aligned(head_logits, logits, offsets):  # drafted and want [b, span, V]
-            guess = drafted.topk(ranks, -1).indices  # [b, span, ranks]
+        head_logits = heads.train_logits(hidden, x).float()  # [b, L, heads, V'] over the heads' vocabulary
+        vocab_map = heads.vocab_map
+        for d, drafted, want in aligned(head_logits, logits, offsets):  # drafted [b, span, V'], want [b, span, V]
+            guess = drafted.topk(ranks, -1).indices  # [b, span, ranks] head ids
+            guess_t = guess if vocab_map is None else vocab_map.d2t[guess]  # the same as target ids
             span = guess.shape[1]
             keep = torch.ones(x.shape[0], span, dtype=torch.bool, device=x.device)
             if start is not None:  # position t guesses t + 1 + offset: count it once that token is generated
                 pos = torch.arange(span, device=x.device)[None, :] + 1 + offsets[d]
                 keep = pos >= start[i : i + batch, None].to(x.device)
-            picked = want.gather(-1, guess)  # [b, span, ranks] the target's logit of each guess
-            rank = (want[..., None, :] > picked[..., None]).sum(-1)  # how many tokens the target scores higher
+            picked = want.gather(-1, guess_t)  # [b, span, ranks] the target's logit of each guess
+            # how many tokens the target scores higher: the count of -want below -picked
+            rank = torch.searchsorted((-want).sort(-1).values, -picked.contiguous())
             for r, (name, k) in parsed.items():
                 if name == "sample":
-                    took = (want / temperature).softmax(-1).gather(-1, guess)
+                    took = (want / temperature).softmax(-1).gather(-1, guess_t)
                 elif name == "drawn":  # one row at a time: it holds [span, ranks, V] tensors
-                    took = torch.cat([drawn_takes((w / temperature).softmax(-1), (g / temperature).softmax(-1),
-                                                  ranks, generator) for w, g in zip(want.split(1), drafted.split(1))])
+                    took = torch.cat([drawn_takes(*folded((w / temperature).softmax(-1), (g / temperature).softmax(-1),
+                                                          vocab_map), ranks, generator)
+                                      for w, g in zip(want.split(1), drafted.split(1))])
                 else:
                     ok = rank < k
                     best = rank.masked_fill(~ok, 1 << 30).argmin(-1, keepdim=True)  # the child the walk takes
@@ -193,6 +247,15 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
                 hits[r][d] += (took * keep[..., None]).sum((0, 1)).cpu()
             counts[d] += keep.sum().cpu()
     return {r: (h / counts.clamp(min=1)[:, None]).tolist() for r, h in hits.items()}
+
+
+def folded(p: torch.Tensor, q: torch.Tensor, vocab_map) -> tuple[torch.Tensor, torch.Tensor]:
+    """A target distribution p [..., V] and a head's q over its trimmed vocabulary [..., V'] in one space where
+    rejection sampling decides the same (`VocabMap.fold`): [..., V' + 1], the unmapped mass in the last slot; as
+    they are for a whole vocabulary."""
+    if vocab_map is None:
+        return p, q
+    return vocab_map.fold(p), torch.nn.functional.pad(q, (0, 1))
 
 
 def drawn_takes(p: torch.Tensor, q: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -391,6 +454,7 @@ def train(cfg: HeadsConfig):
 
     from ..loading import load_causal_lm
 
+    trim = draft_vocabulary(cfg.draft_vocab) if cfg.draft_vocab else None  # (bad input named before any work)
     torch.manual_seed(cfg.seed)
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.cpu), cpu=cfg.cpu)
     target = load_causal_lm(cfg.target, acc.device, "float32", what="target", narrow=True)
@@ -398,7 +462,14 @@ def train(cfg: HeadsConfig):
     os.makedirs(cfg.out, exist_ok=True)
     guidance = guidance_of(cfg)
     data_path = os.path.join(cfg.out, "selfdistill.pt")
-    if os.path.isfile(data_path):
+    if cfg.selfdistill:
+        eos = target.config.eos_token_id
+        rows, starts = read_selfdistill(cfg.selfdistill, eos if isinstance(eos, int) else (eos or [None])[0],
+                                        cfg.seed, target.config.bos_token_id)
+        rows = rows[: cfg.sequences]  # (at most `sequences` of them)
+        if guidance is not None and starts is None:
+            raise ValueError(f"--selfdistill {cfg.selfdistill} holds no prompt lengths, which guided training needs")
+    elif os.path.isfile(data_path):
         saved = torch.load(data_path)
         rows, starts = (saved["rows"], saved["starts"]) if isinstance(saved, dict) else (saved, None)
         if guidance is not None and starts is None:
@@ -431,6 +502,8 @@ def train(cfg: HeadsConfig):
         config["guidance"] = {"cfg_scale": guidance[0], "uncond_prompt": guidance[1]}
     if cfg.cpu_tree_size:
         config["cpu_tree_size"] = cfg.cpu_tree_size
+    if trim is not None:
+        config["draft_to_target"] = trim
     heads = KINDS[cfg.kind](config, target)
     if cfg.init:
         print(f"warm start: {len(warm_start(heads, cfg.init))} tensors from {cfg.init}")
@@ -444,20 +517,25 @@ def train(cfg: HeadsConfig):
         state = saved["state"]
     adversarial = cfg.kind == "koala" and cfg.adversarial_weight > 0
     if adversarial:
-        disc = Discriminator(hidden_size, target.get_output_embeddings().weight.shape[0])
+        disc = Discriminator(hidden_size, heads.lm_head.weight.shape[0])
         d_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr)
         if os.path.isfile(ckpt) and "disc" in saved:
             disc.load_state_dict(saved["disc"])
             d_opt.load_state_dict(saved["d_opt"])
         disc, d_opt = acc.prepare(disc, d_opt)
+    own = heads  # (before `prepare` wraps it)
     heads, optimizer = acc.prepare(heads, optimizer)
-    vocab = target.get_output_embeddings().weight.shape[0]
+    vocab = own.lm_head.weight.shape[0]  # what the heads guess among: the target's logits are cut to it
+
+    def view(x, starts):
+        hidden, logits = target_view(target, x, guidance, starts)
+        return hidden, own.restrict(logits)
+
     cached = None  # the frozen target's view of every training sequence, computed once when it fits
     if seqs.numel() * (hidden_size + vocab) * 4 <= cfg.cache_gb * 2**30:
         with torch.no_grad(), acc.autocast():
-            views = [target_view(target, seqs[i : i + cfg.batch].to(acc.device), guidance,
-                                 None if start is None else start[i : i + cfg.batch])
-                     for i in range(0, len(seqs), cfg.batch)]
+            views = [view(seqs[i : i + cfg.batch].to(acc.device), None if start is None else start[i : i + cfg.batch])
+                     for i in tqdm(range(0, len(seqs), cfg.batch), desc="target view")]
         cached = tuple(torch.cat(v) for v in zip(*views))  # hidden [n, L, dim], logits [n, L, vocab]
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"{cfg.kind} heads")
     g = torch.Generator().manual_seed(cfg.seed)
@@ -472,7 +550,7 @@ def train(cfg: HeadsConfig):
             hidden, target_logits = (c[idx.to(c.device)] for c in cached)
         else:
             with torch.no_grad(), acc.autocast():
-                hidden, target_logits = target_view(target, x, guidance, None if start is None else start[idx])
+                hidden, target_logits = view(x, None if start is None else start[idx])
         with acc.autocast():
             head_logits = acc.unwrap_model(heads).train_logits(hidden.float(), x)
             loss, per_head = distill_loss(head_logits, target_logits, offsets=acc.unwrap_model(heads).offsets,
