@@ -46,14 +46,16 @@ class VocabMap:
     def to_target(self, logits: torch.Tensor) -> torch.Tensor:
         """Draft logits [..., draft_vocab] as target logits [..., target_vocab]: -inf outside the mapped ids, so
         the unknown and mask ids are never proposed."""
-        out = logits.new_full((*logits.shape[:-1], self.target_vocab), float("-inf"))
-        out[..., self.d2t] = logits[..., : len(self.d2t)]
-        return out
+        return self.scatter(logits, float("-inf"))
 
     def probs_to_target(self, probs: torch.Tensor) -> torch.Tensor:
         """Draft probabilities [..., draft_vocab] as target probabilities [..., target_vocab], zero elsewhere."""
-        out = probs.new_zeros((*probs.shape[:-1], self.target_vocab))
-        out[..., self.d2t] = probs[..., : len(self.d2t)]
+        return self.scatter(probs, 0.0)
+
+    def scatter(self, values: torch.Tensor, fill: float) -> torch.Tensor:
+        """Per-draft-id values [..., draft_vocab] at their target ids [..., target_vocab], `fill` elsewhere."""
+        out = values.new_full((*values.shape[:-1], self.target_vocab), fill)
+        out[..., self.d2t] = values[..., : len(self.d2t)]
         return out
 
     def fold(self, probs: torch.Tensor) -> torch.Tensor:

@@ -221,6 +221,7 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
         hidden, logits = target_view(target, x, guidance, None if start is None else start[i : i + batch])
         logits = logits.float()
         head_logits = heads.train_logits(hidden, x).float()  # [b, L, heads, V'] over the heads' vocabulary
+        descending = (-logits).sort(-1).values  # per position, the target's logits negated and ascending (once)
         vocab_map = heads.vocab_map
         for d, drafted, want in aligned(head_logits, logits, offsets):  # drafted [b, span, V'], want [b, span, V]
             guess = drafted.topk(ranks, -1).indices  # [b, span, ranks] head ids
@@ -232,7 +233,7 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
                 keep = pos >= start[i : i + batch, None].to(x.device)
             picked = want.gather(-1, guess_t)  # [b, span, ranks] the target's logit of each guess
             # how many tokens the target scores higher: the count of -want below -picked
-            rank = torch.searchsorted((-want).sort(-1).values, -picked.contiguous())
+            rank = torch.searchsorted(descending[:, offsets[d] : offsets[d] + span], -picked.contiguous())
             for r, (name, k) in parsed.items():
                 if name == "sample":
                     took = (want / temperature).softmax(-1).gather(-1, guess_t)
