@@ -233,7 +233,7 @@ def rule_accuracy(heads, target, seqs: torch.Tensor, rules: list[str], ranks: in
                 keep = pos >= start[i : i + batch, None].to(x.device)
             picked = want.gather(-1, guess_t)  # [b, span, ranks] the target's logit of each guess
             # how many tokens the target scores higher: the count of -want below -picked
-            rank = torch.searchsorted(descending[:, offsets[d] : offsets[d] + span], -picked.contiguous())
+            rank = torch.searchsorted(descending[:, offsets[d] : offsets[d] + span].contiguous(), -picked.contiguous())
             for r, (name, k) in parsed.items():
                 if name == "sample":
                     took = (want / temperature).softmax(-1).gather(-1, guess_t)
