@@ -73,10 +73,10 @@ def sample_counts(target, method, drafts, sampling, seed, rule=None, draws="auto
     gen = torch.Generator().manual_seed(seed)
     if method == "hydra-chain":
         drafter = make_drafter("hydra", drafts[method], DraftConfig(tree_size=4, draws=draws))
-    elif method.removeprefix("trimmed-") in ("medusa", "hydra", "hawk"):
-        drafter = make_drafter(method.removeprefix("trimmed-"), drafts.get(method), DraftConfig(draws=draws))
+    elif (kind := method.removeprefix("trimmed-")) in ("medusa", "hydra", "hawk"):
+        drafter = make_drafter(kind, drafts.get(method), DraftConfig(draws=draws))
     else:
-        drafter = make_drafter(method.removeprefix("trimmed-"), drafts.get(method))
+        drafter = make_drafter(kind, drafts.get(method))
     outs = generate(CachedLM(target), [PROMPT] * SAMPLES, drafter, sampling,
                     max_new_tokens=DEPTH + 2, num_draft_tokens=4, generator=gen, rule=rule)
     counts: dict[tuple, int] = {}
