@@ -2,8 +2,9 @@
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step, so a run can stop and a later one go on.
 # Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
-#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-export|gemma-heads|gemma-bench]...   (Gemma 3 270M)
+#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-pard-kd|gemma-export|gemma-heads|gemma-bench]...   (Gemma 3 270M)
 # small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.
+# gemma-pard-kd: the zoo draft trained on with Gemma as teacher (runs/gemma-pard-kd; export with RUN=runs/gemma-pard-kd)
 # gemma-bench: GEMMA_HEADS="folder ..." adds a row per heads folder trained for Gemma (gemma-heads writes runs/gemma-hydra)
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
@@ -92,10 +93,18 @@ for step in "$@"; do
         --train $G/train.code.bin:1,$G/train.prose.bin:1,$G/generated.code.bin:0.3,$G/generated.prose.bin:0.2 \
         --heldout $G/heldout.code.bin,$G/heldout.prose.bin --k 8 --retention 0.7 --floor 0.2 --steps ${PARD_STEPS:-750} \
         --batch 8 --seq 256 --lr 1e-3 --warmup 100 --eval-every 250 --max-minutes "$MINUTES" ;;
+    gemma-pard-kd)  # go on from the zoo draft, distilling Gemma's own next-token probabilities (train-pard --teacher)
+      G=data/gemma
+      GEMMA=$(.venv/bin/python -c 'from modalities.text.gemma import gemma_folder; print(gemma_folder())')
+      $S train-pard --init models/zoo/text-gemma-pard --teacher "$GEMMA" --out runs/gemma-pard-kd \
+        --train $G/train.code.u32:1,$G/train.prose.u32:1,$G/generated.code.u32:0.5,$G/generated.prose.u32:0.5 \
+        --heldout $G/heldout.code.u32,$G/heldout.prose.u32 --k 8 --retention 0.7 --floor 0.2 --distill 0.8 \
+        --steps ${PARD_STEPS:-600} --batch 8 --seq 256 --lr 5e-4 --warmup 30 --eval-every 100 \
+        --max-minutes "${MINUTES:-85}" ;;
     gemma-export)
       G=data/gemma/draft
       $S train-pard --init runs/gemma-pard-init --train $G/train.code.bin --heldout $G/heldout.code.bin \
-        --out runs/gemma-pard --export models/zoo/text-gemma-pard ;;
+        --out "${RUN:-runs/gemma-pard}" --export models/zoo/text-gemma-pard ;;
     gemma-heads)  # Hydra++ heads over the draft's trimmed vocabulary, from Gemma's continuations (gemma-data)
       GEMMA=$(.venv/bin/python -c 'from modalities.text.gemma import gemma_folder; print(gemma_folder())')
       $S train-heads --target "$GEMMA" --kind hydra --data data/gemma/draft/train.code.bin:1 \

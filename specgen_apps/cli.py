@@ -388,6 +388,10 @@ def add_pard_arguments(p: argparse.ArgumentParser):
     p.add_argument("--k", type=int, help="tokens drafted per forward (groups)")
     p.add_argument("--retention", type=float, help="COD retention r (1 = no dropping)")
     p.add_argument("--floor", type=float, help="COD minimum retention r_min")
+    p.add_argument("--teacher", help="the target (HF folder) to distil from: its top-k next-token probabilities "
+                                     "join the loss (a trimmed draft then reads target-id .u32 files)")
+    p.add_argument("--distill", type=float, help="the teacher's share of the loss (0..1)")
+    p.add_argument("--teacher-topk", type=int, help="teacher probabilities kept per position")
     for name in ("steps", "batch", "seq", "warmup", "seed", "eval-every", "eval-windows"):
         p.add_argument(f"--{name}", type=int)
     for name in ("lr", "save-minutes", "max-minutes"):

@@ -52,3 +52,25 @@ def test_bench_text_methods_keeps_ar_and_the_named_rows(tmp_path):
     rows = json.loads((out / "text.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"ar", "pard K=4", "medusa"}
     assert all(r["parity"] == "2/2" for r in rows)
+
+
+def test_bench_text_with_a_trimmed_draft_and_batch_rows(tmp_path):
+    """A trimmed-vocabulary draft serves our draft_model and pard rows and transformers' assisted generation (which
+    sees it through the target's whole vocabulary), all exact; --batch adds batched rows of our methods."""
+    from tiny import trimmed
+
+    args = bench_folder(tmp_path)
+    target = tiny_model("llama", vocab=300, context=128, layers=3)  # the same target bench_folder saved
+    trimmed(perturbed(target, 0.3), list(range(0, 300, 3)) + [1, 2]).save_pretrained(tmp_path / "trim")
+    args[args.index("--draft") + 1] = args[args.index("--pard-draft") + 1] = str(tmp_path / "trim")
+    out = tmp_path / "out"
+    assert main(args + ["--assist-ks", "4", "--batch", "2", "--out", str(out)]) == 0
+    rows = json.loads((out / "text.json").read_text())["rows"]
+    by = {(r["group"], r["method"]): r for r in rows}
+    for domain in ("code", "prose"):
+        for m in ("hf assisted K=4", "draft_model K=4", "pard K=4"):
+            assert by[f"{domain}, T=0", m]["parity"] == "2/2", m
+        batched = {m for g, m in by if g == f"{domain}, T=0, batch 2"}
+        assert {"ar", "pard K=4", "ngram K=4", "draft_model K=4", "medusa"} <= batched
+        assert not any(m.startswith("hf") for m in batched)
+        assert by[f"{domain}, T=0, batch 2", "pard K=4"]["tokens"] == 2 * 12

@@ -151,3 +151,36 @@ def test_cod_compare_tables_each_run_with_its_losses_and_acceptance(tmp_path):
     assert rows["nocod"]["retention"] == 1.0 and rows["cod"]["minutes"] == 10.0
     assert "| cod | 60 | 0.12M | 0.40M | 10.0 | 4.00 / 5.00 / 5.70 / 6.10 | 2.1 | 2.1 |" in \
         (tmp_path / "pard_cod_acceptance.md").read_text()
+
+
+def test_pard_distils_a_teacher_into_a_trimmed_draft(tmp_path, capsys):
+    """train-pard --teacher: a trimmed draft reads target-id .u32 files, learns the teacher's top-k distribution,
+    and its held-out top-1 agreement with the teacher rises; without a teacher such files are refused."""
+    import json
+
+    from specgen_apps.cli import main
+    from tiny import tiny_tokenizer, trimmed
+
+    tok = tiny_tokenizer(vocab=300)
+    teacher = tiny_model("llama", vocab=len(tok), context=64, layers=2, seed=0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tok.save_pretrained(tmp_path / "teacher")
+    keep = list(range(0, len(tok), 2))  # even ids only: the odd ones read as unknown
+    trimmed(tiny_model("llama", vocab=len(tok), context=64, layers=2, seed=5), keep).save_pretrained(tmp_path / "d")
+    ids = np.random.default_rng(0).integers(4, len(tok), 6000).astype(np.uint32)
+    ids.tofile(tmp_path / "train.u32")
+    ids[:640].tofile(tmp_path / "heldout.u32")
+    run = ["train-pard", "--init", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--k", "3", "--train",
+           f"{tmp_path}/train.u32", "--heldout", f"{tmp_path}/heldout.u32", "--seq", "32", "--batch", "8",
+           "--eval-windows", "8", "--lr", "3e-3", "--warmup", "1", "--mixed-precision", "no", "--cpu"]
+    assert main(run + ["--steps", "1"]) != 0  # target ids beyond the draft's vocabulary, and no teacher
+    assert ".u32" in capsys.readouterr().err
+    run += ["--teacher", str(tmp_path / "teacher"), "--distill", "1", "--teacher-topk", "8"]
+    assert main(run + ["--steps", "1"]) == 0
+    assert main(run + ["--steps", "60", "--eval-every", "60"]) == 0  # resumes at step 1
+    log = json.loads((tmp_path / "run/checkpoint/state.json").read_text())["log"]
+    first, last = log[0]["heldout_agree_by_group"], log[-1]["heldout_agree_by_group"]
+    assert len(first) == 3 and log[-1]["step"] == 60
+    assert last[0] > first[0] + 0.15, (first, last)
+    assert main(run + ["--steps", "61", "--distill", "1.5"]) != 0
+    assert "--distill" in capsys.readouterr().err

@@ -3,12 +3,14 @@
 Rows (batch 1, same target, one run, methods interleaved prompt by prompt): our `ar`; `transformers` `generate`;
 `transformers` assisted generation with the same AR draft (best of the swept `num_assistant_tokens`,
 `assistant_confidence_threshold=0`); `transformers` prompt lookup; our `draft_model`, `ngram`, and `pard` at
-several K. EOS is ignored so every run makes the same number of tokens. A separate fp32 pass checks that each
-greedy method's output equals our `ar` token for token (the parity column).
+several K; the heads given. With --batch B, our methods also decode the prompts B at a time (tokens of the whole
+batch over its wall time). EOS is ignored so every run makes the same number of tokens. A separate fp32 pass
+checks that each greedy method's output equals our `ar` token for token (the parity column).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -62,6 +64,36 @@ def humaneval_prompts(tok, count: int) -> list[list[int]]:
             for t in tasks[::step][:count]]
 
 
+def for_transformers(draft, target_vocab: int):
+    """A trimmed-vocabulary draft as transformers' assisted generation needs its assistant: reading target ids and
+    giving logits over the target's whole vocabulary (-inf outside the map). A draft that shares the target's
+    vocabulary is returned as it is."""
+    from transformers import PreTrainedModel
+
+    from specgen.cached_lm import vocab_size
+    from specgen.vocab_map import VocabMap
+
+    vmap = VocabMap.of(draft.config, vocab_size(draft), target_vocab, draft.device)
+    if vmap is None:
+        return draft
+    base = type(draft)
+
+    class TargetVocabDraft(base):
+        def __init__(self):
+            cfg = copy.deepcopy(draft.config)
+            cfg.vocab_size = target_vocab
+            PreTrainedModel.__init__(self, cfg)  # skips the base class's own layers: no new weights
+            self.model, self.lm_head = draft.model, draft.lm_head
+            self.generation_config = copy.deepcopy(draft.generation_config)
+
+        def forward(self, input_ids=None, **kwargs):
+            out = super().forward(input_ids=vmap.to_draft(input_ids), **kwargs)
+            out.logits = vmap.to_target(out.logits)
+            return out
+
+    return TargetVocabDraft().to(draft.device, draft.dtype).eval()
+
+
 class Runner:
     """Our methods and the transformers baselines, each a callable prompt -> (new tokens, seconds, accepted, loop s)."""
 
@@ -69,7 +101,8 @@ class Runner:
         self.target, self.ar_draft, self.pard_draft, self.max_new = target, ar_draft, pard_draft, max_new
         self.heads = heads or {}  # row name -> DraftHeads on this target
         self.lm = CachedLM(target)
-        for m in (target, ar_draft):
+        self.assistant = for_transformers(ar_draft, self.lm.vocab) if ar_draft is not None else None
+        for m in (target, ar_draft, self.assistant):
             if m is not None:
                 m.generation_config.eos_token_id = None  # every run makes max_new tokens
                 m.generation_config.pad_token_id = 0
@@ -80,11 +113,16 @@ class Runner:
         drafter = make_drafter(method, draft, DraftConfig(draws=draws))
         sampling = Sampling(temperature)
 
-        def run(prompt, seed):
+        def run(prompt, seed):  # one prompt, or a list of prompts decoded as one batch (tokens of all rows)
             gen = torch.Generator(self.lm.device).manual_seed(seed)
-            g = generate(self.lm, [prompt], drafter, sampling, self.max_new, k, (), None, gen)[0]
-            self.hist = g.stats.accepted_hist
-            return g.token_ids, g.stats.wall_s, g.stats.mean_accepted, g.stats.loop_s
+            batch = prompt if isinstance(prompt[0], list) else [prompt]
+            gs = generate(self.lm, batch, drafter, sampling, self.max_new, k, (), None, gen)
+            width = max(len(g.stats.accepted_hist) for g in gs)
+            self.hist = np.sum([np.pad(g.stats.accepted_hist, (0, width - len(g.stats.accepted_hist))) for g in gs],
+                               0).astype(np.int64).tolist()
+            ids = [t for g in gs for t in g.token_ids]
+            st = gs[0].stats  # wall and loop time are the batch's
+            return ids, st.wall_s, float(np.mean([g.stats.mean_accepted for g in gs])), st.loop_s
         return run
 
     def hf(self, temperature: float, **extra):
@@ -111,7 +149,7 @@ def methods_for(runner: Runner, temperature: float, ks: list[int], assist_ks: li
     m = {"ar": runner.ours("ar", 1, temperature), "hf generate": runner.hf(temperature)}
     if runner.ar_draft is not None:
         for k in assist_ks:
-            m[f"hf assisted K={k}"] = runner.hf(temperature, assistant_model=runner.ar_draft, num_assistant_tokens=k,
+            m[f"hf assisted K={k}"] = runner.hf(temperature, assistant_model=runner.assistant, num_assistant_tokens=k,
                                                 num_assistant_tokens_schedule="constant",
                                                 assistant_confidence_threshold=0.0)
     m[f"hf prompt lookup K={lookup_k}"] = runner.hf(temperature, prompt_lookup_num_tokens=lookup_k)
@@ -152,6 +190,14 @@ def best_assisted(rows: list[dict]) -> list[dict]:
     return keep
 
 
+def add_hist(hists: dict, group: str, name: str, hist: list[int]):
+    """Sum a run's rounds-by-accepted-drafts into its row's."""
+    h = hists.get((group, name), np.zeros(0, dtype=np.int64))
+    h = np.pad(h, (0, max(0, len(hist) - len(h))))
+    h[: len(hist)] += np.asarray(hist, dtype=np.int64)
+    hists[group, name] = h
+
+
 def bench(args) -> str:
     from .gemma import resolve_model
 
@@ -180,11 +226,16 @@ def bench(args) -> str:
                 for name, fn in table.items():
                     ids, secs, acc, loop = fn(p, args.seed + i)
                     results.add(group, name, len(ids), secs, acc, loop)
-                    h = hists.get((group, name), np.zeros(0, dtype=np.int64))
-                    h = np.pad(h, (0, max(0, len(runner.hist) - len(h))))
-                    h[: len(runner.hist)] += np.asarray(runner.hist, dtype=np.int64)
-                    hists[group, name] = h
+                    add_hist(hists, group, name, runner.hist)
                 print(f"{group}: prompt {i + 1}/{len(ps)} done", flush=True)
+            if args.batch > 1:  # our methods on batches of prompts (transformers' assisted generation is batch 1)
+                group = f"{domain}, T={temp:g}, batch {args.batch}"
+                for i in range(0, len(ps) - args.batch + 1, args.batch):
+                    for name, fn in table.items():
+                        if not name.startswith("hf"):
+                            ids, secs, acc, loop = fn(ps[i : i + args.batch], args.seed + i)
+                            results.add(group, name, len(ids), secs, acc, loop)
+                            add_hist(hists, group, name, runner.hist)
     if args.parity:
         parity_pass(args, prompts, results)
     rows = best_assisted(results.rows())
@@ -230,6 +281,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--ks", type=int, nargs="+", default=[4, 8, 12], help="PARD draft lengths")
     p.add_argument("--assist-ks", type=int, nargs="+", default=[4, 8], help="transformers assisted sweep")
     p.add_argument("--lookup-k", type=int, default=8)
+    p.add_argument("--batch", type=int, default=1,
+                   help="also decode the prompts in batches of this size (our methods; rows '<domain>, T, batch B')")
     p.add_argument("--methods", nargs="+", metavar="PREFIX",
                    help="only these rows (name prefixes, e.g. pard 'hf assisted'; ar is always run)")
     p.add_argument("--parity", action=argparse.BooleanOptionalAction, default=True)

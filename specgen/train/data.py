@@ -1,4 +1,5 @@
-"""Token files (flat uint16 arrays, documents separated by EOS) sampled as random windows from a weighted mix."""
+"""Token files (flat arrays, documents separated by EOS: uint16, or uint32 for a `.u32` file) sampled as random
+windows from a weighted mix."""
 from __future__ import annotations
 
 import os
@@ -24,7 +25,8 @@ class TokenMix:
 
     def __init__(self, spec: str, length: int, seed: int = 0):
         self.mix = parse_mix(spec)
-        self.arrays = [np.memmap(p, dtype=np.uint16, mode="r") for p, _ in self.mix]
+        self.arrays = [np.memmap(p, dtype=np.uint32 if p.endswith(".u32") else np.uint16, mode="r")
+                       for p, _ in self.mix]
         for (p, _), a in zip(self.mix, self.arrays):
             if len(a) <= length + 1:
                 raise ValueError(f"{p} has {len(a)} tokens, fewer than one window of {length + 1}")
