@@ -185,7 +185,8 @@ def write_outputs(out_dir: str, name: str, rows: list[dict], meta: dict, title: 
     md = markdown_table(rows, columns)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(md + "\n")
-    plot_speedups([r for r in rows if r.get("speedup")], os.path.join(out_dir, f"{name}.png"), title)
+    if any(r.get("speedup") for r in rows):
+        plot_speedups([r for r in rows if r.get("speedup")], os.path.join(out_dir, f"{name}.png"), title)
     return md
 
 

@@ -84,7 +84,8 @@ for step in "$@"; do
       G=data/gemma
       [ -f $G/train.code.u32 ] || .venv/bin/python -m modalities.text.distill encode --out $G
       .venv/bin/python -m modalities.text.distill generate --out $G --minutes "${GEN_MINUTES:-45}"
-      .venv/bin/python -m modalities.text.distill vocab --out $G --size 24576
+      FROM=(); [ -f models/zoo/text-gemma-pard/config.json ] && FROM=(--from-draft models/zoo/text-gemma-pard)
+      .venv/bin/python -m modalities.text.distill vocab --out $G --size 24576 "${FROM[@]}"  # the shipped map if any
       .venv/bin/python -m modalities.text.distill export --out $G
       [ -d runs/gemma-pard-init ] || .venv/bin/python -m modalities.text.distill init --out $G --dest runs/gemma-pard-init ;;
     gemma-pard)
@@ -103,7 +104,7 @@ for step in "$@"; do
         --max-minutes "${MINUTES:-85}" ;;
     gemma-export)
       G=data/gemma/draft
-      $S train-pard --init runs/gemma-pard-init --train $G/train.code.bin --heldout $G/heldout.code.bin \
+      $S train-pard --init models/zoo/text-gemma-pard --train $G/train.code.bin --heldout $G/heldout.code.bin \
         --out "${RUN:-runs/gemma-pard}" --export models/zoo/text-gemma-pard ;;
     gemma-heads)  # Hydra++ heads over the draft's trimmed vocabulary, from Gemma's continuations (gemma-data)
       GEMMA=$(.venv/bin/python -c 'from modalities.text.gemma import gemma_folder; print(gemma_folder())')
@@ -113,9 +114,11 @@ for step in "$@"; do
         --steps 600 --batch 8 --lr 1e-3 --warmup 30 --eval-every 50 --max-minutes "${HEADS_MINUTES:-40}" \
         --cache-gb 12 --rules sample ;;
     gemma-bench)
-      $S bench text --model gemma-3-270m --pard-draft models/zoo/text-gemma-pard --draft "" --corpus data/gemma \
-        --domains humaneval prose --prompts 6 --max-new-tokens 128 --temperatures 0 1 --dtype bfloat16 \
-        --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma ${GEMMA_HEADS:+--heads $GEMMA_HEADS} ;;
+      # the PARD draft is also the AR draft (draft_model, transformers' assisted generation): same draft budget
+      $S bench text --model gemma-3-270m --pard-draft models/zoo/text-gemma-pard --draft models/zoo/text-gemma-pard \
+        --corpus data/gemma --domains humaneval prose --prompts 6 --max-new-tokens 128 --temperatures 0 1 \
+        --batch 4 --dtype bfloat16 --parity-prompts 2 --parity-tokens 32 --out bench_out/gemma \
+        ${GEMMA_HEADS:+--heads $GEMMA_HEADS} ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

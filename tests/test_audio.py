@@ -74,6 +74,17 @@ def test_speech_tokenizer_is_deterministic_and_round_trips(tmp_path):
     tok.save(str(tmp_path / "tok"))
     loaded = SpeechTokenizer.load(str(tmp_path / "tok"))
     assert torch.equal(loaded.encode(tone(0.5)), ids)
+    # the k-means++ start keeps a running nearest distance; the same picks as recomputing it against every centre
+    z = tok.normalize(torch.cat(mels))
+    g = torch.Generator().manual_seed(0)
+    ref = z[torch.randint(len(z), (1,), generator=g)]
+    for _ in range(1, 16):
+        d = torch.cdist(z, ref).min(-1).values ** 2
+        ref = torch.cat([ref, z[torch.multinomial(d / d.sum(), 1, generator=g)]])
+    first = SpeechTokenizer.fit(mels, size=16, iters=0)
+    assert torch.allclose(first.centroids, ref)
+    with pytest.raises(ValueError, match="smaller size"):
+        SpeechTokenizer.fit(mels[:1], size=1000)
     # decoding gives centroids that are closer to the frames than the average frame is
     mel = log_mel(tone(0.5))
     assert (loaded.decode_mel(ids) - mel).pow(2).mean() < (mel - mel.mean(0)).pow(2).mean()

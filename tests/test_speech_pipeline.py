@@ -142,3 +142,30 @@ def test_batch_speech_writes_wavs(speech_dir, tmp_path):
     recs = {r["id"]: r for r in map(json.loads, (tmp_path / "out/results.jsonl").read_text().splitlines())}
     assert recs["hi"]["status"] == "ok" and (tmp_path / "out/hi.wav").stat().st_size > 44
     assert recs["none"]["status"] == "error"
+
+
+def test_copy_synthesis_stages_keep_the_clip_length(tts):
+    """modalities.speech.ceiling: every stage of the audio half gives audio as long as the clip (one hop either
+    way), and a tokenizer fitted on the side adds its centroid row."""
+    import torch
+
+    from modalities.audio.features import log_mel
+    from modalities.audio.tokenizer import SpeechTokenizer
+    from modalities.speech.ceiling import stages
+
+    clip = tone(1.0, 16000, 150.0)
+    prompt_mel = log_mel(torch.from_numpy(tone(1.0, 16000, 200.0)))
+    side = SpeechTokenizer.fit([log_mel(torch.from_numpy(tone(1.0, 16000, f))) for f in (140, 160)], size=8, iters=3)
+    out = stages(tts, clip, prompt_mel, [2], 0, [side])
+    assert list(out) == ["recording", "mel, neural vocoder", "mel, Griffin-Lim", "token centroids, neural vocoder",
+                         "token centroids, K=8 fitted on the voice", "tokens, flow 2 steps, vocoder"]
+    for name, wave in out.items():
+        assert abs(len(wave) - len(clip)) <= 320, name
+
+
+def test_copy_synthesis_needs_enough_sentences(tmp_path):
+    from modalities.speech.ceiling import recordings
+
+    (tmp_path / "train.jsonl").write_text('{"text": "Too few words.", "domain": "prose"}\n')
+    with pytest.raises(ValueError, match="build the corpus first"):
+        recordings(str(tmp_path), 3, 0)

@@ -63,10 +63,14 @@ class SpeechTokenizer:
         mean, std = frames.mean(0), frames.std(0).clamp(min=1e-3)
         z = (frames - mean) / std
         g = torch.Generator().manual_seed(seed)
-        centroids = z[torch.randint(len(z), (1,), generator=g)]
+        if len(z) < size:
+            raise ValueError(f"{len(z)} frames cannot make {size} clusters: give more audio or a smaller size")
+        picks = [int(torch.randint(len(z), (1,), generator=g))]
+        d = torch.cdist(z, z[picks]).squeeze(1) ** 2  # squared distance to the nearest centre so far
         for _ in range(1, size):  # k-means++: next centre drawn in proportion to squared distance
-            d = torch.cdist(z, centroids).min(-1).values ** 2
-            centroids = torch.cat([centroids, z[torch.multinomial(d / d.sum(), 1, generator=g)]])
+            picks.append(int(torch.multinomial(d / d.sum(), 1, generator=g)))
+            d = torch.minimum(d, torch.cdist(z, z[picks[-1:]]).squeeze(1) ** 2)
+        centroids = z[picks]
         for _ in range(iters):
             assign = torch.cdist(z, centroids).argmin(-1)
             sums = torch.zeros_like(centroids).index_add_(0, assign, z)

@@ -2,7 +2,7 @@
 
     python -m modalities.text.distill encode   --target gemma-3-270m --corpus data/text --out data/gemma
     python -m modalities.text.distill generate --target gemma-3-270m --corpus data/text --out data/gemma --minutes 40
-    python -m modalities.text.distill vocab    --out data/gemma --size 24576
+    python -m modalities.text.distill vocab    --out data/gemma --size 24576   (or --from-draft FOLDER)
     python -m modalities.text.distill export   --out data/gemma
     python -m modalities.text.distill init     --out data/gemma --dest runs/gemma-pard-init
 
@@ -130,10 +130,11 @@ def streams(out: str, split: str) -> dict[str, np.ndarray]:
             if os.path.isfile(os.path.join(out, f"{n}.u32"))}
 
 
-def vocab(out: str, size: int, target: str):
+def vocab(out: str, size: int, target: str, from_draft: str | None = None):
     """The draft's output vocabulary: the target's BOS, EOS and padding ids and the `size` - 3 most frequent target
     tokens in the training streams (generated text counted three times: it is what the draft must predict); the
-    draft adds an unknown id and the PARD mask id."""
+    draft adds an unknown id and the PARD mask id. `from_draft`: take the map of an existing trimmed draft instead
+    (the shipped one), so that streams exported on a new machine match its ids."""
     from specgen.loading import load_tokenizer
 
     from .gemma import resolve_model
@@ -145,8 +146,19 @@ def vocab(out: str, size: int, target: str):
         counts += np.bincount(arr, minlength=target_vocab) * (3 if name.startswith("generated") else 1)
     specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id} - {None}
     counts[list(specials)] = counts.max() + 1
-    order = np.argsort(-counts, kind="stable")[:size]
-    d2t = sorted(int(t) for t in order)
+    if from_draft:
+        cfg_path = os.path.join(from_draft, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise SystemExit(f"{cfg_path} is missing: --from-draft takes a trimmed draft's folder")
+        cfg = json.load(open(cfg_path))
+        if "draft_to_target" not in cfg:
+            raise SystemExit(f"{from_draft} has no draft_to_target map: it is not a trimmed-vocabulary draft")
+        d2t = [int(t) for t in cfg["draft_to_target"]]
+        if max(d2t) >= target_vocab:
+            raise SystemExit(f"{from_draft} maps to ids up to {max(d2t)}, beyond {target}'s {target_vocab} tokens")
+        size = len(d2t)
+    else:
+        d2t = sorted(int(t) for t in np.argsort(-counts, kind="stable")[:size])
     covered = counts[d2t].sum() / counts.sum()
     info = {"draft_to_target": d2t, "unk": size, "mask": size + 1, "coverage": float(covered),
             "target_vocab": target_vocab}
@@ -218,6 +230,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=160)
     ap.add_argument("--size", type=int, default=24576)
+    ap.add_argument("--from-draft", help="vocab: reuse this trimmed draft's map (e.g. models/zoo/text-gemma-pard)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.step == "encode":
@@ -225,7 +238,7 @@ def main(argv=None):
     elif a.step == "generate":
         generate(a.target, a.corpus, a.out, a.minutes, a.batch, a.new_tokens, a.seed)
     elif a.step == "vocab":
-        vocab(a.out, a.size, a.target)
+        vocab(a.out, a.size, a.target, a.from_draft)
     elif a.step == "export":
         export(a.out)
     else:
