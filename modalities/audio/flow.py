@@ -59,7 +59,10 @@ class FlowDecoder(StoredModule):
         xt = (1 - (1 - s) * t[:, None, None]) * x0 + t[:, None, None] * mel
         target = mel - (1 - s) * x0
         x = torch.cat([torch.zeros_like(prompt), xt], 1)
-        err = (self.velocity(x, t, tokens, prompt) - target).pow(2).mean(-1)  # [b, F]
+        pad = None
+        if frame_mask is not None:  # padded frames neither attend nor count
+            pad = torch.cat([torch.zeros(prompt.shape[:2], dtype=torch.bool, device=mel.device), ~frame_mask.bool()], 1)
+        err = (self.velocity(x, t, tokens, prompt, pad) - target).pow(2).mean(-1)  # [b, F]
         if frame_mask is None:
             return err.mean()
         return (err * frame_mask).sum() / frame_mask.sum().clamp(min=1)

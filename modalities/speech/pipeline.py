@@ -48,6 +48,7 @@ class SpeechPipeline:
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
         self.heads, self.default_prompt, self.vocoder = heads, default_prompt, vocoder
         self.sample_rate = tokenizer.cfg.sample_rate
+        self._reader = None  # Piper's phonemizer, for an aligned vocabulary
         check_vocabulary(len(vocab), self.lm.vocab, "speech")
 
     @classmethod
@@ -60,6 +61,16 @@ class SpeechPipeline:
         tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None,
                    load_vocoder(path, tokenizer.cfg, lm.device))
+
+    def phonemize(self, text: str):
+        """espeak-ng's IPA string, or for an aligned vocabulary Piper's symbols (what its training data spoke)."""
+        if not self.vocab.aligned:
+            return phonemize(text)
+        if self._reader is None:
+            from modalities.audio.piper import PiperReader
+
+            self._reader = PiperReader(alignments=False)
+        return self._reader.symbols(text)
 
     def prompt(self, voice_prompt) -> np.ndarray:
         """The first 3 s of the voice prompt (a path, or 16 kHz samples); clear errors for unusable prompts."""
@@ -91,13 +102,15 @@ class SpeechPipeline:
         if method == "vadusa" and self.heads is None:
             raise ValueError("this speech model ships no VADUSA heads: use method='ar' or train heads")
         voc = choose_vocoder(vocoder, self.vocoder)
-        phoneme_ids = self.vocab.encode_phonemes(phonemize(text))
+        phoneme_ids = self.vocab.encode_phonemes(self.phonemize(text))
         if not phoneme_ids:
             raise ValueError(f"no speakable phonemes in {text!r}: give English words")
         audio = torch.from_numpy(self.prompt(voice_prompt))
         prompt_mel = log_mel(audio, self.tokenizer.cfg)
-        prompt_tokens = self.tokenizer.encode_mel(prompt_mel)
-        ids = self.vocab.prefix(phoneme_ids, prompt_tokens.tolist())
+        prompt_tokens = self.tokenizer.encode_mel(prompt_mel).tolist()
+        if self.vocab.prompt_frames is not None:  # the prompt length the LM was trained with (0: a one-voice LM)
+            prompt_tokens = prompt_tokens[: self.vocab.prompt_frames]
+        ids = self.vocab.prefix(phoneme_ids, prompt_tokens)
         sampling = Sampling(temperature, top_k, top_p)
         rule, options = acceptance, None
         if method == "vadusa" and acceptance is None:
@@ -107,6 +120,8 @@ class SpeechPipeline:
             drafter = make_drafter(self.heads.kind, self.heads, drafting, tree_rule(rule, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
         budget = int(max_seconds * self.tokenizer.cfg.frames_per_second)
+        if self.vocab.aligned:  # the interleaved symbols take room in the stream too
+            budget += len(phoneme_ids)
         context = self.lm.context
         if context is not None:  # the speech must fit beside its prefix (and a round of drafts) in the context
             room = context - len(ids) - num_draft_tokens

@@ -56,13 +56,23 @@ def fit_tokenizer(data: str, out: str, size: int, clips_used: int, seed: int):
           f"(frame variance {frames.var(0).mean().item():.3f})")
 
 
-def build_sequences(data: str, out: str, seed: int):
-    """Per clip: <s> phonemes <sep> 3 s of another clip by the same voice <sep> speech tokens </s>."""
+def build_sequences(data: str, out: str, seed: int, aligned: bool = False, prompt_seconds: float = PROMPT_SECONDS):
+    """Per clip: <s> phonemes <sep> 3 s of another clip by the same voice <sep> speech tokens </s>. `aligned`
+    (clips from `modalities.speech.data --aligned`): Piper's symbols instead of espeak's phonemes, and the speech
+    tokens interleaved with them, each symbol just before the frames it covers; `prompt_seconds` 0 leaves the voice
+    prompt out of the prefix (a one-voice model)."""
+    from .align import frame_bounds, interleave
+
     tok = SpeechTokenizer.load(os.path.join(out, "tokenizer"))
     rng = random.Random(seed)
     splits = {s: clips(data, s) for s in ("train", "heldout")}
-    vocab = SpeechVocab.from_texts([c["phonemes"] for c in splits["train"]], tok.size)
-    prompt_frames = int(PROMPT_SECONDS * tok.cfg.frames_per_second)
+    prompt_frames = int(prompt_seconds * tok.cfg.frames_per_second)
+    if aligned:
+        if any("durations" not in c for c in splits["train"]):
+            raise SystemExit(f"{data} has clips without an alignment: build it with modalities.speech.data --aligned")
+        vocab = SpeechVocab.from_symbols([c["symbols"] for c in splits["train"]], tok.size, prompt_frames)
+    else:
+        vocab = SpeechVocab.from_texts([c["phonemes"] for c in splits["train"]], tok.size)
     for split, items in splits.items():
         tokens = {c["id"]: tok.encode_mel(mel_of(c, tok)).tolist() for c in items}
         by_voice: dict[str, list[str]] = {}
@@ -71,10 +81,20 @@ def build_sequences(data: str, out: str, seed: int):
         seqs = []
         for c in items:
             others = [i for i in by_voice[c["voice"]] if i != c["id"]] or [c["id"]]
-            prompt = tokens[rng.choice(others)][:prompt_frames]
-            prefix = vocab.prefix(vocab.encode_phonemes(c["phonemes"]), prompt)
-            seqs.append({"ids": prefix + vocab.speech_ids(tokens[c["id"]]) + [EOS], "loss_from": len(prefix),
-                         "id": c["id"]})
+            prompt = tokens[rng.choice(others)][:prompt_frames] if prompt_frames else []
+            speech = vocab.speech_ids(tokens[c["id"]])
+            if aligned:  # a symbol the vocabulary lacks gives its frames to the next one it has
+                bounds = frame_bounds(c["durations"], len(speech), tok.cfg.frames_per_second)
+                kept = [(vocab.phoneme_id[s], b) for s, b in zip(c["symbols"], bounds) if s in vocab.phoneme_id]
+                if not kept:
+                    continue
+                kept[-1] = (kept[-1][0], len(speech))
+                prefix = vocab.prefix([i for i, _ in kept], prompt)
+                body = interleave([i for i, _ in kept], [b for _, b in kept], speech)
+            else:
+                prefix = vocab.prefix(vocab.encode_phonemes(c["phonemes"]), prompt)
+                body = speech
+            seqs.append({"ids": prefix + body + [EOS], "loss_from": len(prefix), "id": c["id"]})
         torch.save(seqs, os.path.join(data, f"{split}.pt"))
         print(f"{split}: {len(seqs)} sequences, longest {max(len(s['ids']) for s in seqs)} tokens")
     os.makedirs(os.path.join(out, "lm"), exist_ok=True)
@@ -121,8 +141,10 @@ def train_resumable(model, name: str, out: str, steps: int, lr: float, max_minut
 
 
 def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
-               max_minutes: float):
-    """OT-CFM on (tokens, mel) crops with a 3 s prompt from another clip by the same voice; resumable."""
+               max_minutes: float, pad: bool = False):
+    """OT-CFM on (tokens, mel) crops with a 3 s prompt from another clip by the same voice; resumable. The crops
+    are as wide as the shortest clip picked (up to `max_frames`), or with `pad` as wide as the longest, shorter
+    clips padded and masked out of attention and loss, so every position a long sentence reaches is trained."""
     from tqdm import tqdm
 
     tok = SpeechTokenizer.load(os.path.join(out, "tokenizer"))
@@ -138,17 +160,21 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
     def loss_at(step: int) -> torch.Tensor:
         rng = random.Random(seed * 1000003 + step)
         picks = [rng.choice(train) for _ in range(batch)]
-        width = min(max_frames, min(len(mels[c["id"]]) for c in picks))
-        targets, prompts = [], []
+        lengths = [len(mels[c["id"]]) for c in picks]
+        width = min(max_frames, max(lengths) if pad else min(lengths))
+        targets, prompts, masks = [], [], []
         for c in picks:
             m = mels[c["id"]]
-            start = rng.randrange(0, len(m) - width + 1)
-            targets.append(m[start : start + width])
+            start = rng.randrange(0, max(0, len(m) - width) + 1)
+            crop = m[start : start + width]
+            masks.append(torch.arange(width) < len(crop))
+            targets.append(torch.nn.functional.pad(crop, (0, 0, 0, width - len(crop)), value=crop.min().item()))
             p = mels[rng.choice(by_voice[c["voice"]])][:prompt_frames]
             prompts.append(torch.nn.functional.pad(p, (0, 0, 0, prompt_frames - len(p)), value=p.min().item()))
         mel, prompt = torch.stack(targets), torch.stack(prompts)
         tokens = tok.encode_mel(mel.flatten(0, 1)).view(batch, width)
-        return flow.loss(tokens, tok.normalize(mel), tok.normalize(prompt), generator=g)
+        mask = torch.stack(masks) if pad else None
+        return flow.loss(tokens, tok.normalize(mel), tok.normalize(prompt), frame_mask=mask, generator=g)
 
     train_resumable(flow, "flow", out, steps, lr, max_minutes, loss_at)
     flow.save(os.path.join(out, "flow"), dtype=torch.bfloat16)  # half the size; loading casts back to float32
@@ -210,17 +236,21 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--max-minutes", type=float, default=1e9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aligned", action="store_true", help="sequences: interleave Piper's symbols (aligned data)")
+    ap.add_argument("--prompt-seconds", type=float, default=PROMPT_SECONDS,
+                    help="sequences: voice prompt in the LM's prefix (0: none, a one-voice model)")
+    ap.add_argument("--pad", action="store_true", help="flow: crops as wide as the longest clip, padded and masked")
     a = ap.parse_args(argv)
     if a.step == "tokenizer":
         fit_tokenizer(a.data, a.out, a.size, a.clips, a.seed)
     elif a.step == "sequences":
-        build_sequences(a.data, a.out, a.seed)
+        build_sequences(a.data, a.out, a.seed, a.aligned, a.prompt_seconds)
     elif a.step == "prompt":
         write_prompt(a.data, a.out)
     elif a.step == "vocoder":
         train_vocoder(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
     else:
-        train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
+        train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes, a.pad)
 
 
 if __name__ == "__main__":
