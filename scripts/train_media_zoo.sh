@@ -2,6 +2,8 @@
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each, so a run can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
+#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export flow prompt heads   (the Piper voice alone,
+#                                             its alignment interleaved; the vocoder is speech-tts's, through shared.json)
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
@@ -18,6 +20,8 @@ case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (k
   speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
           HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain; the shipped set grew from 4:
           HEAD_ARGS=(--num-heads 6 --mixed-precision no ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
+  speech-aligned) Z=models/zoo/speech-aligned; VOCAB=modalities.speech.vocab:SpeechVocab
+          LM=(${LM_STEPS:-3000} 8 1024); HEADS=(hydra 200 1.0 6); HEAD_ARGS=(--num-heads 6 --mixed-precision no) ;;
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
           HEADS=(hawk 256 1.0 3)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
           HEAD_ARGS=(--horizontal hydra --sequences 512 --gen-batch 32 --steps ${HEAD_STEPS:-1500} --cfg-scale 3
@@ -44,6 +48,15 @@ for step in "$@"; do
     speech:vocoder) $P -m modalities.speech.train vocoder --data $D --out $Z --max-frames 64 --batch 16 --lr 5e-4 \
                       --steps ${VOCODER_STEPS:-20000} --max-minutes "$MINUTES" ;;  # resumes from $Z/vocoder.run.pt
     speech:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
+    speech-aligned:data)  # Piper alone at three paces, each clip with Piper's exact phoneme alignment
+      $P -m modalities.speech.data --aligned --corpus data/text --out $D --train ${CLIPS:-8000} --heldout 120 ;;
+    speech-aligned:tokens)  # TOKENS: the k-means size (modalities.speech.ceiling --fit-sizes compares them)
+      $P -m modalities.speech.train tokenizer --data $D --out $Z --size ${TOKENS:-1024} --clips 1500
+      $P -m modalities.speech.train sequences --data $D --out $Z --aligned --prompt-seconds 0
+      printf '{"vocoder": "../speech-tts/vocoder"}\n' > $Z/shared.json ;;
+    speech-aligned:flow) $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
+                           --pad --max-frames 400 --max-minutes "$MINUTES" ;;
+    speech-aligned:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
     image:vq)  # scenes are drawn on the fly; the run checkpoint $Z/vq.run.pt is not shipped
       $P -m modalities.image.train vq --out $Z --steps ${VQ_STEPS:-800} --batch 16 --max-minutes "$MINUTES" ;;
     image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;

@@ -2,9 +2,10 @@
 # The text zoo, step by step, exactly as trained here (2 CPU cores, no GPU). Every step resumes from its run
 # folder when rerun; MINUTES caps each training step, so a run can stop and a later one go on.
 # Usage: bash scripts/train_text_zoo.sh [corpus|target|small|draft|pard|cod|export|heads|bench|bench-small]...
-#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-pard-kd|gemma-export|gemma-heads|gemma-bench]...   (Gemma 3 270M)
+#        bash scripts/train_text_zoo.sh [gemma-data|gemma-pard|gemma-pard-kd|gemma-kd-compare|gemma-export|gemma-heads|gemma-bench]...   (Gemma 3 270M)
 # small: the second, smaller target (text-12m) for target independence; cod: the COD against no-COD comparison.
-# gemma-pard-kd: the zoo draft trained on with Gemma as teacher (runs/gemma-pard-kd; export with RUN=runs/gemma-pard-kd)
+# gemma-pard-kd: the zoo draft trained on with Gemma as teacher (runs/gemma-pard-kd; export with RUN=runs/gemma-pard-kd);
+# gemma-kd-compare benches it against the shipped draft
 # gemma-bench: GEMMA_HEADS="folder ..." adds a row per heads folder trained for Gemma (gemma-heads writes runs/gemma-hydra)
 # heads: KINDS="medusa hydra ..." picks kinds (default all five, koala-noadv being KOALA without its adversarial loss)
 set -euo pipefail
@@ -102,6 +103,14 @@ for step in "$@"; do
         --heldout $G/heldout.code.u32,$G/heldout.prose.u32 --k 8 --retention 0.7 --floor 0.2 --distill 0.8 \
         --steps ${PARD_STEPS:-600} --batch 8 --seq 256 --lr 5e-4 --warmup 30 --eval-every 100 \
         --max-minutes "${MINUTES:-85}" ;;
+    gemma-kd-compare)  # the distilled draft (gemma-pard-kd) against the shipped one: pard K=8 greedy, one run each
+      $S train-pard --init models/zoo/text-gemma-pard --train data/gemma/draft/train.code.bin \
+        --heldout data/gemma/draft/heldout.code.bin --out runs/gemma-pard-kd --export runs/gemma-pard-kd-export
+      for d in shipped:models/zoo/text-gemma-pard distilled:runs/gemma-pard-kd-export; do
+        $S bench text --model gemma-3-270m --pard-draft ${d#*:} --draft "" --corpus data/gemma \
+          --domains humaneval prose --prompts 6 --max-new-tokens 128 --temperatures 0 --ks 8 --methods ar pard \
+          --no-parity --dtype bfloat16 --out bench_out/gemma-kd-${d%%:*}
+      done ;;
     gemma-export)
       G=data/gemma/draft
       $S train-pard --init models/zoo/text-gemma-pard --train $G/train.code.bin --heldout $G/heldout.code.bin \
