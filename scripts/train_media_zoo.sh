@@ -2,8 +2,9 @@
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each, so a run can stop and a later one go on.
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
-#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export flow prompt heads   (the Piper voice alone,
-#                                             its alignment interleaved; the vocoder is speech-tts's, through shared.json)
+#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export heads bench   (the Piper voice alone, its
+#                                             alignment interleaved, decoded by the tokens' centroids without a flow
+#                                             decoder; the vocoder is speech-tts's, through shared.json)
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
 #   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
 #                                             the speech tokenizer, flow decoder and vocoder through shared.json)
@@ -51,12 +52,12 @@ for step in "$@"; do
     speech-aligned:data)  # Piper alone at three paces, each clip with Piper's exact phoneme alignment
       $P -m modalities.speech.data --aligned --corpus data/text --out $D --train ${CLIPS:-8000} --heldout 120 ;;
     speech-aligned:tokens)  # TOKENS: the k-means size (modalities.speech.ceiling --fit-sizes compares them)
-      $P -m modalities.speech.train tokenizer --data $D --out $Z --size ${TOKENS:-1024} --clips 1500
+      $P -m modalities.speech.train tokenizer --data $D --out $Z --size ${TOKENS:-512} --clips 1500
       $P -m modalities.speech.train sequences --data $D --out $Z --aligned --prompt-seconds 0
       printf '{"vocoder": "../speech-tts/vocoder"}\n' > $Z/shared.json ;;
-    speech-aligned:flow) $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
-                           --pad --max-frames 400 --max-minutes "$MINUTES" ;;
-    speech-aligned:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
+    speech-aligned:flow)  # optional: a flow decoder over the one-voice tokens (the pipeline then uses it)
+      $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
+        --pad --max-frames 400 --max-minutes "$MINUTES" ;;
     image:vq)  # scenes are drawn on the fly; the run checkpoint $Z/vq.run.pt is not shipped
       $P -m modalities.image.train vq --out $Z --steps ${VQ_STEPS:-800} --batch 16 --max-minutes "$MINUTES" ;;
     image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;
@@ -108,6 +109,7 @@ for step in "$@"; do
       # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)
       $S calibrate-heads --target $Z/lm --heads $Z/heads --data $D/heldout.pt --rules drawn --only-rules \
         --sequences 16 --new-tokens 256 --gen-batch 16 --cpu-tree-size 7 ;;
+    speech-aligned:bench) $S bench speech --model $Z --data $D --out bench_out/$M ;;
     *:bench) $S bench $M --model $Z --out bench_out ;;
     *) echo "$M has no step $step"; exit 2 ;;
   esac

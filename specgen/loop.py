@@ -71,12 +71,14 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
            sampling: Sampling = Sampling(), max_new_tokens: int = 128, num_draft_tokens: int = 8,
            eos_token_ids=(), stop: StopFn | None = None, generator: torch.Generator | None = None,
            rule: str | None = None, rule_options: dict | None = None,
-           allowed: torch.Tensor | None = None) -> Iterator[tuple[int, list[int]]]:
+           allowed: torch.Tensor | None = None, constraint=None) -> Iterator[tuple[int, list[int]]]:
     """Decode a batch; yields (row, new tokens) as they are accepted and returns one Generation per row.
 
     Speculative output equals `ar` output: token for token under greedy, in distribution under `sample`.
     `rule_options` go to the acceptance rule (e.g. {"tolerance": 3} for `tolerance`). `allowed` [vocab] bool
     restricts what the target may say (speech tokens only, say): the rest get -inf before any processing.
+    `constraint` (e.g. `constraints.SymbolOrder`) bars tokens by what each row has said so far, node by node of
+    every verification tree, the same way.
     """
     validate(prompts, max_new_tokens, num_draft_tokens)
     rule_name = rule or ("greedy" if sampling.greedy else "sample")
@@ -126,7 +128,11 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
         target.keep_hidden()
     if max_new_tokens > 0:
         with timer("prefill"):
-            first = sampling.pick(restrict(target.prefill(prompts)), generator).tolist()
+            logits = restrict(target.prefill(prompts))
+            if constraint is not None:
+                barred = constraint.block(list(range(n)), [[] for _ in range(n)])[:, 0]
+                logits = logits.masked_fill(barred, float("-inf"))
+            first = sampling.pick(logits, generator).tolist()
         live = []
         for r in range(n):
             kept, done = emit(r, first[r : r + 1])
@@ -154,6 +160,9 @@ def stream(target: CachedLM, prompts: list[list[int]], drafter: Drafter | None =
             valid &= ancestry(parents, valid)[1] < remaining
         with timer("verify"):
             logits = restrict(target.step(tokens, parents, valid))  # [batch, nodes, vocab]
+            if constraint is not None:
+                logits = logits.masked_fill(constraint.block(rows, [out[r] for r in rows], tokens, parents, valid),
+                                            float("-inf"))
         paths, nxt = accept(logits, tokens, parents, valid, tree.q, sampling, generator, **(rule_options or {}))
         target.commit(paths)
         toks = tokens.tolist()

@@ -183,6 +183,9 @@ def add_speech(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)
     p.add_argument("--vocoder", **VOCODER)
+    p.add_argument("--decoder", default="auto", choices=["auto", "flow", "centroids"],
+                   help="tokens to mel: auto (flow matching when the model ships a flow decoder, else the tokens' "
+                        "centroids)")
     add_media_output(p, "output WAV")
     p.set_defaults(run=run_speech)
 
@@ -194,7 +197,7 @@ def run_speech(args):
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     res = tts.generate(args.text, voice_prompt=args.voice_prompt, method=args.method, tolerance=args.tolerance,
                        temperature=args.temperature, top_k=args.top_k, seed=args.seed, max_seconds=args.max_seconds,
-                       vocoder=args.vocoder, drafting=drafting_of(args))
+                       vocoder=args.vocoder, decoder=args.decoder, drafting=drafting_of(args))
     res.save(args.out)
     record = {"out": args.out, "seconds": len(res.audio) / res.sample_rate, "real_time_factor": res.real_time_factor,
               "stats": res.stats.as_dict()}
@@ -544,7 +547,7 @@ def add_batch(sub):
     t.set_defaults(run=run_batch_text)
     for kind, model, fields in (
             ("speech", "models/zoo/speech-tts", "text (required), voice_prompt, method, tolerance, temperature, "
-                                                "top_k, seed, max_seconds, vocoder"),
+                                                "top_k, seed, max_seconds, vocoder, decoder"),
             ("image", "models/zoo/image-scenes", "prompt (required), cfg_scale, temperature, top_k, method, seed, "
                                                  "samples, acceptance, draws"),
             ("rap", "models/zoo/rap", "lyrics and accompaniment (required), voice_prompt, method, tolerance, "
@@ -590,7 +593,8 @@ def add_demo(sub):
 
 MEDIA_JOBS = {
     "speech": ("modalities.speech", "SpeechPipeline", ("text", "voice_prompt", "method", "tolerance", "temperature",
-                                                       "top_k", "seed", "max_seconds", "vocoder"), ("text",), "wav"),
+                                                       "top_k", "seed", "max_seconds", "vocoder", "decoder"),
+               ("text",), "wav"),
     "image": ("modalities.image", "ImagePipeline", ("prompt", "cfg_scale", "temperature", "top_k", "method", "seed",
                                                     "samples", "acceptance", "draws"), ("prompt",), "png"),
     "rap": ("modalities.rap", "RapPipeline", ("lyrics", "accompaniment", "voice_prompt", "method", "tolerance",

@@ -107,3 +107,15 @@ def test_aligned_data_sequences_and_pipeline(tmp_path):
     spec = tts.generate("Meet me at the end.", method="vadusa", tolerance=1, **kw)
     assert spec.tokens == ar.tokens and len(ar.audio) > 0
     assert all(0 <= t < 16 for t in ar.tokens)  # the symbols it said are not speech
+    # without flow/ (and no prompt.wav): a one-voice model decodes its tokens' centroids and needs no voice prompt
+    import shutil
+
+    shutil.rmtree(model / "flow")
+    (model / "prompt.wav").unlink()
+    tts = SpeechPipeline.from_pretrained(str(model))
+    assert tts.flow is None
+    ar = tts.generate("Meet me at the end.", method="ar", **kw)
+    spec = tts.generate("Meet me at the end.", method="vadusa", tolerance=1, **kw)
+    assert spec.tokens == ar.tokens and len(ar.audio) >= (len(ar.tokens) - 1) * tok.cfg.hop
+    with pytest.raises(ValueError, match="no flow decoder"):
+        tts.generate("Meet me at the end.", method="ar", decoder="flow", **kw)

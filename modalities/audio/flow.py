@@ -80,15 +80,20 @@ class FlowDecoder(StoredModule):
         return x
 
 
-def tokens_to_audio(flow: FlowDecoder, tokenizer, tokens, prompt_mel: torch.Tensor, steps: int = 8,
+def tokens_to_audio(flow: FlowDecoder | None, tokenizer, tokens, prompt_mel: torch.Tensor | None, steps: int = 8,
                     seed: int = 0, vocoder=None):
     """Speech tokens -> waveform (numpy, unscaled): the flow decoder draws the mel in the prompt's voice, then
     the neural `vocoder` (a MelVocoder) or, when None, Griffin-Lim makes it audio. `tokenizer` is the
-    SpeechTokenizer the tokens came from (its mel config and normalisation)."""
+    SpeechTokenizer the tokens came from (its mel config and normalisation). With `flow` None the mel is the
+    tokens' centroids (a one-voice tokenizer keeps the words that way: `modalities.speech.ceiling`), and the
+    prompt and steps are not used."""
     from .features import griffin_lim
 
-    device = next(flow.parameters()).device
-    tok = torch.as_tensor(tokens, device=device)
-    z = flow.sample(tok[None], tokenizer.normalize(prompt_mel)[None].to(device), steps=steps, seed=seed)[0]
-    mel = tokenizer.denormalize(z.float().cpu())
+    if flow is None:
+        mel = tokenizer.decode_mel(torch.as_tensor(tokens)).float().cpu()
+    else:
+        device = next(flow.parameters()).device
+        tok = torch.as_tensor(tokens, device=device)
+        z = flow.sample(tok[None], tokenizer.normalize(prompt_mel)[None].to(device), steps=steps, seed=seed)[0]
+        mel = tokenizer.denormalize(z.float().cpu())
     return (vocoder.vocode(mel) if vocoder is not None else griffin_lim(mel, tokenizer.cfg)).numpy()

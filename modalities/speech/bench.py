@@ -29,9 +29,10 @@ COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v
            ("lsd", "log-spectral distance dB (copy synthesis)", lambda v: f"{v:.2f}")]
 
 
-def cases(data: str, count: int) -> list[tuple[dict, dict]]:
-    """(clip to re-speak, prompt clip by the same voice) pairs from the held-out split."""
-    path = os.path.join(data, "heldout.jsonl")
+def cases(data: str, count: int, split: str = "heldout") -> list[tuple[dict, dict]]:
+    """(clip to re-speak, prompt clip by the same voice) pairs from the held-out split (or the training split, for
+    choosing settings without touching the held-out sentences)."""
+    path = os.path.join(data, f"{split}.jsonl")
     if not os.path.isfile(path):
         raise ValueError(f"{path} is missing: build the speech set first (python -m modalities.speech.data)")
     clips = [json.loads(ln) for ln in open(path, encoding="utf-8")]
@@ -111,7 +112,7 @@ def bench(args) -> str:
     ceiling = {"sim": [], "mcd": [], "resynth_sim": [], "references": [], "resynth": []}
     copies: dict[str, dict[str, list]] = {}
     os.makedirs(args.out, exist_ok=True)
-    pairs = cases(args.data, args.sentences)
+    pairs = cases(args.data, args.sentences, args.split)
     warm_up(lambda pipe, kw: pipe.generate(pairs[0][0]["text"], voice_prompt=pairs[0][1]["path"], max_seconds=0.5,
                                            temperature=args.temperature, **with_drafting(kw)),
             [(pipe, kw) for _, pipe, kw in methods])
@@ -120,7 +121,7 @@ def bench(args) -> str:
         prompt_audio = load_audio(prompt["path"], tts.sample_rate)
         for name, pipe, kw in methods:
             res = pipe.generate(clip["text"], voice_prompt=prompt["path"], temperature=args.temperature,
-                               seed=args.seed + i, max_seconds=args.max_seconds,
+                               top_k=args.top_k, seed=args.seed + i, max_seconds=args.max_seconds,
                                **with_drafting({"tree_size": args.tree_size, **kw}))
             t = tally[name]
             t["wall"] += res.seconds_total
@@ -172,10 +173,13 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--model", default="models/zoo/speech-tts")
     p.add_argument("--data", default="data/speech")
     p.add_argument("--sentences", type=int, default=12)
+    p.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                   help="train: training sentences, for choosing settings (the held-out ones stay unseen)")
     p.add_argument("--tolerances", type=int, nargs="+", default=[1, 3, 5])
     p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
                    help="also decode the heads with the lossless sampling rule (drawn and top-k guesses)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")
     add_pytorch_drafting(p, "every Hydra++ heads row")

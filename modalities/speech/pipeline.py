@@ -43,7 +43,7 @@ class SpeechResult:
 
 
 class SpeechPipeline:
-    def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder, heads=None,
+    def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder | None, heads=None,
                  default_prompt: str | None = None, vocoder=None):
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
         self.heads, self.default_prompt, self.vocoder = heads, default_prompt, vocoder
@@ -53,9 +53,11 @@ class SpeechPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
-        """A folder with lm/ (+ speech_vocab.json), tokenizer/, flow/, optionally heads/, vocoder/ and prompt.wav."""
+        """A folder with lm/ (+ speech_vocab.json), tokenizer/, optionally flow/, heads/, vocoder/ and prompt.wav.
+        Without flow/ the mel is the tokens' centroids (a one-voice model; the voice prompt is then not used)."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM", narrow=True)
-        flow = FlowDecoder.load(part_path(path, "flow")).to(lm.device)
+        flow_path = part_path(path, "flow", required=False)  # none: the tokens' centroids make the mel
+        flow = FlowDecoder.load(flow_path).to(lm.device) if flow_path else None
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
         tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
@@ -83,13 +85,14 @@ class SpeechPipeline:
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
-                 acceptance: str | None = None, vocoder: str = "auto",
+                 acceptance: str | None = None, vocoder: str = "auto", decoder: str = "auto",
                  drafting: DraftConfig | None = None) -> SpeechResult:
         """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
         exact matching; larger tolerances accept more and are lossy (reported in stats). acceptance="sample"
         decodes the heads with the exact sampling rule instead (lossless; the heads' guesses are then drawn from
         their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
-        ships one, else Griffin-Lim), neural or griffin-lim. drafting: how the heads draft (`DraftConfig`; its
+        ships one, else Griffin-Lim), neural or griffin-lim. decoder: auto (flow matching when the model ships a flow
+        decoder, else the tokens' centroids), flow or centroids. drafting: how the heads draft (`DraftConfig`; its
         tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
         CUDA)."""
         import time
@@ -102,12 +105,18 @@ class SpeechPipeline:
         if method == "vadusa" and self.heads is None:
             raise ValueError("this speech model ships no VADUSA heads: use method='ar' or train heads")
         voc = choose_vocoder(vocoder, self.vocoder)
+        if decoder not in ("auto", "flow", "centroids"):
+            raise ValueError(f"unknown decoder {decoder!r}: choose 'auto', 'flow' or 'centroids'")
+        if decoder == "flow" and self.flow is None:
+            raise ValueError("this speech model ships no flow decoder: use decoder='centroids' (or 'auto')")
+        flow = None if decoder == "centroids" else self.flow
         phoneme_ids = self.vocab.encode_phonemes(self.phonemize(text))
         if not phoneme_ids:
             raise ValueError(f"no speakable phonemes in {text!r}: give English words")
-        audio = torch.from_numpy(self.prompt(voice_prompt))
-        prompt_mel = log_mel(audio, self.tokenizer.cfg)
-        prompt_tokens = self.tokenizer.encode_mel(prompt_mel).tolist()
+        prompt_mel, prompt_tokens = None, []
+        if flow is not None or self.vocab.prompt_frames != 0:  # a one-voice LM decoded by centroids needs no prompt
+            prompt_mel = log_mel(torch.from_numpy(self.prompt(voice_prompt)), self.tokenizer.cfg)
+            prompt_tokens = self.tokenizer.encode_mel(prompt_mel).tolist()
         if self.vocab.prompt_frames is not None:  # the prompt length the LM was trained with (0: a one-voice LM)
             prompt_tokens = prompt_tokens[: self.vocab.prompt_frames]
         ids = self.vocab.prefix(phoneme_ids, prompt_tokens)
@@ -130,11 +139,11 @@ class SpeechPipeline:
                                  f"context leave under 1 s of speech): split it into sentences")
             budget = min(budget, room)
         out = generate(self.lm, [ids], drafter, sampling, budget, num_draft_tokens, [EOS], None, gen, rule, options,
-                       self.vocab.allowed)[0]
+                       self.vocab.allowed, self.vocab.order(phoneme_ids))[0]
         tokens = self.vocab.speech_tokens(out.token_ids)
         if not tokens:
             raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
-        wave = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
+        wave = tokens_to_audio(flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
         peak = float(np.abs(wave).max()) or 1.0
         return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
                             time.perf_counter() - t0)

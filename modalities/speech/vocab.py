@@ -61,6 +61,19 @@ class SpeechVocab:
         mask[EOS] = True
         return mask
 
+    def order(self, phoneme_ids: list[int]):
+        """For an aligned vocabulary, the constraint that the LM says `phoneme_ids` in order and ends only after the
+        last (`specgen.constraints.SymbolOrder`); None otherwise."""
+        if not self.aligned:
+            return None
+        import torch
+
+        from specgen.constraints import SymbolOrder
+
+        symbols = torch.zeros(len(self), dtype=torch.bool)
+        symbols[len(SPECIALS):self.speech_offset] = True
+        return SymbolOrder([phoneme_ids], symbols, [EOS])
+
     def save(self, path: str):
         extra = {"aligned": True, "prompt_frames": self.prompt_frames} if self.aligned else {}
         save_vocab(path, "speech_vocab.json", {"phonemes": self.phonemes, "speech_size": self.speech_size, **extra})
