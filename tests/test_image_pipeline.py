@@ -121,3 +121,24 @@ def test_a_vocabulary_that_does_not_match_the_lm_is_refused(gen):
 
     with pytest.raises(ValueError, match="vocabulary has .* ids but the LM predicts"):
         ImagePipeline(gen.lm.model, ImageVocab(codes=31), gen.tokenizer)
+
+
+def test_adherence_splits_by_attribute_length_and_scale(gen, tmp_path):
+    import json
+
+    from modalities.image.adherence import attribute_rates, main
+
+    v = [{"0.color": True, "0.shape": False, "0.size": True, "all": False},
+         {"0.color": True, "0.shape": True, "0.size": False, "1.color": False, "1.shape": False, "1.size": False,
+          "relation": False, "all": False}]
+    r = attribute_rates(v)
+    assert r == {"color": 2 / 3, "shape": 1 / 3, "size": 1 / 3, "relation": 0.0, "all": 0.0}
+    assert attribute_rates(v[:1])["relation"] is None
+    out = tmp_path / "adh"
+    main(["--model", str(gen.root), "--captions", "3", "--samples", "1", "--cfg-scales", "1", "3", "--sheet-rows",
+          "1", "--out", str(out)])
+    rows = json.loads((out / "image-adherence.json").read_text())["rows"]
+    sources = [x["source"] for x in rows if x["captions"] == "all"]
+    assert sources == ["drawn scene", "VQ reconstruction", "ar, CFG 1", "ar, CFG 3"]
+    assert all(x["images"] == 3 for x in rows if x["captions"] == "all")
+    assert (out / "image-adherence-cfg3.png").is_file()
