@@ -240,3 +240,13 @@ def round_ms(t: dict) -> dict:
     where a round's time goes, for the JSON rows."""
     n = max(t.get("forwards", 0), 1)
     return {k.removesuffix("_s"): 1000 * t.get(k, 0.0) / n for k in PHASES}
+
+
+def words_judge(enabled: bool, texts: list[str], sample_rate: int):
+    """audios -> {"wer": what Whisper base hears against `texts`} ({} when disabled)."""
+    if not enabled:
+        return lambda audios: {}
+    from modalities.audio.recognizer import Recognizer
+
+    rec = Recognizer()
+    return lambda audios: {"wer": rec.wer(texts, audios, sample_rate)[0]}

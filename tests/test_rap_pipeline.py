@@ -107,6 +107,7 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     assert [r.get("lossless") for r in result] == [None, "yes", *["yes", "yes", "no", "yes", "yes"] * 2]
     assert result[0]["onsets"] == 1  # the reference tone starts once
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
+    assert all(r["wer"] >= 0 for r in result)  # Whisper's judgement of the vocals, the reference's included
 
 
 def test_parts_can_be_shared_with_another_model_folder(rap_dir, tmp_path):

@@ -2,7 +2,8 @@
 speedup and mean accepted length, end-to-end real-time factor, beat alignment (share of vocal word onsets
 within 50 ms of an eighth note) for the reference vocals and each method, the word onsets found per song (with
 few onsets, alignment is a noisy share), mel-cepstral distortion against the reference vocals, and cepstral
-speaker similarity to the prompt. Two example mixes are written beside it."""
+speaker similarity to the prompt, and the word error rate of what Whisper base hears in the vocals stem against the
+lyrics (`--no-wer` skips it). Two example mixes are written beside it."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ import numpy as np
 from modalities.audio.features import load_audio, save_audio
 from modalities.audio.metrics import mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
-                              warm_up, with_drafting, write_outputs)
+                              warm_up, with_drafting, words_judge, write_outputs)
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -21,7 +22,7 @@ from .train import songs
 COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("rtf", "real-time factor",
                                                                        lambda v: f"{v:.2f}"),
-           ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
+           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"), ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
            ("onsets", "word onsets per song", lambda v: f"{v:.1f}"), ("mcd", "MCD dB", lambda v: f"{v:.2f}"),
            ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
 
@@ -46,8 +47,8 @@ def bench(args) -> str:
         methods.update({f"{label} k={k}": (pipe, dict(method="heads", tolerance=k)) for k in args.tolerances})
         methods.update({name: (pipe, kw) for name, kw in sweep_rows(label, dict(method="heads"), args).items()})
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "onsets": [],
-                 "mcd": [], "sim": [], "lossless": True} for m in methods}
-    reference_alignment, reference_onsets = [], []
+                 "mcd": [], "sim": [], "vocals": [], "lossless": True} for m in methods}
+    reference_alignment, reference_onsets, references = [], [], []
     os.makedirs(args.out, exist_ok=True)
 
     def prompt_of(s):
@@ -64,6 +65,7 @@ def bench(args) -> str:
         onsets = word_onsets(ref)
         reference_alignment.append(beat_alignment(onsets, grid))
         reference_onsets.append(len(onsets))
+        references.append(ref)
         for name, (pipe, kw) in methods.items():
             res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
                                seed=args.seed + i, **with_drafting(kw))
@@ -80,14 +82,17 @@ def bench(args) -> str:
             t["onsets"].append(len(onsets))
             t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
             t["sim"].append(speaker_similarity(res.vocals, prompt_audio))
+            t["vocals"].append(res.vocals)
             if i < 2:
                 save_audio(os.path.join(args.out, f"rap-{i}-{file_label(name)}.wav"), res.mix, res.sample_rate)
         print(f"song {i + 1}/{len(items)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
+    wer = words_judge(args.wer, [" ".join(s["lyrics"]) for s in items], rap.sample_rate)
     rows = [{"group": "rap", "method": "reference vocals", "alignment": float(np.mean(reference_alignment)),
-             "alignment_per_song": reference_alignment, "onsets": float(np.mean(reference_onsets))}]
+             "alignment_per_song": reference_alignment, "onsets": float(np.mean(reference_onsets)),
+             **wer(references)}]
     rows += [{"group": "rap", "method": m, "speedup": t["tokens"] / t["token_s"] / ar_rate,
-              "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"],
+              "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"], **wer(t["vocals"]),
               "alignment": float(np.mean(t["align"])), "alignment_per_song": t["align"],
               "onsets": float(np.mean(t["onsets"])),
               "mcd": float(np.mean(t["mcd"])),
@@ -112,4 +117,6 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--device")
     p.add_argument("--dtype")
     p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
+    p.add_argument("--wer", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the vocals' words against the lyrics with Whisper base (faster-whisper)")
     p.add_argument("--out", default="bench_out")

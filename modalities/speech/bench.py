@@ -17,7 +17,7 @@ import numpy as np
 from modalities.audio.features import load_audio, save_audio
 from modalities.audio.metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_pytorch_drafting, file_label, head_variants, settings, warm_up, with_drafting,
-                              write_outputs)
+                              words_judge, write_outputs)
 
 COLUMNS = [("method", "method", str), ("rtf", "real-time factor", lambda v: f"{v:.2f}"),
            ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
@@ -76,16 +76,6 @@ def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
     if tts.vocoder is not None:
         out["neural vocoder"] = tts.vocoder.vocode(mel).numpy()
     return out
-
-
-def words_judge(enabled: bool, texts: list[str], sample_rate: int):
-    """audios -> {"wer": what Whisper base hears against `texts`} ({} when disabled)."""
-    if not enabled:
-        return lambda audios: {}
-    from modalities.audio.recognizer import Recognizer
-
-    rec = Recognizer()
-    return lambda audios: {"wer": rec.wer(texts, audios, sample_rate)[0]}
 
 
 def bench(args) -> str:
