@@ -92,8 +92,10 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     for i in range(2):
         save_audio(str(data / f"b{i}.wav"), drums, 16000)
         save_audio(str(data / f"v{i}.wav"), tone(7.8, 150 + 20 * i), 16000)
+        slots = [(8 * (1 + li) + 2 * j) * 30 / 96 for li, ln in enumerate(LYRICS.splitlines()) for j in
+                 range(len(ln.split()))]  # word j of line li on eighth note 2j of bar li + 1
         rows.append({"id": f"s{i}", "lyrics": LYRICS.splitlines(), "voice": "v", "beat": str(data / f"b{i}.wav"),
-                     "vocals": str(data / f"v{i}.wav"), "beat_times": beats.tolist(), "onsets": [2.5]})
+                     "vocals": str(data / f"v{i}.wav"), "beat_times": beats.tolist(), "onsets": slots, "bpm": 96})
     (data / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     hydra = tmp_path / "hydra"  # a second head set on the same LM: compared in the same run
@@ -105,9 +107,9 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
     assert [r["method"] for r in result] == ["reference vocals", "ar", *[f"heads ({kind}){row}" for kind in
                                                                          ("medusa", "hydra") for row in per_heads]]
     assert [r.get("lossless") for r in result] == [None, "yes", *["yes", "yes", "no", "yes", "yes"] * 2]
-    assert result[0]["onsets"] == 1  # the reference tone starts once
+    assert result[0]["onsets"] == 1  # the reference tone starts once (word_onsets: the stem's energy)
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
-    assert all(r["wer"] >= 0 for r in result)  # Whisper's judgement of the vocals, the reference's included
+    assert all(r["wer"] >= 0 and 0 <= r["on_slot"] <= 1 for r in result)  # Whisper's judgement, the reference's too
 
 
 def test_parts_can_be_shared_with_another_model_folder(rap_dir, tmp_path):

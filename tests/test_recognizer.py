@@ -21,8 +21,13 @@ def test_whisper_hears_espeak_read_a_sentence():
 
     text = "The quick brown fox jumps over the lazy dog."
     audio = speak(text, "en-us", sample_rate=22050)
-    wer, heard = Recognizer().wer([text], [audio], 22050)
+    rec = Recognizer()
+    wer, heard = rec.wer([text], [audio], 22050)
     assert wer <= 0.25, heard
+    words = rec.words(audio, 22050)  # with word timestamps: in order, inside the clip
+    starts = [t for _, t in words]
+    assert [w for w, _ in words][:2] == ["the", "quick"] and starts == sorted(starts)
+    assert 0 <= starts[0] and starts[-1] < len(audio) / 22050
 
 
 def test_wer_command_needs_one_text_per_file(capsys):
@@ -30,3 +35,14 @@ def test_wer_command_needs_one_text_per_file(capsys):
 
     assert main(["wer", "--audio", "a.wav", "b.wav", "--text", "one text"]) == 2
     assert "give one --text per file" in capsys.readouterr().err
+
+
+def test_on_slot_counts_words_heard_near_their_slot():
+    from modalities.audio.recognizer import on_slot
+
+    words, slots = ["We", "walk", "the", "road"], [1.0, 1.5, 2.0, 2.5]
+    heard = [("we", 1.05), ("walked", 1.5), ("the", 2.4), ("road", 2.55)]  # one misheard, one late
+    assert on_slot(words, slots, heard, 0.3) == 0.5
+    assert on_slot(words, slots, [], 0.3) == 0.0
+    with pytest.raises(ValueError, match="one slot per word"):
+        on_slot(words, slots[:2], heard, 0.3)

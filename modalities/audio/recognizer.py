@@ -83,7 +83,41 @@ class Recognizer:
                                             condition_on_previous_text=False)
         return " ".join(s.text.strip() for s in segments).strip()
 
+    def words(self, audio: np.ndarray, sample_rate: int) -> list[tuple[str, float]]:
+        """The words Whisper hears, each with its start in seconds (its word timestamps), normalised as for WER."""
+        from .features import resample
+
+        audio = np.asarray(audio, dtype=np.float32)
+        if sample_rate != 16000:
+            audio = resample(audio, sample_rate, 16000)
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=5, temperature=0.0,
+                                            condition_on_previous_text=False, word_timestamps=True)
+        out = []
+        for seg in segments:
+            for w in seg.words or []:
+                out += [(token, float(w.start)) for token in normalize(w.word).split()]
+        return out
+
     def wer(self, references: list[str], audios: list[np.ndarray], sample_rate: int) -> tuple[float, list[str]]:
         """Corpus WER of what Whisper hears in `audios` against `references`, and what it heard."""
         heard = [self.transcribe(a, sample_rate) for a in audios]
         return word_error_rate(references, heard), heard
+
+
+def on_slot(words: list[str], slots: list[float], heard: list[tuple[str, float]], tolerance: float) -> float:
+    """The share of `words` (each due at its slot, in seconds) that Whisper heard (`heard`: word, start) starting
+    within `tolerance` seconds of the slot. Words are matched in order (the longest matching blocks of the two
+    word sequences); a word not heard counts as missed."""
+    from difflib import SequenceMatcher
+
+    ref = [normalize(w) for w in words]
+    if not ref:
+        raise ValueError("on_slot needs words")
+    if len(slots) != len(ref):
+        raise ValueError(f"{len(ref)} words but {len(slots)} slots: give one slot per word")
+    hyp = [w for w, _ in heard]
+    hits = 0
+    for block in SequenceMatcher(None, ref, hyp, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            hits += abs(heard[block.b + k][1] - slots[block.a + k]) <= tolerance
+    return hits / len(ref)

@@ -3,7 +3,8 @@ speedup and mean accepted length, end-to-end real-time factor, beat alignment (s
 within 50 ms of an eighth note) for the reference vocals and each method, the word onsets found per song (with
 few onsets, alignment is a noisy share), mel-cepstral distortion against the reference vocals, and cepstral
 speaker similarity to the prompt, and the word error rate of what Whisper base hears in the vocals stem against the
-lyrics (`--no-wer` skips it). Two example mixes are written beside it."""
+lyrics, and the share of lyric words Whisper hears starting within an eighth note of their beat slot (`--no-wer`
+skips both). Two example mixes are written beside it."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import numpy as np
 from modalities.audio.features import load_audio, save_audio
 from modalities.audio.metrics import mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
-                              warm_up, with_drafting, words_judge, write_outputs)
+                              warm_up, with_drafting, write_outputs)
 
 from .beats import beat_alignment, word_onsets
 from .train import songs
@@ -22,9 +23,30 @@ from .train import songs
 COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("rtf", "real-time factor",
                                                                        lambda v: f"{v:.2f}"),
-           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"), ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
+           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"), ("on_slot", "words on their slot", lambda v: f"{v:.1%}"), ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
            ("onsets", "word onsets per song", lambda v: f"{v:.1f}"), ("mcd", "MCD dB", lambda v: f"{v:.2f}"),
            ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
+
+
+def words_on_beat(enabled: bool, items: list[dict], sample_rate: int):
+    """vocals (one per song in `items`) -> {"wer": against the lyrics, "on_slot": the mean share of lyric words
+    heard within an eighth note of their slot} ({} when disabled; no on_slot when a song lacks its slots)."""
+    if not enabled:
+        return lambda audios: {}
+    from modalities.audio.recognizer import Recognizer, on_slot, word_error_rate
+
+    rec = Recognizer()
+    lyrics = [" ".join(s["lyrics"]) for s in items]
+
+    def judge(audios):
+        heard = [rec.words(a, sample_rate) for a in audios]
+        out = {"wer": word_error_rate(lyrics, [" ".join(w for w, _ in h) for h in heard])}
+        if all("bpm" in s and len(s["onsets"]) == len(t.split()) for s, t in zip(items, lyrics)):
+            out["on_slot"] = float(np.mean([on_slot(t.split(), s["onsets"], h, 30.0 / s["bpm"])
+                                            for s, t, h in zip(items, lyrics, heard)]))
+        return out
+
+    return judge
 
 
 def bench(args) -> str:
@@ -87,7 +109,7 @@ def bench(args) -> str:
                 save_audio(os.path.join(args.out, f"rap-{i}-{file_label(name)}.wav"), res.mix, res.sample_rate)
         print(f"song {i + 1}/{len(items)} done", flush=True)
     ar_rate = tally["ar"]["tokens"] / tally["ar"]["token_s"]
-    wer = words_judge(args.wer, [" ".join(s["lyrics"]) for s in items], rap.sample_rate)
+    wer = words_on_beat(args.wer, items, rap.sample_rate)
     rows = [{"group": "rap", "method": "reference vocals", "alignment": float(np.mean(reference_alignment)),
              "alignment_per_song": reference_alignment, "onsets": float(np.mean(reference_onsets)),
              **wer(references)}]
@@ -118,5 +140,6 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--dtype")
     p.add_argument("--heads", nargs="*", help="other heads folders trained on this LM, compared in the same run")
     p.add_argument("--wer", action=argparse.BooleanOptionalAction, default=True,
-                   help="score the vocals' words against the lyrics with Whisper base (faster-whisper)")
+                   help="score the vocals' words against the lyrics, and their timing against the beat slots, with "
+                        "Whisper base (faster-whisper)")
     p.add_argument("--out", default="bench_out")
