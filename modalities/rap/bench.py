@@ -23,7 +23,9 @@ from .train import songs
 COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", lambda v: f"{v:.2f}x"),
            ("mean_accepted", "mean accepted", lambda v: f"{v:.2f}"), ("rtf", "real-time factor",
                                                                        lambda v: f"{v:.2f}"),
-           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"), ("on_slot", "words on their slot", lambda v: f"{v:.1%}"), ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
+           ("wer", "WER (Whisper base)", lambda v: f"{v:.1%}"),
+           ("on_slot", "words on their slot", lambda v: f"{v:.1%}"),
+           ("alignment", "beat alignment", lambda v: f"{v:.1%}"),
            ("onsets", "word onsets per song", lambda v: f"{v:.1f}"), ("mcd", "MCD dB", lambda v: f"{v:.2f}"),
            ("speaker_sim", "speaker similarity", lambda v: f"{v:.3f}"), ("lossless", "lossless", str)]
 
