@@ -115,8 +115,9 @@ def test_stats_count_rounds_by_accepted_drafts(models):
     assert all(1 >= a >= b >= 0 for a, b in zip(at, at[1:] + [0]))
 
 
+@pytest.mark.parametrize("max_run", [None, 3])
 @pytest.mark.parametrize("method", ["pard", "draft_model", "ngram", "hydra", "hawk", "pard:trimmed"])
-def test_symbol_order_constraint_matches_ar(models, method):
+def test_symbol_order_constraint_matches_ar(models, method, max_run):
     """A `SymbolOrder` constraint (the aligned speech stream's: each row says its symbols in order, EOS only after
     the last) bars tokens node by node in the verification tree; the constrained speculative decode equals the
     constrained `ar` decode, and every row's symbols come out in order."""
@@ -130,8 +131,11 @@ def test_symbol_order_constraint_matches_ar(models, method):
     symbols[s] = True
     sequences = [[s[1], s[0], s[2]], [s[0]], [s[2], s[2], s[3], s[1]]]
     eos = common[4]
+    if max_run is not None:  # a cap per symbol: 3 tokens after s[0], 2 after the others (and 3 before any)
+        max_run = torch.full((target.config.vocab_size,), 2)
+        max_run[s[0]] = 3
     kw = dict(max_new_tokens=24, num_draft_tokens=5, eos_token_ids=[eos])
-    ref = run(target, PROMPTS, "ar", constraint=SymbolOrder(sequences, symbols, [eos]), **kw)
+    ref = run(target, PROMPTS, "ar", constraint=SymbolOrder(sequences, symbols, [eos], max_run), **kw)
     assert [g.token_ids for g in ref] != [g.token_ids for g in free]
     said = 0
     for g, seq in zip(ref, sequences):
@@ -140,11 +144,16 @@ def test_symbol_order_constraint_matches_ar(models, method):
         said += len(spoken)
         if g.finish_reason == "eos":
             assert spoken == seq
+        if max_run is not None:  # no longer run of other tokens than the symbol before it allows
+            last, n = None, 0
+            for t in g.token_ids[:-1]:
+                last, n = (t, 0) if symbols[t] else (last, n + 1)
+                assert n <= (3 if last in (None, s[0]) else 2)
     assert said >= 1
     for p, seq, r in zip(PROMPTS, sequences, ref):
-        one = run(target, [p], method, draft, constraint=SymbolOrder([seq], symbols, [eos]), **kw)[0]
+        one = run(target, [p], method, draft, constraint=SymbolOrder([seq], symbols, [eos], max_run), **kw)[0]
         assert one.token_ids == r.token_ids
-    batch = run(target, PROMPTS, method, draft, constraint=SymbolOrder(sequences, symbols, [eos]), **kw)
+    batch = run(target, PROMPTS, method, draft, constraint=SymbolOrder(sequences, symbols, [eos], max_run), **kw)
     assert [g.token_ids for g in batch] == [g.token_ids for g in ref]
 
 

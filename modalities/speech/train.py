@@ -91,6 +91,8 @@ def build_sequences(data: str, out: str, seed: int, aligned: bool = False, promp
                 kept[-1] = (kept[-1][0], len(speech))
                 prefix = vocab.prefix([i for i, _ in kept], prompt)
                 body = interleave([i for i, _ in kept], [b for _, b in kept], speech)
+                if split == "train":
+                    vocab.max_run = longest_runs(body, vocab, vocab.max_run or {})
             else:
                 prefix = vocab.prefix(vocab.encode_phonemes(c["phonemes"]), prompt)
                 body = speech
@@ -100,6 +102,18 @@ def build_sequences(data: str, out: str, seed: int, aligned: bool = False, promp
     os.makedirs(os.path.join(out, "lm"), exist_ok=True)
     vocab.save(os.path.join(out, "lm"))
     print(f"vocabulary: {len(vocab)} ids ({len(vocab.phonemes)} phoneme symbols, {tok.size} speech tokens)")
+
+
+def longest_runs(ids: list[int], vocab: SpeechVocab, best: dict[str, int]) -> dict[str, int]:
+    """`best` updated with an interleaved stream's longest run of speech tokens after each symbol."""
+    last, run = None, 0
+    for i in ids:
+        if vocab.is_symbol(i):
+            last, run = vocab.symbol(i), 0
+        elif last is not None:
+            run += 1
+            best[last] = max(best.get(last, 0), run)
+    return best
 
 
 def train_resumable(model, name: str, out: str, steps: int, lr: float, max_minutes: float, loss_at) -> dict:

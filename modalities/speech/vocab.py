@@ -13,10 +13,12 @@ from modalities.specials import BOS, EOS, SEP, SPECIALS, load_vocab, save_vocab
 
 
 class SpeechVocab:
-    def __init__(self, phonemes: list[str], speech_size: int, aligned: bool = False, prompt_frames: int | None = None):
+    def __init__(self, phonemes: list[str], speech_size: int, aligned: bool = False, prompt_frames: int | None = None,
+                 max_run: int | None = None):
         self.phonemes = list(phonemes)
         self.speech_size = speech_size
         self.aligned, self.prompt_frames = aligned, prompt_frames  # prompt_frames None: the pipeline's default
+        self.max_run = max_run  # aligned: {symbol: the most speech tokens after it in the training data}
         self.phoneme_id = {p: len(SPECIALS) + i for i, p in enumerate(self.phonemes)}
         self.speech_offset = len(SPECIALS) + len(self.phonemes)
 
@@ -41,6 +43,9 @@ class SpeechVocab:
     def is_symbol(self, i: int) -> bool:
         return len(SPECIALS) <= i < self.speech_offset
 
+    def symbol(self, i: int) -> str:
+        return self.phonemes[i - len(SPECIALS)]
+
     def speech_ids(self, tokens) -> list[int]:
         return [self.speech_offset + int(t) for t in tokens]
 
@@ -62,8 +67,9 @@ class SpeechVocab:
         return mask
 
     def order(self, phoneme_ids: list[int]):
-        """For an aligned vocabulary, the constraint that the LM says `phoneme_ids` in order and ends only after the
-        last (`specgen.constraints.SymbolOrder`); None otherwise."""
+        """For an aligned vocabulary, the constraint that the LM says `phoneme_ids` in order, ends only after the
+        last, and holds no symbol longer than the training data did (`specgen.constraints.SymbolOrder`); None
+        otherwise."""
         if not self.aligned:
             return None
         import torch
@@ -72,13 +78,19 @@ class SpeechVocab:
 
         symbols = torch.zeros(len(self), dtype=torch.bool)
         symbols[len(SPECIALS):self.speech_offset] = True
-        return SymbolOrder([phoneme_ids], symbols, [EOS])
+        caps = None
+        if self.max_run:  # symbols never seen with frames after them keep the largest cap
+            caps = torch.full((len(self),), max(self.max_run.values()), dtype=torch.long)
+            for sym, n in self.max_run.items():
+                if sym in self.phoneme_id:
+                    caps[self.phoneme_id[sym]] = max(1, n)
+        return SymbolOrder([phoneme_ids], symbols, [EOS], caps)
 
     def save(self, path: str):
-        extra = {"aligned": True, "prompt_frames": self.prompt_frames} if self.aligned else {}
+        extra = {"aligned": True, "prompt_frames": self.prompt_frames, "max_run": self.max_run} if self.aligned else {}
         save_vocab(path, "speech_vocab.json", {"phonemes": self.phonemes, "speech_size": self.speech_size, **extra})
 
     @classmethod
     def load(cls, path: str) -> "SpeechVocab":
         d = load_vocab(path, "speech_vocab.json")
-        return cls(d["phonemes"], d["speech_size"], d.get("aligned", False), d.get("prompt_frames"))
+        return cls(d["phonemes"], d["speech_size"], d.get("aligned", False), d.get("prompt_frames"), d.get("max_run"))
