@@ -107,9 +107,7 @@ def speech_decodes(tokens: int) -> dict:
         "vadusa/tolerance-3": dict(), "vadusa/tolerance-1-greedy": dict(tolerance=1, temperature=0.0),
         "vadusa/sample": dict(acceptance="sample"), "vadusa/sample-top": dict(acceptance="sample", draws="top"),
         "vadusa/sample-eager": dict(acceptance="sample", backend="eager")}, tokens)
-    pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "speech-tts", "heads-medusa"))
-    return {**out, **media(sp, "speech/vadusa-medusa", say, {"tolerance-3": dict(),
-                                                            "sample": dict(acceptance="sample")}, tokens)}
+    return out
 
 
 def image_decodes(tokens: int) -> dict:

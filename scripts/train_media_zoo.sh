@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each, so a run can stop and a later one go on.
-#   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench
-#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export heads bench   (the Piper voice alone, its
-#                                             alignment interleaved, decoded by the tokens' centroids without a flow
-#                                             decoder; the vocoder is speech-tts's, through shared.json)
+#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export temperature heads bench   (speech-tts: the
+#                                             Piper voice alone, its alignment interleaved, decoded by the tokens'
+#                                             centroids and the neural vocoder that `speech vocoder` trains)
+#   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench   (the voice-prompted
+#                                             38-voice model, not shipped: models/zoo/speech-prompted; its tokenizer
+#                                             and flow decoder are the rap model's, its vocoder speech-tts's)
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
-#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it reuses
-#                                             the speech tokenizer, flow decoder and vocoder through shared.json)
+#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it takes
+#                                             that model's tokenizer and flow decoder, and speech-tts's vocoder
+#                                             through shared.json)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +21,10 @@ D=data/$M
 MINUTES=${MINUTES:-1000000}
 HEAD_ARGS=()  # more train-heads options for one modality (they come last, so they win over the common ones)
 case $M in  # zoo folder, vocabulary class, LM shape (steps batch seq), heads (kind, new tokens, sampling temperature[, CPU tree size])
-  speech) Z=models/zoo/speech-tts;   VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
+  speech) Z=models/zoo/speech-prompted; VOCAB=modalities.speech.vocab:SpeechVocab; LM=(${LM_STEPS:-750} 8 1024)
           HEADS=(hydra 200 1.0 6)  # 6 Hydra++ heads as a 6-node chain; the shipped set grew from 4:
           HEAD_ARGS=(--num-heads 6 --mixed-precision no ${HEAD_INIT:+--init $HEAD_INIT}) ;;  # HEAD_INIT=old heads
-  speech-aligned) Z=models/zoo/speech-aligned; VOCAB=modalities.speech.vocab:SpeechVocab
+  speech-aligned) Z=models/zoo/speech-tts; VOCAB=modalities.speech.vocab:SpeechVocab
           LM=(${LM_STEPS:-3000} 8 1024); HEADS=(hydra 200 1.0 6); HEAD_ARGS=(--num-heads 6 --mixed-precision no) ;;
   image)  Z=models/zoo/image-scenes; VOCAB=modalities.image.vocab:ImageVocab;   LM=(${LM_STEPS:-1000} 16 320)
           HEADS=(hawk 256 1.0 3)  # Hydra++ rows, distilled towards CFG-3 logits; 1,5,3 is <s> <null> <sep>
@@ -46,15 +49,25 @@ for step in "$@"; do
       $P -m modalities.speech.train sequences --data $D --out $Z ;;
     speech:flow) $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
                    --max-minutes "$MINUTES" ;;
-    speech:vocoder) $P -m modalities.speech.train vocoder --data $D --out $Z --max-frames 64 --batch 16 --lr 5e-4 \
+    speech:vocoder) $P -m modalities.speech.train vocoder --data $D --out models/zoo/speech-tts --max-frames 64 --batch 16 --lr 5e-4 \
                       --steps ${VOCODER_STEPS:-20000} --max-minutes "$MINUTES" ;;  # resumes from $Z/vocoder.run.pt
     speech:prompt) $P -m modalities.speech.train prompt --data $D --out $Z ;;
     speech-aligned:data)  # Piper alone at three paces, each clip with Piper's exact phoneme alignment
       $P -m modalities.speech.data --aligned --corpus data/text --out $D --train ${CLIPS:-8000} --heldout 120 ;;
     speech-aligned:tokens)  # TOKENS: the k-means size (modalities.speech.ceiling --fit-sizes compares them)
       $P -m modalities.speech.train tokenizer --data $D --out $Z --size ${TOKENS:-512} --clips 1500
-      $P -m modalities.speech.train sequences --data $D --out $Z --aligned --prompt-seconds 0
-      printf '{"vocoder": "../speech-tts/vocoder"}\n' > $Z/shared.json ;;
+      $P -m modalities.speech.train sequences --data $D --out $Z --aligned --prompt-seconds 0 ;;
+    speech-aligned:temperature)  # the sampling temperature with the lowest ar WER on 8 training sentences, stored
+      for T in 0.3 0.5 0.7 1.0; do  # in speech_vocab.json as the model's default
+        $S bench speech --model $Z --data $D --split train --sentences 8 --tolerances --no-exact --temperature $T \
+          --out bench_out/$M-train-t$T
+      done
+      $P -c "
+import json
+from modalities.speech.vocab import SpeechVocab
+wer = {t: next(r['wer'] for r in json.load(open(f'bench_out/$M-train-t{t}/speech.json'))['rows'] if r['method'] == 'ar')
+       for t in ('0.3', '0.5', '0.7', '1.0')}
+v = SpeechVocab.load('$Z/lm'); v.temperature = float(min(wer, key=wer.get)); v.save('$Z/lm'); print(wer, v.temperature)" ;;
     speech-aligned:flow)  # optional: a flow decoder over the one-voice tokens (the pipeline then uses it)
       $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
         --pad --max-frames 400 --max-minutes "$MINUTES" ;;
@@ -63,10 +76,11 @@ for step in "$@"; do
     image:sequences) $P -m modalities.image.train sequences --out $Z --data $D --scenes 20000 --heldout 400 ;;
     rap:data) $P -m modalities.rap.data --corpus data/text --out $D --train 400 --heldout 24 ;;
     rap:sequences)
-      mkdir -p $Z && rm -rf $Z/tokenizer $Z/flow $Z/vocoder  # the speech model's parts, shared rather than copied
-      printf '{"tokenizer": "../speech-tts/tokenizer", "flow": "../speech-tts/flow", "vocoder": "../speech-tts/vocoder"}\n' \
+      mkdir -p $Z && rm -rf $Z/vocoder  # the voice-prompted speech model's tokenizer and flow decoder, copied
+      for part in tokenizer flow; do [ -d $Z/$part ] || cp -r models/zoo/speech-prompted/$part $Z/; done
+      printf '{"vocoder": "../speech-tts/vocoder"}\n' \
         > $Z/shared.json  # (the vocoder is optional: without speech-tts/vocoder the rap model uses Griffin-Lim)
-      $P -m modalities.rap.train --data $D --out $Z --tokenizer models/zoo/speech-tts/tokenizer ;;
+      $P -m modalities.rap.train --data $D --out $Z --tokenizer $Z/tokenizer ;;
     rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
     *:lm)
       $S train-lm --preset text-12m --vocab "$(vocab_size)" --train $D/train.pt --heldout $D/heldout.pt \
@@ -109,7 +123,8 @@ for step in "$@"; do
       # train --songs 16 --tree-sizes 6 7 --fp32-drafting`, docs/bench/rap-tree-sizes-train.json)
       $S calibrate-heads --target $Z/lm --heads $Z/heads --data $D/heldout.pt --rules drawn --only-rules \
         --sequences 16 --new-tokens 256 --gen-batch 16 --cpu-tree-size 7 ;;
-    speech-aligned:bench) $S bench speech --model $Z --data $D --out bench_out/$M ;;
+    speech-aligned:bench) $S bench speech --model $Z --data $D --sentences 12 --tolerances 1 3 5 --no-exact \
+                            --out bench_out/$M ;;
     *:bench) $S bench $M --model $Z --out bench_out ;;
     *) echo "$M has no step $step"; exit 2 ;;
   esac

@@ -178,7 +178,7 @@ def add_speech(sub):
     p.add_argument("--voice-prompt", help="a recording of the voice to imitate (3 s used; any sample rate)")
     p.add_argument("--method", default="vadusa", choices=["vadusa", "ar"])
     p.add_argument("--tolerance", type=int, default=3, help="VADUSA tolerance k (1 = exact)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="default: the model's own (speech_vocab.json), else 1")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)

@@ -153,9 +153,10 @@ def speech_tab(gr, lazy: Lazy, drafting=None):
             text = gr.Textbox(label="Text", value="The quick brown fox jumps over the lazy dog.", lines=3,
                               elem_id="speech-text")
             with gr.Column():
-                prompt = gr.Audio(label="Voice prompt (3 s used; empty: the model's own)", type="filepath")
+                prompt = gr.Audio(label="Voice prompt (3 s used; a one-voice model such as the shipped one ignores it)",
+                                  type="filepath")
                 tolerance = gr.Slider(1, 8, value=3, step=1, label="VADUSA tolerance (1 = exact)")
-                temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Temperature")
+                temperature = gr.Slider(0.0, 1.5, value=0.3, step=0.05, label="Temperature (the shipped model's: 0.3)")
                 longest = gr.Slider(1, 20, value=6, step=1, label="At most (seconds)")
         go = gr.Button("Generate", variant="primary", elem_id="speech-generate")
         spec_out, ar_out = side_by_side(gr, "speech", gr.Audio, "VADUSA")

@@ -43,17 +43,13 @@ def test_all_five_head_kinds_ship():
 def test_shipped_speech_model_speaks_and_vadusa_at_tolerance_one_matches_ar():
     from modalities.speech import SpeechPipeline
 
-    from modalities.bench import head_variants
-
     tts = SpeechPipeline.from_pretrained(zoo("speech-tts"), dtype="float32")
+    assert tts.vocab.aligned and tts.flow is None and tts.vocab.temperature == 0.3  # one voice, centroids
     kw = dict(temperature=0.0, max_seconds=1.0, seed=0)
     ar = tts.generate("The quick brown fox.", method="ar", **kw)
-    variants = head_variants(tts, [os.path.join(zoo("speech-tts"), "heads-medusa")])
-    assert [kind for kind, _ in variants] == ["hydra", "medusa"]  # the default heads and the Medusa set beside them
-    for _, pipe in variants:
-        spec = pipe.generate("The quick brown fox.", method="vadusa", tolerance=1, **kw)
-        assert spec.tokens == ar.tokens and spec.stats.mean_accepted > 1.0
-    res = tts.generate("The quick brown fox.", method="vadusa", tolerance=3, max_seconds=3.0, seed=0)
+    spec = tts.generate("The quick brown fox.", method="vadusa", tolerance=1, **kw)
+    assert spec.tokens == ar.tokens and spec.stats.mean_accepted > 1.0
+    res = tts.generate("The quick brown fox.", method="vadusa", tolerance=3, max_seconds=4.0, seed=0)
     seconds = len(res.audio) / res.sample_rate
     assert 0.4 <= seconds <= 3.0 and np.sqrt(np.mean(res.audio ** 2)) > 0.01  # a short sentence, not silence
     assert tts.vocoder is not None  # the shipped neural vocoder is the default

@@ -82,6 +82,8 @@ def bench(args) -> str:
     from .pipeline import SpeechPipeline
 
     tts = SpeechPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if args.temperature is None:  # the model's own
+        args.temperature = tts.vocab.temperature if tts.vocab.temperature is not None else 1.0
     variants = [(kind, pipe) for kind, pipe in head_variants(tts, args.heads) if pipe.heads is not None]
     methods = [("ar", tts, dict(method="ar"))]  # (a model without heads gets the ar rows alone)
     if tts.vocoder is not None:  # the same tokens as ar through the baseline vocoder
@@ -168,7 +170,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--tolerances", type=int, nargs="*", default=[1, 3, 5], help="VADUSA rows (none: ar only)")
     p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
                    help="also decode the heads with the lossless sampling rule (drawn and top-k guesses)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, help="default: the model's own (speech_vocab.json), else 1")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=12.0)
     p.add_argument("--tree-size", type=int, help="candidate nodes per round (default: by device)")

@@ -83,11 +83,12 @@ class SpeechPipeline:
         return load_voice_prompt(voice_prompt, self.sample_rate, PROMPT_SECONDS, MIN_PROMPT_SECONDS)
 
     def generate(self, text: str, voice_prompt=None, method: str = "vadusa", tolerance: int = 3,
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                 temperature: float | None = None, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  max_seconds: float = 20.0, flow_steps: int = 8, num_draft_tokens: int = 8,
                  acceptance: str | None = None, vocoder: str = "auto", decoder: str = "auto",
                  drafting: DraftConfig | None = None) -> SpeechResult:
-        """Speak `text` in the prompt's voice. method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
+        """Speak `text` in the prompt's voice. temperature None is the model's default (`temperature` in its
+        speech_vocab.json, else 1). method: vadusa (heads + tolerance acceptance) or ar. tolerance 1 is
         exact matching; larger tolerances accept more and are lossy (reported in stats). acceptance="sample"
         decodes the heads with the exact sampling rule instead (lossless; the heads' guesses are then drawn from
         their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
@@ -98,6 +99,8 @@ class SpeechPipeline:
         import time
 
         t0 = time.perf_counter()
+        if temperature is None:  # the model's own (chosen on training sentences), else 1
+            temperature = self.vocab.temperature if self.vocab.temperature is not None else 1.0
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the text is empty: give something to say")
         if method not in ("vadusa", "ar"):

@@ -14,11 +14,12 @@ from modalities.specials import BOS, EOS, SEP, SPECIALS, load_vocab, save_vocab
 
 class SpeechVocab:
     def __init__(self, phonemes: list[str], speech_size: int, aligned: bool = False, prompt_frames: int | None = None,
-                 max_run: int | None = None):
+                 max_run: dict | None = None, temperature: float | None = None):
         self.phonemes = list(phonemes)
         self.speech_size = speech_size
         self.aligned, self.prompt_frames = aligned, prompt_frames  # prompt_frames None: the pipeline's default
         self.max_run = max_run  # aligned: {symbol: the most speech tokens after it in the training data}
+        self.temperature = temperature  # the sampling temperature the pipeline uses unless told
         self.phoneme_id = {p: len(SPECIALS) + i for i, p in enumerate(self.phonemes)}
         self.speech_offset = len(SPECIALS) + len(self.phonemes)
 
@@ -88,9 +89,12 @@ class SpeechVocab:
 
     def save(self, path: str):
         extra = {"aligned": True, "prompt_frames": self.prompt_frames, "max_run": self.max_run} if self.aligned else {}
+        if self.temperature is not None:
+            extra["temperature"] = self.temperature
         save_vocab(path, "speech_vocab.json", {"phonemes": self.phonemes, "speech_size": self.speech_size, **extra})
 
     @classmethod
     def load(cls, path: str) -> "SpeechVocab":
         d = load_vocab(path, "speech_vocab.json")
-        return cls(d["phonemes"], d["speech_size"], d.get("aligned", False), d.get("prompt_frames"), d.get("max_run"))
+        return cls(d["phonemes"], d["speech_size"], d.get("aligned", False), d.get("prompt_frames"), d.get("max_run"),
+                   d.get("temperature"))
