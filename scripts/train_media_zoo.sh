@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The speech, image and rap zoo models, step by step, exactly as trained here (2 CPU cores, no GPU). Training
 # steps resume from their run folders; MINUTES caps each, so a run can stop and a later one go on.
-#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export temperature heads bench   (speech-tts: the
-#                                             Piper voice alone, its alignment interleaved, decoded by the tokens'
-#                                             centroids and the neural vocoder that `speech vocoder` trains)
+#   bash scripts/train_media_zoo.sh speech-aligned data tokens lm export temperature heads meldecoder bench
+#                                             (speech-tts: the Piper voice alone, its alignment interleaved, decoded
+#                                             by the learned token-to-mel decoder and the neural vocoder that
+#                                             `speech vocoder` trains)
 #   bash scripts/train_media_zoo.sh speech data tokens lm export flow vocoder heads prompt bench   (the voice-prompted
 #                                             38-voice model, not shipped: models/zoo/speech-prompted; its tokenizer
 #                                             and flow decoder are the rap model's, its vocoder speech-tts's)
@@ -68,6 +69,9 @@ from modalities.speech.vocab import SpeechVocab
 wer = {t: next(r['wer'] for r in json.load(open(f'bench_out/$M-train-t{t}/speech.json'))['rows'] if r['method'] == 'ar')
        for t in ('0.3', '0.5', '0.7', '1.0')}
 v = SpeechVocab.load('$Z/lm'); v.temperature = float(min(wer, key=wer.get)); v.save('$Z/lm'); print(wer, v.temperature)" ;;
+    speech-aligned:meldecoder)  # the learned token-to-mel decoder (the pipeline's default over the centroids)
+      $P -m modalities.speech.train meldecoder --data $D --out $Z --steps ${MELDEC_STEPS:-2000} --batch 16 \
+        --max-frames 200 --lr 1e-3 --max-minutes "$MINUTES" ;;
     speech-aligned:flow)  # optional: a flow decoder over the one-voice tokens (the pipeline then uses it)
       $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
         --pad --max-frames 400 --max-minutes "$MINUTES" ;;

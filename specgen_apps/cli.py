@@ -183,9 +183,9 @@ def add_speech(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=20.0)
     p.add_argument("--vocoder", **VOCODER)
-    p.add_argument("--decoder", default="auto", choices=["auto", "flow", "centroids"],
-                   help="tokens to mel: auto (flow matching when the model ships a flow decoder, else the tokens' "
-                        "centroids)")
+    p.add_argument("--decoder", default="auto", choices=["auto", "flow", "net", "centroids"],
+                   help="tokens to mel: auto (flow matching when the model ships a flow decoder, else its learned "
+                        "token-to-mel decoder, else the tokens' centroids)")
     add_media_output(p, "output WAV")
     p.set_defaults(run=run_speech)
 

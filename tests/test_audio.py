@@ -88,3 +88,38 @@ def test_speech_tokenizer_is_deterministic_and_round_trips(tmp_path):
     # decoding gives centroids that are closer to the frames than the average frame is
     mel = log_mel(tone(0.5))
     assert (loaded.decode_mel(ids) - mel).pow(2).mean() < (mel - mel.mean(0)).pow(2).mean()
+
+
+def test_mel_decoder_starts_at_the_centroids_and_learns_what_the_neighbours_say(tmp_path):
+    """An untrained MelDecoder gives exactly the centroids; trained on frames whose sound depends on the token
+    before (which a centroid cannot know), it comes closer than the centroids; it round-trips through its folder
+    and refuses a tokenizer of another size."""
+    from modalities.audio.meldecoder import MelDecoder
+    from modalities.audio.tokenizer import SpeechTokenizer
+
+    g = torch.Generator().manual_seed(0)
+    k, mels = 4, 8
+    tok = SpeechTokenizer(torch.randn(k, mels, generator=g), torch.zeros(mels), torch.ones(mels),
+                          MelConfig(n_mels=mels))
+    ids = torch.randint(0, k, (16, 40), generator=g)
+    prev = torch.cat([ids[:, :1], ids[:, :-1]], 1)
+    target = tok.centroids[ids] + 0.8 * tok.centroids[prev]  # each frame carries the sound before it
+    dec = MelDecoder({"vocab": k, "n_mels": mels, "dim": 32, "dilations": [1, 2]})
+    assert torch.equal(dec.decode(tok, ids[0]), tok.decode_mel(ids[0]))
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(dec.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = dec.loss(ids, target, tok)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    centroid_l1 = (tok.centroids[ids] - target).abs().mean().item()
+    assert loss.item() < 0.5 * centroid_l1
+    dec.save(str(tmp_path / "dec"))
+    again = MelDecoder.load(str(tmp_path / "dec"))
+    assert torch.allclose(again.decode(tok, ids[0]), dec.decode(tok, ids[0]))
+    other = SpeechTokenizer(torch.randn(k + 1, mels), torch.zeros(mels), torch.ones(mels), MelConfig(n_mels=mels))
+    with pytest.raises(ValueError, match="trained for 4 tokens"):
+        dec.decode(other, ids[0])
+    with pytest.raises(ValueError, match="must be odd"):
+        MelDecoder({"kernel": 4})

@@ -46,3 +46,8 @@ def test_on_slot_counts_words_heard_near_their_slot():
     assert on_slot(words, slots, [], 0.3) == 0.0
     with pytest.raises(ValueError, match="one slot per word"):
         on_slot(words, slots[:2], heard, 0.3)
+    # with the audio's own onsets the timestamps are not used: "the" now starts on time, but one onset cannot
+    # serve two words, and a heard word with no onset near its slot misses
+    assert on_slot(words, slots, heard, 0.3, onsets=[1.0, 2.05, 2.5]) == 0.75
+    assert on_slot(words, slots, heard, 0.3, onsets=[1.6]) == 0.0  # "we" is 0.6 s off, and "walked" was misheard
+    assert on_slot(["a", "a"], [1.0, 1.25], [("a", 0.0), ("a", 0.0)], 0.3, onsets=[1.1]) == 0.5

@@ -70,7 +70,7 @@ def test_aligned_data_sequences_and_pipeline(tmp_path):
     from modalities.specials import BOS, EOS, SEP
     from modalities.speech.data import build
     from modalities.speech.pipeline import SpeechPipeline
-    from modalities.speech.train import build_sequences
+    from modalities.speech.train import build_sequences, train_mel_decoder
     from modalities.speech.vocab import SpeechVocab
     from tiny import random_heads, tiny_model
 
@@ -119,3 +119,13 @@ def test_aligned_data_sequences_and_pipeline(tmp_path):
     assert spec.tokens == ar.tokens and len(ar.audio) >= (len(ar.tokens) - 1) * tok.cfg.hop
     with pytest.raises(ValueError, match="no flow decoder"):
         tts.generate("Meet me at the end.", method="ar", decoder="flow", **kw)
+    with pytest.raises(ValueError, match="no token-to-mel decoder"):
+        tts.generate("Meet me at the end.", method="ar", decoder="net", **kw)
+    # a learned token-to-mel decoder, trained on the clips: auto then takes it over the centroids
+    train_mel_decoder(str(data), str(model), steps=3, batch=2, max_frames=32, seed=0, lr=1e-3, max_minutes=1)
+    tts = SpeechPipeline.from_pretrained(str(model))
+    assert tts.mel_decoder is not None and tts.mel_decoder.config["vocab"] == 16
+    net = tts.generate("Meet me at the end.", method="ar", **kw)
+    cen = tts.generate("Meet me at the end.", method="ar", decoder="centroids", **kw)
+    assert net.tokens == ar.tokens == cen.tokens and len(net.audio) == len(cen.audio)
+    assert not np.allclose(net.audio, cen.audio)

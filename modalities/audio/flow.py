@@ -81,15 +81,18 @@ class FlowDecoder(StoredModule):
 
 
 def tokens_to_audio(flow: FlowDecoder | None, tokenizer, tokens, prompt_mel: torch.Tensor | None, steps: int = 8,
-                    seed: int = 0, vocoder=None):
+                    seed: int = 0, vocoder=None, mel_decoder=None):
     """Speech tokens -> waveform (numpy, unscaled): the flow decoder draws the mel in the prompt's voice, then
     the neural `vocoder` (a MelVocoder) or, when None, Griffin-Lim makes it audio. `tokenizer` is the
     SpeechTokenizer the tokens came from (its mel config and normalisation). With `flow` None the mel is the
-    tokens' centroids (a one-voice tokenizer keeps the words that way: `modalities.speech.ceiling`), and the
-    prompt and steps are not used."""
+    tokens' centroids (a one-voice tokenizer keeps the words that way: `modalities.speech.ceiling`), or with a
+    `mel_decoder` (a MelDecoder) the centroids corrected from the tokens around each frame; the prompt and steps are
+    then not used."""
     from .features import griffin_lim
 
-    if flow is None:
+    if flow is None and mel_decoder is not None:
+        mel = mel_decoder.decode(tokenizer, tokens)
+    elif flow is None:
         mel = tokenizer.decode_mel(torch.as_tensor(tokens)).float().cpu()
     else:
         device = next(flow.parameters()).device

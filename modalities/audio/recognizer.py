@@ -104,10 +104,14 @@ class Recognizer:
         return word_error_rate(references, heard), heard
 
 
-def on_slot(words: list[str], slots: list[float], heard: list[tuple[str, float]], tolerance: float) -> float:
-    """The share of `words` (each due at its slot, in seconds) that Whisper heard (`heard`: word, start) starting
-    within `tolerance` seconds of the slot. Words are matched in order (the longest matching blocks of the two
-    word sequences); a word not heard counts as missed."""
+def on_slot(words: list[str], slots: list[float], heard: list[tuple[str, float]], tolerance: float,
+            onsets: list[float] | None = None) -> float:
+    """The share of `words` (each due at its slot, in seconds) that Whisper heard (`heard`: word, start) and that
+    start within `tolerance` seconds of the slot. Words are matched in order (the longest matching blocks of the
+    two word sequences); a word not heard counts as missed. With `onsets` (word starts found in the audio itself, in
+    seconds) a heard word's start is the nearest onset to its slot not already taken by an earlier word, instead of
+    Whisper's timestamp: Whisper base's word starts run 0.1-0.6 s early on spliced rap vocals (the reference stems,
+    whose every word starts exactly on its slot, scored 20.6% by them)."""
     from difflib import SequenceMatcher
 
     ref = [normalize(w) for w in words]
@@ -116,8 +120,16 @@ def on_slot(words: list[str], slots: list[float], heard: list[tuple[str, float]]
     if len(slots) != len(ref):
         raise ValueError(f"{len(ref)} words but {len(slots)} slots: give one slot per word")
     hyp = [w for w, _ in heard]
+    free = sorted(onsets) if onsets is not None else None
     hits = 0
     for block in SequenceMatcher(None, ref, hyp, autojunk=False).get_matching_blocks():
         for k in range(block.size):
-            hits += abs(heard[block.b + k][1] - slots[block.a + k]) <= tolerance
+            slot = slots[block.a + k]
+            if free is None:
+                hits += abs(heard[block.b + k][1] - slot) <= tolerance
+            elif free:
+                j = min(range(len(free)), key=lambda i: abs(free[i] - slot))
+                if abs(free[j] - slot) <= tolerance:
+                    hits += 1
+                    del free[j]
     return hits / len(ref)

@@ -32,7 +32,8 @@ COLUMNS = [("method", "method", str), ("speedup", "token-stage speedup vs ar", l
 
 def words_on_beat(enabled: bool, items: list[dict], sample_rate: int):
     """vocals (one per song in `items`) -> {"wer": against the lyrics, "on_slot": the mean share of lyric words
-    heard within an eighth note of their slot} ({} when disabled; no on_slot when a song lacks its slots)."""
+    heard whose start (an energy onset in the stem, `word_onsets`) lies within an eighth note of their slot} ({} when
+    disabled; no on_slot when a song lacks its slots)."""
     if not enabled:
         return lambda audios: {}
     from modalities.audio.recognizer import Recognizer, on_slot, word_error_rate
@@ -44,8 +45,9 @@ def words_on_beat(enabled: bool, items: list[dict], sample_rate: int):
         heard = [rec.words(a, sample_rate) for a in audios]
         out = {"wer": word_error_rate(lyrics, [" ".join(w for w, _ in h) for h in heard])}
         if all("bpm" in s and len(s["onsets"]) == len(t.split()) for s, t in zip(items, lyrics)):
-            out["on_slot"] = float(np.mean([on_slot(t.split(), s["onsets"], h, 30.0 / s["bpm"])
-                                            for s, t, h in zip(items, lyrics, heard)]))
+            out["on_slot"] = float(np.mean([on_slot(t.split(), s["onsets"], h, 30.0 / s["bpm"],
+                                                    list(word_onsets(a, sample_rate)))
+                                            for s, t, h, a in zip(items, lyrics, heard, audios)]))
         return out
 
     return judge

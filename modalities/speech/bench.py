@@ -49,10 +49,11 @@ def cases(data: str, count: int, split: str = "heldout") -> list[tuple[dict, dic
     return out
 
 
-def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int) -> np.ndarray:
-    """The reference's own speech tokens through the flow decoder and the model's vocoder (its neural one when it
-    ships one, else Griffin-Lim): what the tokenizer, flow and vocoder cost before the LM adds its errors (the
-    quality ceiling of every row)."""
+def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int, net: bool = True) -> np.ndarray:
+    """The reference's own speech tokens through the model's decoder (flow matching, else its learned token-to-mel
+    decoder unless `net` is False, else the centroids) and its vocoder (the neural one when it ships one, else
+    Griffin-Lim): what the tokenizer, decoder and vocoder cost before the LM adds its errors (the quality ceiling of
+    every row)."""
     import torch
 
     from modalities.audio.features import log_mel
@@ -61,7 +62,8 @@ def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int
     cfg = tts.tokenizer.cfg
     tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
     prompt_mel = log_mel(torch.from_numpy(prompt_audio[: int(3 * cfg.sample_rate)]), cfg)
-    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed, vocoder=tts.vocoder)
+    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed, vocoder=tts.vocoder,
+                           mel_decoder=tts.mel_decoder if net else None)
 
 
 def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,6 +90,9 @@ def bench(args) -> str:
     methods = [("ar", tts, dict(method="ar"))]  # (a model without heads gets the ar rows alone)
     if tts.vocoder is not None:  # the same tokens as ar through the baseline vocoder
         methods.append(("ar, Griffin-Lim", tts, dict(method="ar", vocoder="griffin-lim")))
+    net = tts.flow is None and tts.mel_decoder is not None  # the same tokens as ar through the centroids alone
+    if net:
+        methods.append(("ar, centroids", tts, dict(method="ar", decoder="centroids")))
     methods += [
         (f"vadusa k={k}" + (f" ({kind})" if len(variants) > 1 else ""), pipe, dict(method="vadusa", tolerance=k))
         for kind, pipe in variants for k in args.tolerances]
@@ -134,6 +139,8 @@ def bench(args) -> str:
         ceiling["resynth"].append(resynth)
         ceiling["mcd"].append(mel_cepstral_distortion(resynth, reference))
         ceiling["resynth_sim"].append(speaker_similarity(resynth, prompt_audio))
+        if net:
+            ceiling.setdefault("centroids", []).append(resynthesize(tts, reference, prompt_audio, 0, net=False))
         for name, audio in copy_synthesis(tts, reference).items():
             c = copies.setdefault(name, {"mcd": [], "lsd": [], "audios": []})
             c["audios"].append(audio)
@@ -153,6 +160,8 @@ def bench(args) -> str:
               **wer(ceiling["references"])},
              {"group": "speech", "method": "reference tokens, resynthesized", "mcd": float(np.mean(ceiling["mcd"])),
               "speaker_sim": float(np.mean(ceiling["resynth_sim"])), **wer(ceiling["resynth"])}]
+    if net:
+        rows.append({"group": "speech", "method": "reference tokens, centroids", **wer(ceiling["centroids"])})
     rows += [{"group": "speech", "method": f"reference mel, {name}", "mcd": float(np.mean(c["mcd"])),
               "lsd": float(np.mean(c["lsd"])), **wer(c["audios"])} for name, c in copies.items()]
     md = write_outputs(args.out, "speech", rows, settings(args),

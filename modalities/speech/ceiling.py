@@ -7,6 +7,7 @@ Rows, each a stage added to the one before:
 - the recording;
 - its log-mel through the neural vocoder, and through Griffin-Lim (the mel and the vocoders alone);
 - its speech tokens' centroids through the neural vocoder (what the tokenizer keeps, no flow);
+- its speech tokens through the learned token-to-mel decoder and the vocoder, when the model ships one;
 - its speech tokens through the flow decoder at `--steps` Euler steps, then the vocoder (the copy synthesis that
   bounds every generated row), with the flow's voice prompt cut from another recording of the same voice.
 With `--fit-sizes`, k-means tokenizers of those sizes are also fitted on `--fit-sentences` other Piper recordings
@@ -61,6 +62,9 @@ def stages(tts, audio: np.ndarray, prompt_mel, steps: list[int], seed: int, fitt
     centroids = tok.decode_mel(tokens)
     out["token centroids, " + ("neural vocoder" if tts.vocoder is not None else "Griffin-Lim")] = (
         tts.vocoder.vocode(centroids) if tts.vocoder is not None else griffin_lim(centroids, tok.cfg)).numpy()
+    if tts.mel_decoder is not None:  # the learned token-to-mel decoder over the same tokens
+        out["tokens, mel decoder, " + ("neural vocoder" if tts.vocoder is not None else "Griffin-Lim")] = (
+            tokens_to_audio(None, tok, tokens, None, vocoder=tts.vocoder, mel_decoder=tts.mel_decoder))
     for other in fitted:  # tokenizers fitted on the voice alone: their centroids through the same vocoder
         c = other.decode_mel(other.encode_mel(mel))
         out[f"token centroids, K={other.size} fitted on the voice"] = (

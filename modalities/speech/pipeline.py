@@ -1,7 +1,8 @@
 """SpeechPipeline: text and a voice prompt in, speech out. Phonemes (espeak-ng) and the prompt's speech tokens
 form the prefix; the speech LM continues with speech tokens, decoded speculatively with VADUSA (draft heads,
 a tree shaped by the heads' measured accuracy, tolerance acceptance); the flow-matching decoder turns tokens
-plus the prompt's mel into mel frames, and a vocoder (the model's neural one, or Griffin-Lim) turns those into
+plus the prompt's mel into mel frames (a one-voice model: the learned token-to-mel decoder, or the tokens'
+centroids), and a vocoder (the model's neural one, or Griffin-Lim) turns those into
 audio."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from modalities.audio.features import log_mel, save_audio, voice_prompt as load_voice_prompt
 from modalities.audio.espeak import phonemes as phonemize
 from modalities.audio.flow import FlowDecoder, tokens_to_audio
+from modalities.audio.meldecoder import MelDecoder
 from modalities.audio.vocoder import choose_vocoder, load_vocoder
 from modalities.audio.tokenizer import SpeechTokenizer
 from specgen import CachedLM, DraftConfig, Sampling, Stats, generate, make_drafter, tree_rule
@@ -24,6 +26,7 @@ from modalities.specials import EOS
 from .vocab import SpeechVocab
 
 PROMPT_SECONDS, MIN_PROMPT_SECONDS = 3.0, 1.0
+DECODERS = ("auto", "flow", "net", "centroids")  # how tokens become mel frames (see SpeechPipeline.generate)
 
 
 @dataclass
@@ -44,8 +47,9 @@ class SpeechResult:
 
 class SpeechPipeline:
     def __init__(self, lm, vocab: SpeechVocab, tokenizer: SpeechTokenizer, flow: FlowDecoder | None, heads=None,
-                 default_prompt: str | None = None, vocoder=None):
+                 default_prompt: str | None = None, vocoder=None, mel_decoder: MelDecoder | None = None):
         self.lm, self.vocab, self.tokenizer, self.flow = CachedLM(lm), vocab, tokenizer, flow
+        self.mel_decoder = mel_decoder
         self.heads, self.default_prompt, self.vocoder = heads, default_prompt, vocoder
         self.sample_rate = tokenizer.cfg.sample_rate
         self._reader = None  # Piper's phonemizer, for an aligned vocabulary
@@ -53,16 +57,19 @@ class SpeechPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str, device=None, dtype=None) -> "SpeechPipeline":
-        """A folder with lm/ (+ speech_vocab.json), tokenizer/, optionally flow/, heads/, vocoder/ and prompt.wav.
-        Without flow/ the mel is the tokens' centroids (a one-voice model; the voice prompt is then not used)."""
+        """A folder with lm/ (+ speech_vocab.json), tokenizer/, optionally flow/, meldecoder/, heads/, vocoder/ and
+        prompt.wav. Without flow/ the mel comes from the tokens alone (a one-voice model; the voice prompt is then not
+        used): meldecoder/ when it is there, else the tokens' centroids."""
         lm, heads = load_lm_and_heads(path, device, dtype, what="speech LM", narrow=True)
         flow_path = part_path(path, "flow", required=False)  # none: the tokens' centroids make the mel
         flow = FlowDecoder.load(flow_path).to(lm.device) if flow_path else None
+        net_path = part_path(path, "meldecoder", required=False)
+        mel_decoder = MelDecoder.load(net_path).to(lm.device) if net_path else None
         prompt = os.path.join(path, "prompt.wav")
         vocab = SpeechVocab.load(os.path.join(path, "lm"))
         tokenizer = SpeechTokenizer.load(part_path(path, "tokenizer"))
         return cls(lm, vocab, tokenizer, flow, heads, prompt if os.path.isfile(prompt) else None,
-                   load_vocoder(path, tokenizer.cfg, lm.device))
+                   load_vocoder(path, tokenizer.cfg, lm.device), mel_decoder)
 
     def phonemize(self, text: str):
         """espeak-ng's IPA string, or for an aligned vocabulary Piper's symbols (what its training data spoke)."""
@@ -93,7 +100,7 @@ class SpeechPipeline:
         decodes the heads with the exact sampling rule instead (lossless; the heads' guesses are then drawn from
         their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
         ships one, else Griffin-Lim), neural or griffin-lim. decoder: auto (flow matching when the model ships a flow
-        decoder, else the tokens' centroids), flow or centroids. drafting: how the heads draft (`DraftConfig`; its
+        decoder, else its learned token-to-mel decoder, else the tokens' centroids), flow, net or centroids. drafting: how the heads draft (`DraftConfig`; its
         tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
         CUDA)."""
         import time
@@ -108,11 +115,15 @@ class SpeechPipeline:
         if method == "vadusa" and self.heads is None:
             raise ValueError("this speech model ships no VADUSA heads: use method='ar' or train heads")
         voc = choose_vocoder(vocoder, self.vocoder)
-        if decoder not in ("auto", "flow", "centroids"):
-            raise ValueError(f"unknown decoder {decoder!r}: choose 'auto', 'flow' or 'centroids'")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
         if decoder == "flow" and self.flow is None:
-            raise ValueError("this speech model ships no flow decoder: use decoder='centroids' (or 'auto')")
-        flow = None if decoder == "centroids" else self.flow
+            raise ValueError("this speech model ships no flow decoder: use decoder='auto' (or 'net', 'centroids')")
+        if decoder == "net" and self.mel_decoder is None:
+            raise ValueError("this speech model ships no token-to-mel decoder (meldecoder/): use decoder='auto' "
+                             "(or 'centroids')")
+        flow = self.flow if decoder in ("auto", "flow") else None
+        mel_decoder = self.mel_decoder if decoder in ("auto", "net") else None
         phoneme_ids = self.vocab.encode_phonemes(self.phonemize(text))
         if not phoneme_ids:
             raise ValueError(f"no speakable phonemes in {text!r}: give English words")
@@ -146,7 +157,7 @@ class SpeechPipeline:
         tokens = self.vocab.speech_tokens(out.token_ids)
         if not tokens:
             raise ValueError("the speech LM stopped before saying anything: try another seed or a higher temperature")
-        wave = tokens_to_audio(flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
+        wave = tokens_to_audio(flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc, mel_decoder)
         peak = float(np.abs(wave).max()) or 1.0
         return SpeechResult(0.95 * wave / max(peak, 1.0), self.sample_rate, out.stats, tokens,
                             time.perf_counter() - t0)

@@ -7,6 +7,7 @@
     specgen train-lm ... --export models/zoo/speech-tts/lm ; then copy speech_vocab.json into it
     python -m modalities.speech.train flow --data data/speech --out models/zoo/speech-tts --steps 3000
     python -m modalities.speech.train vocoder --data data/speech --out models/zoo/speech-tts --max-frames 64
+    python -m modalities.speech.train meldecoder --data data/speech-aligned --out models/zoo/speech-tts  (one voice)
     specgen train-heads --target models/zoo/speech-tts/lm --kind hydra --data data/speech/train.pt \\
         --out models/zoo/speech-tts/heads --temperature 1.0 --new-tokens 200 --rules sample tolerance:3 tolerance:5
     (--kind medusa gives the paper's Medusa heads, shipped as heads-medusa/; scripts/train_media_zoo.sh has both)
@@ -194,6 +195,42 @@ def train_flow(data: str, out: str, steps: int, batch: int, max_frames: int, see
     flow.save(os.path.join(out, "flow"), dtype=torch.bfloat16)  # half the size; loading casts back to float32
 
 
+def train_mel_decoder(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
+                      max_minutes: float):
+    """The token-to-mel decoder (modalities/audio/meldecoder.py) on random crops of the training clips: their own
+    tokens in, their log-mel out (L1); resumable from <out>/meldecoder.run.pt. Needs a one-voice tokenizer in
+    <out>/tokenizer (the decoder has no voice prompt)."""
+    from tqdm import tqdm
+
+    from modalities.audio.meldecoder import MelDecoder
+
+    tok = SpeechTokenizer.load(os.path.join(out, "tokenizer"))
+    mels = [m for m in (mel_of(c, tok) for c in tqdm(clips(data, "train"), desc="mels")) if len(m) >= 8]
+    if not mels:
+        raise SystemExit(f"{data} has no training clip of 8 frames or more: build the clips first")
+    tokens = [tok.encode_mel(m) for m in mels]
+    decoder = MelDecoder({"vocab": tok.size, "n_mels": tok.cfg.n_mels})
+
+    def loss_at(step: int) -> torch.Tensor:
+        rng = random.Random(seed * 1000003 + step)
+        picks = [rng.randrange(len(mels)) for _ in range(batch)]
+        width = min(max_frames, *(len(mels[i]) for i in picks))  # as wide as the shortest clip picked
+        starts = [rng.randrange(0, len(mels[i]) - width + 1) for i in picks]
+        mel = torch.stack([mels[i][s : s + width] for i, s in zip(picks, starts)])
+        ids = torch.stack([tokens[i][s : s + width] for i, s in zip(picks, starts)])
+        return decoder.loss(ids, mel, tok)
+
+    state = train_resumable(decoder, "meldecoder", out, steps, lr, max_minutes, loss_at)
+    decoder.save(os.path.join(out, "meldecoder"), dtype=torch.bfloat16)  # half the size; loading casts back
+    with torch.no_grad():  # what the correction buys over the centroids, on the training clips (L1, z-scores)
+        sample = random.Random(seed).sample(range(len(mels)), min(64, len(mels)))
+        cent = sum((tok.normalize(tok.decode_mel(tokens[i])) - tok.normalize(mels[i])).abs().mean() for i in sample)
+        dec = sum((tok.normalize(decoder.decode(tok, tokens[i])) - tok.normalize(mels[i])).abs().mean()
+                  for i in sample)
+    print(f"{state['step']} steps; L1 of the centroids {cent / len(sample):.3f}, of the decoder "
+          f"{dec / len(sample):.3f} (normalised log-mel, {len(sample)} training clips)")
+
+
 def train_vocoder(data: str, out: str, steps: int, batch: int, max_frames: int, seed: int, lr: float,
                   max_minutes: float):
     """The neural vocoder (modalities/audio/vocoder.py) on random crops of the training clips, each rebuilt from its own
@@ -239,7 +276,7 @@ def write_prompt(data: str, out: str, voice: str = "piper-joe@1.1"):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["tokenizer", "sequences", "flow", "vocoder", "prompt"])
+    ap.add_argument("step", choices=["tokenizer", "sequences", "flow", "meldecoder", "vocoder", "prompt"])
     ap.add_argument("--data", default="data/speech")
     ap.add_argument("--out", default="models/zoo/speech-tts")
     ap.add_argument("--size", type=int, default=512, help="tokenizer: k-means codebook size")
@@ -263,6 +300,8 @@ def main(argv=None):
         write_prompt(a.data, a.out)
     elif a.step == "vocoder":
         train_vocoder(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
+    elif a.step == "meldecoder":
+        train_mel_decoder(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes)
     else:
         train_flow(a.data, a.out, a.steps, a.batch, a.max_frames, a.seed, a.lr, a.max_minutes, a.pad)
 
