@@ -100,8 +100,8 @@ class SpeechPipeline:
         decodes the heads with the exact sampling rule instead (lossless; the heads' guesses are then drawn from
         their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
         ships one, else Griffin-Lim), neural or griffin-lim. decoder: auto (flow matching when the model ships a flow
-        decoder, else its learned token-to-mel decoder, else the tokens' centroids), flow, net or centroids. drafting: how the heads draft (`DraftConfig`; its
-        tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
+        decoder, else its learned token-to-mel decoder, else the tokens' centroids), flow, net or centroids.
+        drafting: how the heads draft (`DraftConfig`; its tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
         CUDA)."""
         import time
 
