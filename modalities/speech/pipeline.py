@@ -101,8 +101,8 @@ class SpeechPipeline:
         their distribution unless draws="top" in `drafting`). vocoder: auto (the model's neural vocoder when it
         ships one, else Griffin-Lim), neural or griffin-lim. decoder: auto (flow matching when the model ships a flow
         decoder, else its learned token-to-mel decoder, else the tokens' centroids), flow, net or centroids.
-        drafting: how the heads draft (`DraftConfig`; its tree_size defaults to the heads' measured CPU size, 6 for the zoo model, else by device: 8 on CPU, 32 on
-        CUDA)."""
+        drafting: how the heads draft (`DraftConfig`; its tree_size defaults to the heads' measured CPU size, 6 for
+        the zoo model, else by device: 8 on CPU, 32 on CUDA)."""
         import time
 
         t0 = time.perf_counter()
