@@ -70,7 +70,7 @@ wer = {t: next(r['wer'] for r in json.load(open(f'bench_out/$M-train-t{t}/speech
        for t in ('0.3', '0.5', '0.7', '1.0')}
 v = SpeechVocab.load('$Z/lm'); v.temperature = float(min(wer, key=wer.get)); v.save('$Z/lm'); print(wer, v.temperature)" ;;
     speech-aligned:meldecoder)  # the learned token-to-mel decoder (the pipeline's default over the centroids)
-      $P -m modalities.speech.train meldecoder --data $D --out $Z --steps ${MELDEC_STEPS:-2000} --batch 16 \
+      $P -m modalities.speech.train meldecoder --data $D --out $Z --steps ${MELDEC_STEPS:-6000} --batch 16 \
         --max-frames 200 --lr 1e-3 --max-minutes "$MINUTES" ;;
     speech-aligned:flow)  # optional: a flow decoder over the one-voice tokens (the pipeline then uses it)
       $P -m modalities.speech.train flow --data $D --out $Z --steps ${FLOW_STEPS:-3000} --batch 16 \
