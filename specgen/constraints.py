@@ -18,10 +18,14 @@ class SymbolOrder:
     that end a row. `max_run` (optional) caps the other tokens in a row after a symbol: past it only the next
     symbol (or, after the last, EOS) may come, so a decode cannot linger on one sound. It is one number, or a
     [vocab] tensor with a cap per symbol id (the aligned speech model stores the longest run after each symbol in
-    its training data); before the first symbol the largest cap holds."""
+    its training data); before the first symbol the largest cap holds.
+
+    `at` (optional) fixes *when* too: `at[row][i]` is how many other tokens the row says before its symbol i, and
+    the symbol comes exactly then, forced, and never earlier. The aligned rap stream uses it: each lyric word's
+    phonemes come at the frame of the word's slot on the beat grid."""
 
     def __init__(self, sequences: list[list[int]], symbols: torch.Tensor, eos=(),
-                 max_run: int | torch.Tensor | None = None):
+                 max_run: int | torch.Tensor | None = None, at: list[list[int]] | None = None):
         if not sequences:
             raise ValueError("SymbolOrder needs one symbol list per row")
         self.symbols = symbols.bool()
@@ -34,6 +38,14 @@ class SymbolOrder:
         self.lengths = torch.tensor([len(s) for s in sequences])
         width = max(1, int(self.lengths.max()))
         self.padded = torch.tensor([list(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
+        self.at = None
+        if at is not None:
+            if max_run is not None:
+                raise ValueError("SymbolOrder: give `at` (when each symbol comes) or `max_run`, not both")
+            if len(at) != len(sequences) or any(len(a) != len(s) or any(y < x for x, y in zip(a, a[1:])) or
+                                                 (a and a[0] < 0) for a, s in zip(at, sequences)):
+                raise ValueError("SymbolOrder: `at` needs one non-decreasing count >= 0 per symbol of every row")
+            self.at = torch.tensor([list(a) + [0] * (width - len(a)) for a in at], dtype=torch.long)
         self.caps = None  # [vocab + 1]: the cap after each id, the last entry before any symbol
         if max_run is not None:
             caps = torch.as_tensor(max_run, dtype=torch.long).flatten()
@@ -68,6 +80,7 @@ class SymbolOrder:
         base, base_run, base_last = torch.tensor([self.said(r, e) for r, e in zip(rows, emitted)], device=device).T
         if tokens is None:
             count, run, last = base[:, None], base_run[:, None], base_last[:, None]
+            other = torch.tensor([len(e) for e in emitted], device=device)[:, None] - count
         else:  # symbols on each node's path, the root excepted (it is already in `emitted`)
             sym = self.symbols.to(device)
             is_sym = sym[tokens.clamp(0, sym.numel() - 1)] & (tokens < sym.numel())
@@ -76,10 +89,14 @@ class SymbolOrder:
             count = base[:, None] + (anc.float() @ is_sym.float()[..., None])[..., 0].long()
             run = base_run[:, None].repeat(1, tokens.shape[1])  # other tokens since the path's last symbol
             last = base_last[:, None].repeat(1, tokens.shape[1])  # and that symbol
+            other = torch.tensor([len(e) for e in emitted], device=device)[:, None] - base[:, None]
+            other = other.repeat(1, tokens.shape[1])  # other tokens on the whole path (with the row's output)
             par = parents.clamp(min=0)
             for i in range(1, tokens.shape[1]):  # parents come before their children
                 up = run.gather(1, par[:, i : i + 1])[:, 0] + 1
                 run[:, i] = torch.where(is_sym[:, i], torch.zeros_like(up), up)
+                up = other.gather(1, par[:, i : i + 1])[:, 0]
+                other[:, i] = torch.where(is_sym[:, i], up, up + 1)
                 last[:, i] = torch.where(is_sym[:, i], tokens[:, i], last.gather(1, par[:, i : i + 1])[:, 0])
         idx = torch.tensor(rows, device=device)
         length = self.lengths.to(device)[idx][:, None]  # [batch, 1]
@@ -87,8 +104,13 @@ class SymbolOrder:
         block = self.symbols.to(device).expand(*count.shape, -1).clone()
         if self.caps is not None:  # a long enough run: nothing but the next symbol or the end
             block |= (run >= self.caps.to(device)[last])[..., None]
-        open_ = count < length  # a symbol is still due: it may come next
+        pending = count < length  # a symbol is still due
+        open_ = pending  # and it may come next
+        if self.at is not None:  # its time fixed: before it, it may not come; at it, nothing else may
+            due = self.at.to(device)[idx].gather(1, count.clamp(max=self.padded.shape[1] - 1))
+            open_ = pending & (other >= due)
+            block |= open_[..., None]
         block.scatter_(2, nxt[..., None], ~open_[..., None])
         if self.eos:
-            block[..., self.eos] = open_[..., None]  # no end before the last symbol
+            block[..., self.eos] = pending[..., None]  # no end before the last symbol
         return block

@@ -139,3 +139,41 @@ def test_parts_can_be_shared_with_another_model_folder(rap_dir, tmp_path):
         (model / "shared.json").write_text(bad)
         with pytest.raises(ValueError, match="shared.json"):
             RapPipeline.from_pretrained(str(model))
+
+
+def test_aligned_stream_puts_each_words_phonemes_on_its_slot(rap_dir, tmp_path):
+    """An aligned rap vocabulary: the training stream (`interleave`) is one the decode's constraint (`order`)
+    allows token by token, and the pipeline decodes with the words forced onto their slots, ar and heads alike."""
+    import json
+    import shutil
+
+    import torch
+
+    from modalities.rap.vocab import word_slots
+
+    assert word_slots(["a b", "c d e f"]) == [8, 12, 16, 18, 20, 22]
+    folder = tmp_path / "aligned"
+    shutil.copytree(rap_dir, folder)
+    vocab_file = folder / "lm" / "rap_vocab.json"
+    spec = json.loads(vocab_file.read_text())
+    vocab_file.write_text(json.dumps({**spec, "aligned": True}))
+    vocab = RapVocab.load(str(folder / "lm"))
+    assert vocab.aligned and bool(vocab.allowed[vocab.encode_phonemes("w")[0]])
+    words = vocab.word_ids(LYRICS.splitlines())
+    assert len(words) == len(LYRICS.split()) and all(words)
+    frames = [3 * k for k in range(len(words))]
+    speech = vocab.speech_ids([k % vocab.speech_size for k in range(40)])
+    stream = vocab.interleave(speech, words, frames)
+    assert vocab.speech_ids(vocab.speech_tokens(stream)) == speech and len(stream) == 40 + sum(map(len, words))
+    order = vocab.order(words, frames)
+    for i, t in enumerate(stream):
+        assert not bool(order.block([0], [stream[:i]])[0, 0, t]), f"the decode would bar token {i} of the stream"
+
+    rap = RapPipeline.from_pretrained(str(folder))
+    beat_path = str(folder / "beat.wav")
+    ar = rap.generate(LYRICS, beat_path, method="ar", temperature=0.0)
+    heads = rap.generate(LYRICS, beat_path, method="heads", temperature=0.0)
+    assert heads.tokens == ar.tokens
+    frames_in_beat = len(rap.tokenizer.encode(torch.from_numpy(beat(96, 3, seed=2)[0])))
+    assert len(ar.tokens) == frames_in_beat  # the words' phonemes came on top of the vocal frames
+    assert ar.stats.new_tokens == frames_in_beat + sum(map(len, words))

@@ -157,6 +157,27 @@ def test_symbol_order_constraint_matches_ar(models, method, max_run):
     assert [g.token_ids for g in batch] == [g.token_ids for g in ref]
 
 
+@pytest.mark.parametrize("method", ["pard", "ngram", "hydra", "hawk"])
+def test_symbol_order_at_fixed_times_matches_ar(models, method):
+    """With `at`, each symbol comes exactly after its count of other tokens (the aligned rap stream's word slots),
+    and the constrained speculative decode still equals the constrained `ar` decode."""
+    from specgen.constraints import SymbolOrder
+
+    target, draft = models
+    symbols = torch.zeros(target.config.vocab_size, dtype=torch.bool)
+    symbols[[5, 6, 7]] = True
+    sequences, at = [[5, 6, 6], [7], [6, 5, 7, 5]], [[2, 2, 7], [0], [1, 4, 4, 9]]
+    kw = dict(max_new_tokens=20, num_draft_tokens=5)
+    ref = run(target, PROMPTS, "ar", constraint=SymbolOrder(sequences, symbols, (), at=at), **kw)
+    for g, seq, times in zip(ref, sequences, at):
+        places = [(t, i - k) for k, (i, t) in enumerate((i, t) for i, t in enumerate(g.token_ids) if symbols[t])]
+        assert places == list(zip(seq, times))  # each symbol, in order, after exactly its count of others
+    batch = run(target, PROMPTS, method, draft, constraint=SymbolOrder(sequences, symbols, (), at=at), **kw)
+    assert [g.token_ids for g in batch] == [g.token_ids for g in ref]
+    with pytest.raises(ValueError, match="non-decreasing"):
+        SymbolOrder([[5, 6]], symbols, at=[[3, 1]])
+
+
 def test_symbol_order_rejects_non_symbols():
     from specgen.constraints import SymbolOrder
 

@@ -19,6 +19,7 @@ from modalities.audio.features import save_audio
 from modalities.audio.espeak import ESPEAK_HELDOUT, ESPEAK_TRAIN, phonemes, speak
 
 from .beats import SR, beat
+from .vocab import word_slots
 
 
 def rhyme_key(word: str) -> str | None:
@@ -67,23 +68,21 @@ def spoken_word(word: str, voice: str, pitch: int) -> np.ndarray:
 
 
 def song(lines: list[str], voice: str, bpm: float, seed: int) -> dict:
-    """Beat (one intro bar, then one bar per line) and vocals with word j of a line on eighth note j."""
+    """Beat (one intro bar, then one bar per line) and vocals with each word on its slot (`word_slots`)."""
     rng = random.Random(seed)
     drums, beats = beat(bpm, 1 + len(lines), seed)
     vocals = np.zeros_like(drums)
     eighth = 30.0 / bpm
     pitch = rng.choice([35, 50, 65])
     onsets_s = []
-    for i, line in enumerate(lines):
-        words = line.split()
-        for j, word in enumerate(words):
-            at = (8 * (1 + i) + round(j * 8 / len(words))) * eighth  # n words spread over the bar's 8 eighths
-            w = spoken_word(word, voice, pitch)[: int(2 * eighth * SR)]
-            fade = np.minimum(1.0, np.linspace(len(w) / 200, 0, len(w)))  # 12 ms fade-out where words are cut
-            start = int(at * SR)
-            n = min(len(w), len(vocals) - start)
-            vocals[start : start + n] += (w * fade)[:n]
-            onsets_s.append(round(at, 4))
+    for word, slot in zip(" ".join(lines).split(), word_slots(lines)):
+        at = slot * eighth
+        w = spoken_word(word, voice, pitch)[: int(2 * eighth * SR)]
+        fade = np.minimum(1.0, np.linspace(len(w) / 200, 0, len(w)))  # 12 ms fade-out where words are cut
+        start = int(at * SR)
+        n = min(len(w), len(vocals) - start)
+        vocals[start : start + n] += (w * fade)[:n]
+        onsets_s.append(round(at, 4))
     vocals = 0.8 * vocals / max(np.abs(vocals).max(), 1e-6)
     mix = vocals + 0.6 * drums
     mix = mix / max(1.0, np.abs(mix).max() / 0.98)

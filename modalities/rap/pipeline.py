@@ -21,7 +21,7 @@ from specgen.acceptance import tolerance_options
 from specgen.loading import check_vocabulary, load_lm_and_heads, part_path
 
 from .accompaniment import accompaniment_tokens
-from .vocab import LINE, RapVocab
+from .vocab import LINE, RapVocab, word_slots
 
 PROMPT_SECONDS, MIN_PROMPT_SECONDS, MAX_WORDS_PER_LINE = 3.0, 1.0, 8
 
@@ -124,12 +124,22 @@ class RapPipeline:
         ids = self.vocab.prefix(LINE.join(phonemize(ln) for ln in lines), acc,
                                 self.tokenizer.encode_mel(prompt_mel).tolist())
         frames = len(log_mel(torch.from_numpy(beat), self.tokenizer.cfg))  # vocals as long as the beat
+        budget, order = frames, None
+        if self.vocab.aligned:  # each word's phonemes at the frame of its slot on the beat's grid
+            words = self.vocab.word_ids(lines)
+            fps = self.tokenizer.cfg.frames_per_second
+            order = self.vocab.order(words, [round(float(grid[k]) * fps) for k in word_slots(lines)])
+            budget += sum(len(w) for w in words)
+        context = self.lm.context
+        if context is not None and len(ids) + budget + num_draft_tokens > context:
+            raise ValueError(f"the song needs {len(ids) + budget} tokens but the rap LM's context is {context}: "
+                             f"give a shorter beat (or fewer lines)")
         drafter = None
         if method == "heads":
             drafter = make_drafter(self.heads.kind, self.heads, drafting, tree_rule(acceptance, temperature, options))
         gen = torch.Generator(self.lm.device).manual_seed(seed)
-        out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), frames, num_draft_tokens, (), None,
-                       gen, acceptance, options, self.vocab.allowed)[0]
+        out = generate(self.lm, [ids], drafter, Sampling(temperature, top_k), budget, num_draft_tokens, (), None,
+                       gen, acceptance, options, self.vocab.allowed, order)[0]
         tokens = self.vocab.speech_tokens(out.token_ids)
         vocals = tokens_to_audio(self.flow, self.tokenizer, tokens, prompt_mel, flow_steps, seed, voc)
         vocals = np.pad(vocals, (0, max(0, len(beat) - len(vocals))))[: len(beat)]

@@ -1,7 +1,8 @@
 """Build the rap LM's training sequences from the RapBank (`modalities.rap.data`); the LM, its heads and the
 flow-matching decoder then train with the shared recipes:
 
-    python -m modalities.rap.train --data data/rap --out models/zoo/rap --tokenizer models/zoo/speech-tts/tokenizer
+    python -m modalities.rap.train --data data/rap --out models/zoo/rap --tokenizer models/zoo/rap/tokenizer \
+        [--aligned]    (each lyric word's phonemes in the stream just before its onset frame)
     specgen train-lm --preset text-12m --vocab V --train data/rap/train.pt --heldout data/rap/heldout.pt \\
         --out runs/rap-lm --context 2048 --seq 2048          (V is printed here)
     specgen train-heads --target models/zoo/rap/lm --kind medusa --data data/rap/train.pt --out models/zoo/rap/heads
@@ -39,11 +40,12 @@ def vocal_tokens(song: dict, tok: SpeechTokenizer) -> list[int]:
     return tok.encode(torch.from_numpy(load_audio(song["vocals"], tok.cfg.sample_rate))).tolist()
 
 
-def build(data: str, out: str, tokenizer: str, seed: int = 0):
+def build(data: str, out: str, tokenizer: str, seed: int = 0, aligned: bool = False):
     tok = SpeechTokenizer.load(tokenizer)
     rng = random.Random(seed)
     split_songs = {s: songs(data, s) for s in ("train", "heldout")}
     vocab = RapVocab.from_texts([p for s in split_songs["train"] for p in s["phonemes"]], tok.size)
+    vocab.aligned = aligned
     for split, items in split_songs.items():
         vocals = {s["id"]: vocal_tokens(s, tok) for s in items}
         by_voice: dict[str, list[dict]] = {}
@@ -56,8 +58,11 @@ def build(data: str, out: str, tokenizer: str, seed: int = 0):
             prompt = vocals[other["id"]][start : start + PROMPT_FRAMES]
             acc, _, _ = accompaniment_tokens(load_audio(s["beat"], tok.cfg.sample_rate), tok.cfg.sample_rate)
             prefix = vocab.prefix(LINE.join(s["phonemes"]), acc, prompt)
-            seqs.append({"ids": prefix + vocab.speech_ids(vocals[s["id"]]) + [EOS], "loss_from": len(prefix),
-                         "id": s["id"]})
+            body = vocab.speech_ids(vocals[s["id"]])
+            if aligned:  # each word's phonemes just before the frame of its onset
+                fps = tok.cfg.frames_per_second
+                body = vocab.interleave(body, vocab.word_ids(s["lyrics"]), [round(t * fps) for t in s["onsets"]])
+            seqs.append({"ids": prefix + body + [EOS], "loss_from": len(prefix), "id": s["id"]})
         torch.save(seqs, os.path.join(data, f"{split}.pt"))
         print(f"{split}: {len(seqs)} sequences, longest {max(len(x['ids']) for x in seqs)} tokens")
     vocab.save(os.path.join(out, "lm"))
@@ -83,11 +88,13 @@ def main(argv=None):
     ap.add_argument("--tokenizer", default="models/zoo/speech-tts/tokenizer")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt-only", action="store_true", help="only write the default voice prompt (prompt.wav)")
+    ap.add_argument("--aligned", action="store_true",
+                    help="put each lyric word's phonemes in the stream just before its onset frame")
     a = ap.parse_args(argv)
     if a.prompt_only:
         write_prompt(a.data, a.out)
     else:
-        build(a.data, a.out, a.tokenizer, a.seed)
+        build(a.data, a.out, a.tokenizer, a.seed, a.aligned)
 
 
 if __name__ == "__main__":
