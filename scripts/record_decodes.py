@@ -138,19 +138,10 @@ def rap_decodes(tokens: int, tmp: str) -> dict:
     pipe = rp.RapPipeline.from_pretrained(os.path.join(ZOO, "rap"), device="cpu")
     rap = lambda **kw: pipe.generate("we walk the road today\nand sing the night away", beat_path,  # noqa: E731
                                      seed=SEED, **kw)
-    out = media(rp, "rap", rap, {
+    return media(rp, "rap", rap, {
         "ar/greedy": dict(method="ar", temperature=0.0), "ar/sample": dict(method="ar"),
         "heads/greedy": dict(temperature=0.0), "heads/sample": dict(), "heads/sample-top": dict(draws="top"),
         "heads/tolerance-3": dict(tolerance=3), "heads/sample-eager": dict(backend="eager")}, tokens)
-    pipe.heads = load_heads_beside(pipe, os.path.join(ZOO, "rap", "heads-medusa"))
-    return {**out, **media(rp, "rap/heads-medusa", rap, {"greedy": dict(temperature=0.0), "sample": dict()}, tokens)}
-
-
-def load_heads_beside(pipe, folder: str):
-    """Another heads folder trained on the pipeline's LM."""
-    from specgen.drafters import load_heads
-
-    return load_heads(folder, pipe.lm.model, narrow=True)
 
 
 def compare(now: dict, before: dict) -> int:

@@ -9,9 +9,10 @@
 #                                             38-voice model, not shipped: models/zoo/speech-prompted; its tokenizer
 #                                             and flow decoder are the rap model's, its vocoder speech-tts's)
 #   bash scripts/train_media_zoo.sh image  vq sequences lm export heads tv treesize bench
-#   bash scripts/train_media_zoo.sh rap    data sequences lm export heads calibrate prompt bench   (after speech: it takes
-#                                             that model's tokenizer and flow decoder, and speech-tts's vocoder
-#                                             through shared.json)
+#   bash scripts/train_media_zoo.sh rap    data sequences lm export aligned heads calibrate prompt bench   (after
+#                                             speech: it takes that model's tokenizer and flow decoder, and
+#                                             speech-tts's vocoder through shared.json; `aligned` moves the LM
+#                                             on to the stream with each word's phonemes on its slot)
 # The speech and rap data builders need the text corpus (bash scripts/train_text_zoo.sh corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +86,13 @@ v = SpeechVocab.load('$Z/lm'); v.temperature = float(min(wer, key=wer.get)); v.s
       printf '{"vocoder": "../speech-tts/vocoder"}\n' \
         > $Z/shared.json  # (the vocoder is optional: without speech-tts/vocoder the rap model uses Griffin-Lim)
       $P -m modalities.rap.train --data $D --out $Z --tokenizer $Z/tokenizer ;;
+    rap:aligned)  # each lyric word's phonemes just before its slot's vocal frame; the LM goes on from the one
+      # `lm export` made (same vocabulary) on this stream, then replaces it
+      $P -m modalities.rap.train --data $D --out $Z --tokenizer $Z/tokenizer --aligned
+      $S train-lm --preset text-12m --vocab "$(vocab_size)" --train $D/train.pt --heldout $D/heldout.pt \
+        --out runs/$M-aligned-lm --steps ${ALIGNED_STEPS:-800} --batch 4 --seq 2048 --context 2048 --eval-every 100 \
+        --eval-windows 32 --max-minutes "$MINUTES" --init $Z/lm
+      $S train-lm --preset text-12m --train $D/train.pt --heldout $D/heldout.pt --out runs/$M-aligned-lm --export $Z/lm ;;
     rap:prompt) $P -m modalities.rap.train --data $D --out $Z --prompt-only ;;
     *:lm)
       $S train-lm --preset text-12m --vocab "$(vocab_size)" --train $D/train.pt --heldout $D/heldout.pt \

@@ -104,9 +104,11 @@ def test_bench_rap_reports_alignment_for_reference_and_methods(rap_dir, tmp_path
                  "--tolerances", "3", "--tree-sizes", "3", "--fp32-drafting", "--out", str(out)]) == 0
     result = json.loads((out / "rap.json").read_text())["rows"]
     per_heads = ["", ", top-k guesses", " k=3", ", tree 3", ", fp32 drafting"]
-    assert [r["method"] for r in result] == ["reference vocals", "ar", *[f"heads ({kind}){row}" for kind in
-                                                                         ("medusa", "hydra") for row in per_heads]]
-    assert [r.get("lossless") for r in result] == [None, "yes", *["yes", "yes", "no", "yes", "yes"] * 2]
+    assert [r["method"] for r in result] == ["reference vocals", "reference tokens, resynthesized", "ar",
+                                             *[f"heads ({kind}){row}" for kind in ("medusa", "hydra")
+                                               for row in per_heads]]
+    assert [r.get("lossless") for r in result] == [None, None, "yes", *["yes", "yes", "no", "yes", "yes"] * 2]
+    assert result[1]["mcd"] > 0  # the reference's own tokens, decoded: not the reference itself
     assert result[0]["onsets"] == 1  # the reference tone starts once (word_onsets: the stem's energy)
     assert all(0 <= r["alignment"] <= 1 for r in result) and (out / "rap-0-heads-hydra.wav").is_file()
     assert all(r["wer"] >= 0 and 0 <= r["on_slot"] <= 1 for r in result)  # Whisper's judgement, the reference's too

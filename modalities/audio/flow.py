@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,3 +101,18 @@ def tokens_to_audio(flow: FlowDecoder | None, tokenizer, tokens, prompt_mel: tor
         z = flow.sample(tok[None], tokenizer.normalize(prompt_mel)[None].to(device), steps=steps, seed=seed)[0]
         mel = tokenizer.denormalize(z.float().cpu())
     return (vocoder.vocode(mel) if vocoder is not None else griffin_lim(mel, tokenizer.cfg)).numpy()
+
+
+def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int, net: bool = True) -> np.ndarray:
+    """The reference's own speech tokens through the model's decoder (flow matching, else its learned token-to-mel
+    decoder unless `net` is False, else the centroids) and its vocoder (the neural one when it ships one, else
+    Griffin-Lim): what the tokenizer, decoder and vocoder cost before the LM adds its errors (the quality ceiling of
+    every row)."""
+    from .features import log_mel
+
+    cfg = tts.tokenizer.cfg
+    tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
+    prompt_mel = log_mel(torch.from_numpy(prompt_audio[: int(3 * cfg.sample_rate)]), cfg)
+    mel_decoder = getattr(tts, "mel_decoder", None)  # (the rap pipeline has none)
+    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed, vocoder=tts.vocoder,
+                           mel_decoder=mel_decoder if net else None)

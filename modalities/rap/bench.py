@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from modalities.audio.features import load_audio, save_audio
+from modalities.audio.flow import resynthesize
 from modalities.audio.metrics import mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_phases, add_setting_sweeps, file_label, head_variants, round_ms, settings, sweep_rows,
                               warm_up, with_drafting, write_outputs)
@@ -75,6 +76,7 @@ def bench(args) -> str:
     tally = {m: {"tokens": 0, "token_s": 0.0, "wall": 0.0, "audio": 0.0, "acc": [], "align": [], "onsets": [],
                  "mcd": [], "sim": [], "vocals": [], "lossless": True} for m in methods}
     reference_alignment, reference_onsets, references = [], [], []
+    resynth = {"align": [], "onsets": [], "mcd": [], "vocals": []}  # the reference's own tokens, decoded
     os.makedirs(args.out, exist_ok=True)
 
     def prompt_of(s):
@@ -92,6 +94,12 @@ def bench(args) -> str:
         reference_alignment.append(beat_alignment(onsets, grid))
         reference_onsets.append(len(onsets))
         references.append(ref)
+        again = resynthesize(rap, ref, prompt_audio, args.seed + i)
+        onsets = word_onsets(again)
+        resynth["align"].append(beat_alignment(onsets, grid))
+        resynth["onsets"].append(len(onsets))
+        resynth["mcd"].append(mel_cepstral_distortion(again, ref))
+        resynth["vocals"].append(again)
         for name, (pipe, kw) in methods.items():
             res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
                                seed=args.seed + i, **with_drafting(kw))
@@ -116,7 +124,10 @@ def bench(args) -> str:
     wer = words_on_beat(args.wer, items, rap.sample_rate)
     rows = [{"group": "rap", "method": "reference vocals", "alignment": float(np.mean(reference_alignment)),
              "alignment_per_song": reference_alignment, "onsets": float(np.mean(reference_onsets)),
-             **wer(references)}]
+             **wer(references)},
+            {"group": "rap", "method": "reference tokens, resynthesized", "alignment": float(np.mean(resynth["align"])),
+             "alignment_per_song": resynth["align"], "onsets": float(np.mean(resynth["onsets"])),
+             "mcd": float(np.mean(resynth["mcd"])), **wer(resynth["vocals"])}]
     rows += [{"group": "rap", "method": m, "speedup": t["tokens"] / t["token_s"] / ar_rate,
               "mean_accepted": float(np.mean(t["acc"])), "rtf": t["wall"] / t["audio"], **wer(t["vocals"]),
               "alignment": float(np.mean(t["align"])), "alignment_per_song": t["align"],

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from modalities.audio.features import load_audio, save_audio
+from modalities.audio.flow import resynthesize
 from modalities.audio.metrics import log_spectral_distance, mel_cepstral_distortion, speaker_similarity
 from modalities.bench import (add_pytorch_drafting, file_label, head_variants, settings, warm_up, with_drafting,
                               words_judge, write_outputs)
@@ -47,23 +48,6 @@ def cases(data: str, count: int, split: str = "heldout") -> list[tuple[dict, dic
         if len(out) == count:
             break
     return out
-
-
-def resynthesize(tts, reference: np.ndarray, prompt_audio: np.ndarray, seed: int, net: bool = True) -> np.ndarray:
-    """The reference's own speech tokens through the model's decoder (flow matching, else its learned token-to-mel
-    decoder unless `net` is False, else the centroids) and its vocoder (the neural one when it ships one, else
-    Griffin-Lim): what the tokenizer, decoder and vocoder cost before the LM adds its errors (the quality ceiling of
-    every row)."""
-    import torch
-
-    from modalities.audio.features import log_mel
-    from modalities.audio.flow import tokens_to_audio
-
-    cfg = tts.tokenizer.cfg
-    tokens = tts.tokenizer.encode_mel(log_mel(torch.from_numpy(reference), cfg))
-    prompt_mel = log_mel(torch.from_numpy(prompt_audio[: int(3 * cfg.sample_rate)]), cfg)
-    return tokens_to_audio(tts.flow, tts.tokenizer, tokens, prompt_mel, seed=seed, vocoder=tts.vocoder,
-                           mel_decoder=tts.mel_decoder if net else None)
 
 
 def copy_synthesis(tts, reference: np.ndarray) -> dict[str, np.ndarray]:
