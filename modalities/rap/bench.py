@@ -54,6 +54,15 @@ def words_on_beat(enabled: bool, items: list[dict], sample_rate: int):
     return judge
 
 
+def score(t: dict, vocals: np.ndarray, grid: np.ndarray, ref: np.ndarray):
+    """Adds one song's vocals to the tally `t`: beat alignment, onsets found, MCD against the reference, the audio."""
+    onsets = word_onsets(vocals)
+    t["align"].append(beat_alignment(onsets, grid))
+    t["onsets"].append(len(onsets))
+    t["mcd"].append(mel_cepstral_distortion(vocals, ref))
+    t["vocals"].append(vocals)
+
+
 def bench(args) -> str:
     from .pipeline import RapPipeline
 
@@ -94,12 +103,7 @@ def bench(args) -> str:
         reference_alignment.append(beat_alignment(onsets, grid))
         reference_onsets.append(len(onsets))
         references.append(ref)
-        again = resynthesize(rap, ref, prompt_audio, args.seed + i)
-        onsets = word_onsets(again)
-        resynth["align"].append(beat_alignment(onsets, grid))
-        resynth["onsets"].append(len(onsets))
-        resynth["mcd"].append(mel_cepstral_distortion(again, ref))
-        resynth["vocals"].append(again)
+        score(resynth, resynthesize(rap, ref, prompt_audio, args.seed + i), grid, ref)
         for name, (pipe, kw) in methods.items():
             res = pipe.generate("\n".join(s["lyrics"]), s["beat"], voice_prompt=prompt, temperature=args.temperature,
                                seed=args.seed + i, **with_drafting(kw))
@@ -111,12 +115,8 @@ def bench(args) -> str:
             t["acc"].append(res.stats.mean_accepted)
             t["lossless"] &= res.stats.lossless
             add_phases(t, res.stats)
-            onsets = word_onsets(res.vocals)
-            t["align"].append(beat_alignment(onsets, grid))
-            t["onsets"].append(len(onsets))
-            t["mcd"].append(mel_cepstral_distortion(res.vocals, ref))
+            score(t, res.vocals, grid, ref)
             t["sim"].append(speaker_similarity(res.vocals, prompt_audio))
-            t["vocals"].append(res.vocals)
             if i < 2:
                 save_audio(os.path.join(args.out, f"rap-{i}-{file_label(name)}.wav"), res.mix, res.sample_rate)
         print(f"song {i + 1}/{len(items)} done", flush=True)

@@ -1,7 +1,7 @@
 """Build the rap LM's training sequences from the RapBank (`modalities.rap.data`); the LM, its heads and the
 flow-matching decoder then train with the shared recipes:
 
-    python -m modalities.rap.train --data data/rap --out models/zoo/rap --tokenizer models/zoo/rap/tokenizer \
+    python -m modalities.rap.train --data data/rap --out models/zoo/rap --tokenizer models/zoo/rap/tokenizer \\
         [--aligned]    (each lyric word's phonemes in the stream just before its onset frame)
     specgen train-lm --preset text-12m --vocab V --train data/rap/train.pt --heldout data/rap/heldout.pt \\
         --out runs/rap-lm --context 2048 --seq 2048          (V is printed here)
@@ -44,8 +44,7 @@ def build(data: str, out: str, tokenizer: str, seed: int = 0, aligned: bool = Fa
     tok = SpeechTokenizer.load(tokenizer)
     rng = random.Random(seed)
     split_songs = {s: songs(data, s) for s in ("train", "heldout")}
-    vocab = RapVocab.from_texts([p for s in split_songs["train"] for p in s["phonemes"]], tok.size)
-    vocab.aligned = aligned
+    vocab = RapVocab.from_texts([p for s in split_songs["train"] for p in s["phonemes"]], tok.size, aligned)
     for split, items in split_songs.items():
         vocals = {s["id"]: vocal_tokens(s, tok) for s in items}
         by_voice: dict[str, list[dict]] = {}

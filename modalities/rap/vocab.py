@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-
 import torch
 
 from modalities.specials import BOS, SEP, SPECIALS, load_vocab, save_vocab
@@ -45,8 +44,8 @@ class RapVocab:
         return self.speech_offset + self.speech_size
 
     @classmethod
-    def from_texts(cls, phoneme_strings, speech_size: int) -> "RapVocab":
-        return cls(sorted({ch for s in phoneme_strings for ch in s} | set(LINE)), speech_size)
+    def from_texts(cls, phoneme_strings, speech_size: int, aligned: bool = False) -> "RapVocab":
+        return cls(sorted({ch for s in phoneme_strings for ch in s} | set(LINE)), speech_size, aligned)
 
     def encode_phonemes(self, phonemes: str) -> list[int]:
         return [self.phoneme_id[ch] for ch in phonemes if ch in self.phoneme_id]
@@ -74,11 +73,15 @@ class RapVocab:
         vocal tokens, and only then."""
         from specgen.constraints import SymbolOrder
 
-        symbols = torch.zeros(len(self), dtype=torch.bool)
-        symbols[len(SPECIALS) : self.accompaniment_offset] = True
         seq = [i for ids in words for i in ids]
         at = [f for ids, f in zip(words, frames) for _ in ids]
-        return SymbolOrder([seq], symbols, (), at=[at])
+        return SymbolOrder([seq], self.phoneme_mask(), (), at=[at])
+
+    def phoneme_mask(self) -> torch.Tensor:
+        """[vocab] bool: the lyric phoneme ids (and the line mark)."""
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        mask[len(SPECIALS) : self.accompaniment_offset] = True
+        return mask
 
     def speech_ids(self, tokens) -> list[int]:
         return [self.speech_offset + int(t) for t in tokens]
@@ -89,10 +92,8 @@ class RapVocab:
     @property
     def allowed(self) -> torch.Tensor:
         """Vocals last as long as the beat, so only speech tokens may follow the prefix (no early `</s>`)."""
-        mask = torch.zeros(len(self), dtype=torch.bool)
-        mask[self.speech_offset :] = True
-        if self.aligned:  # and the words' phonemes, which the constraint puts in their places
-            mask[len(SPECIALS) : self.accompaniment_offset] = True
+        mask = self.phoneme_mask() if self.aligned else torch.zeros(len(self), dtype=torch.bool)
+        mask[self.speech_offset :] = True  # (aligned: the words' phonemes too, which the constraint places)
         return mask
 
     def save(self, path: str):
